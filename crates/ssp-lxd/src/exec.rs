@@ -1,0 +1,306 @@
+//! Running commands in an instance with attached stdin/stdout/stderr websockets.
+//!
+//! LXD 5.0's framing, found by experiment: output arrives as binary frames and its end is an
+//! empty *text* frame (not a close); stdin is ended the same way. Window size and signals go
+//! as JSON on the separate control websocket; the exit code is in the finished operation's
+//! `metadata.return`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use reqwest::Method;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::client::{seg, Client};
+use crate::error::{Error, Result};
+use crate::operation::Operation;
+use crate::wire::InstanceExecPost;
+
+type Ws = WebSocketStream<UnixStream>;
+
+/// How to run a command.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// Environment variables (LXD adds `PATH`, `HOME`, … when absent).
+    pub environment: BTreeMap<String, String>,
+    /// Working directory.
+    pub cwd: Option<String>,
+    /// Uid inside the instance (0 = root).
+    pub uid: u32,
+    /// Gid inside the instance.
+    pub gid: u32,
+    /// Allocate a pty of (width, height); output then arrives merged on `stdout`.
+    pub pty: Option<(u32, u32)>,
+}
+
+/// A running command. Read `stdout` and `stderr` while the command runs (they are bounded
+/// channels: an unread one holds the command back), then [`Exec::wait`] for its exit code.
+#[derive(Debug)]
+pub struct Exec {
+    /// The command's stdin; [`ExecStdin::close`] sends end-of-file.
+    pub stdin: ExecStdin,
+    /// Output chunks; the channel closes at end of output.
+    pub stdout: mpsc::Receiver<Bytes>,
+    /// Error output chunks (closed at once with a pty).
+    pub stderr: mpsc::Receiver<Bytes>,
+    /// Window size and signals.
+    pub control: ExecControl,
+    operation: Operation,
+    readers: Vec<JoinHandle<Result<()>>>,
+    drains: Vec<JoinHandle<()>>,
+}
+
+/// The writing end of a command's stdin.
+pub struct ExecStdin {
+    sink: Option<SplitSink<Ws, Message>>,
+    /// With a pty, stdin and output share one websocket: ending stdin must not close it.
+    shared_with_output: bool,
+}
+
+impl std::fmt::Debug for ExecStdin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecStdin").field("open", &self.sink.is_some()).finish()
+    }
+}
+
+impl ExecStdin {
+    /// Sends bytes to the command.
+    pub async fn write(&mut self, data: impl Into<Bytes>) -> Result<()> {
+        let sink = self.sink.as_mut().ok_or_else(|| Error::protocol("exec stdin", "stdin already closed"))?;
+        sink.send(Message::Binary(data.into())).await.map_err(|e| Error::ws("exec stdin", e))
+    }
+
+    /// Ends stdin: the command reads end-of-file.
+    pub async fn close(&mut self) -> Result<()> {
+        if let Some(mut sink) = self.sink.take() {
+            if self.shared_with_output {
+                // A pty has no separate end-of-file; ^D is the terminal's way.
+                sink.send(Message::Binary(Bytes::from_static(b"\x04"))).await.map_err(|e| Error::ws("exec stdin", e))?;
+                return Ok(());
+            }
+            sink.send(Message::text("")).await.map_err(|e| Error::ws("exec stdin", e))?;
+            // The daemon may already have closed its side once the command exited.
+            let _ = sink.close().await;
+        }
+        Ok(())
+    }
+}
+
+/// Sends window-size changes and signals to a running command.
+#[derive(Clone)]
+pub struct ExecControl {
+    sink: Arc<Mutex<SplitSink<Ws, Message>>>,
+}
+
+impl std::fmt::Debug for ExecControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecControl").finish_non_exhaustive()
+    }
+}
+
+impl ExecControl {
+    /// Resizes the pty.
+    pub async fn resize(&self, width: u32, height: u32) -> Result<()> {
+        self.send(serde_json::json!({
+            "command": "window-resize",
+            "args": { "width": width.to_string(), "height": height.to_string() },
+        }))
+        .await
+    }
+
+    /// Sends a signal (e.g. 15 for SIGTERM) to the command.
+    pub async fn signal(&self, signal: i32) -> Result<()> {
+        self.send(serde_json::json!({ "command": "signal", "signal": signal })).await
+    }
+
+    async fn send(&self, message: serde_json::Value) -> Result<()> {
+        self.sink
+            .lock()
+            .await
+            .send(Message::text(message.to_string()))
+            .await
+            .map_err(|e| Error::ws("exec control", e))
+    }
+}
+
+/// The collected result of [`Client::exec_output`].
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    /// Exit code (128 + signal number when killed by a signal).
+    pub exit_code: i32,
+    /// Everything written to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything written to stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    /// Stdout as text (lossy).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Stderr as text (lossy).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+impl Exec {
+    /// The LXD operation running the command.
+    pub fn operation_id(&self) -> &str {
+        self.operation.id()
+    }
+
+    /// Waits for the command to end and returns its exit code.
+    pub async fn wait(self) -> Result<i32> {
+        let Exec { stdin, stdout, stderr, control, operation, readers, drains } = self;
+        let state = operation.wait(None).await;
+        for drain in drains {
+            drain.abort();
+        }
+        let state = state?;
+        for reader in readers {
+            match reader.await {
+                Ok(result) => result?,
+                Err(e) => return Err(Error::protocol("exec output", format!("reader task failed: {e}"))),
+            }
+        }
+        drop((stdin, stdout, stderr, control));
+        state
+            .metadata
+            .get("return")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|code| i32::try_from(code).ok())
+            .ok_or_else(|| Error::protocol("exec", format!("no return code in {}", state.metadata)))
+    }
+}
+
+impl Client {
+    /// Starts `command` in instance `name`, with websockets attached.
+    pub async fn exec(&self, name: &str, command: &[String], options: ExecOptions) -> Result<Exec> {
+        if command.is_empty() {
+            return Err(Error::protocol("exec", "empty command"));
+        }
+        let (width, height) = options.pty.unwrap_or((0, 0));
+        let request = InstanceExecPost {
+            command: command.to_vec(),
+            environment: options.environment,
+            interactive: options.pty.is_some(),
+            wait_for_websocket: true,
+            width,
+            height,
+            user: options.uid,
+            group: options.gid,
+            cwd: options.cwd.unwrap_or_default(),
+        };
+        let path = format!("/1.0/instances/{}/exec", seg(name)?);
+        let operation = self.json_operation(Method::POST, &path, &request, None).await?;
+        let fds = operation.state().metadata.get("fds").cloned().unwrap_or_default();
+        let secret = |fd: &str| -> Result<String> {
+            fds.get(fd)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| Error::protocol("exec", format!("no websocket secret for fd {fd} in {fds}")))
+        };
+        let op_path = format!("/1.0/operations/{}/websocket", seg(operation.id())?);
+        let connect = |fd: &str| -> Result<String> { Ok(format!("{op_path}?secret={}", seg(&secret(fd)?)?)) };
+
+        let control_ws = self.websocket(&connect("control")?).await?;
+        let (control_sink, control_stream) = control_ws.split();
+        let mut drains = vec![tokio::spawn(drain(control_stream))];
+        let mut readers = Vec::new();
+
+        let (stdout_tx, stdout) = mpsc::channel(64);
+        let (stderr_tx, stderr) = mpsc::channel(64);
+        let stdin = if options.pty.is_some() {
+            let (sink, stream) = self.websocket(&connect("0")?).await?.split();
+            readers.push(tokio::spawn(forward(stream, stdout_tx, "exec pty")));
+            drop(stderr_tx);
+            ExecStdin { sink: Some(sink), shared_with_output: true }
+        } else {
+            let (sink, stdin_stream) = self.websocket(&connect("0")?).await?.split();
+            drains.push(tokio::spawn(drain(stdin_stream)));
+            let (_, out) = self.websocket(&connect("1")?).await?.split();
+            let (_, err) = self.websocket(&connect("2")?).await?.split();
+            readers.push(tokio::spawn(forward(out, stdout_tx, "exec stdout")));
+            readers.push(tokio::spawn(forward(err, stderr_tx, "exec stderr")));
+            ExecStdin { sink: Some(sink), shared_with_output: false }
+        };
+        Ok(Exec {
+            stdin,
+            stdout,
+            stderr,
+            control: ExecControl { sink: Arc::new(Mutex::new(control_sink)) },
+            operation,
+            readers,
+            drains,
+        })
+    }
+
+    /// Runs `command` to completion with `stdin` as its input and collects its output.
+    pub async fn exec_output(&self, name: &str, command: &[&str], stdin: &[u8]) -> Result<ExecOutput> {
+        let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        let mut exec = self.exec(name, &command, ExecOptions::default()).await?;
+        if !stdin.is_empty() {
+            exec.stdin.write(Bytes::copy_from_slice(stdin)).await?;
+        }
+        exec.stdin.close().await?;
+        let mut stdout_rx = std::mem::replace(&mut exec.stdout, mpsc::channel(1).1);
+        let mut stderr_rx = std::mem::replace(&mut exec.stderr, mpsc::channel(1).1);
+        let collect_out = async {
+            let mut buf = Vec::new();
+            while let Some(chunk) = stdout_rx.recv().await {
+                buf.extend_from_slice(&chunk);
+            }
+            buf
+        };
+        let collect_err = async {
+            let mut buf = Vec::new();
+            while let Some(chunk) = stderr_rx.recv().await {
+                buf.extend_from_slice(&chunk);
+            }
+            buf
+        };
+        let (stdout, stderr, exit_code) = tokio::join!(collect_out, collect_err, exec.wait());
+        Ok(ExecOutput { exit_code: exit_code?, stdout, stderr })
+    }
+}
+
+/// Forwards binary frames to `tx` until the end-of-output barrier or a close. Keeps reading
+/// when the receiver is gone so the command is never blocked on output nobody reads.
+async fn forward(mut stream: SplitStream<Ws>, tx: mpsc::Sender<Bytes>, what: &'static str) -> Result<()> {
+    let mut receiver_alive = true;
+    while let Some(message) = stream.next().await {
+        match message {
+            Ok(Message::Binary(data)) => {
+                if receiver_alive && tx.send(data).await.is_err() {
+                    receiver_alive = false;
+                }
+            }
+            Ok(Message::Text(_)) | Ok(Message::Close(_)) => break,
+            Ok(_) => {}
+            // The daemon drops the connection without a close frame when the command ends.
+            Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)
+            | Err(tokio_tungstenite::tungstenite::Error::Protocol(_)) => break,
+            Err(e) => return Err(Error::ws(what, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads and discards a websocket's incoming side, so pings are answered.
+async fn drain(mut stream: SplitStream<Ws>) {
+    while let Some(message) = stream.next().await {
+        if message.is_err() {
+            break;
+        }
+    }
+}

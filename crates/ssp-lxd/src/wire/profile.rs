@@ -1,0 +1,20 @@
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigMap, DeviceMap};
+
+/// A profile (`GET /1.0/profiles/{name}`); also its creation and update form.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Profile {
+    /// Name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Config keys applied to instances.
+    pub config: ConfigMap,
+    /// Devices added to instances.
+    pub devices: DeviceMap,
+    /// Instances using it (read-only, URLs).
+    #[serde(skip_serializing)]
+    pub used_by: Vec<String>,
+}
