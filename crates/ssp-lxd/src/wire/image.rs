@@ -9,8 +9,10 @@ pub struct Image {
     /// SHA-256 fingerprint.
     pub fingerprint: String,
     /// Aliases pointing at it.
+    #[serde(deserialize_with = "super::nullable")]
     pub aliases: Vec<ImageAliasRef>,
     /// Properties from its metadata (`os`, `release`, …).
+    #[serde(deserialize_with = "super::nullable")]
     pub properties: ConfigMap,
     /// Architecture name.
     pub architecture: String,

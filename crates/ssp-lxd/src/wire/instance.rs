@@ -22,16 +22,21 @@ pub struct Instance {
     /// Architecture name.
     pub architecture: String,
     /// Local config (not including profiles).
+    #[serde(deserialize_with = "super::nullable")]
     pub config: ConfigMap,
     /// Local devices (not including profiles).
+    #[serde(deserialize_with = "super::nullable")]
     pub devices: DeviceMap,
     /// Config after applying profiles.
+    #[serde(deserialize_with = "super::nullable")]
     pub expanded_config: ConfigMap,
     /// Devices after applying profiles.
+    #[serde(deserialize_with = "super::nullable")]
     pub expanded_devices: DeviceMap,
     /// Whether it is deleted when stopped.
     pub ephemeral: bool,
     /// Applied profiles, in order.
+    #[serde(deserialize_with = "super::nullable")]
     pub profiles: Vec<String>,
     /// Whether it has stateful state saved.
     pub stateful: bool,
@@ -67,16 +72,20 @@ impl Instance {
 
 /// The writable fields of an instance (`PUT /1.0/instances/{name}`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
 pub struct InstancePut {
     /// Architecture name.
     pub architecture: String,
     /// Local config.
+    #[serde(deserialize_with = "super::nullable")]
     pub config: ConfigMap,
     /// Local devices.
+    #[serde(deserialize_with = "super::nullable")]
     pub devices: DeviceMap,
     /// Whether it is deleted when stopped.
     pub ephemeral: bool,
     /// Applied profiles.
+    #[serde(deserialize_with = "super::nullable")]
     pub profiles: Vec<String>,
     /// Stateful flag.
     pub stateful: bool,
@@ -86,6 +95,7 @@ pub struct InstancePut {
 
 /// Where a new instance comes from.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
 pub struct InstanceSource {
     /// `image`, `copy`, `none`, …
     #[serde(rename = "type")]
@@ -115,6 +125,7 @@ impl InstanceSource {
 
 /// Creation request (`POST /1.0/instances`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
 pub struct InstancesPost {
     /// Name of the new instance.
     pub name: String,
@@ -124,8 +135,10 @@ pub struct InstancesPost {
     /// Where it comes from.
     pub source: InstanceSource,
     /// Local config.
+    #[serde(deserialize_with = "super::nullable")]
     pub config: ConfigMap,
     /// Local devices.
+    #[serde(deserialize_with = "super::nullable")]
     pub devices: DeviceMap,
     /// Profiles to apply; `None` means LXD's `default` profile.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -220,6 +233,7 @@ pub struct InstanceStateDisk {
 #[serde(default)]
 pub struct InstanceStateNetwork {
     /// Addresses on the interface.
+    #[serde(deserialize_with = "super::nullable")]
     pub addresses: Vec<InstanceStateAddress>,
     /// Traffic counters.
     pub counters: InstanceStateCounters,
@@ -277,8 +291,10 @@ pub struct InstanceSnapshot {
     /// Whether runtime state was saved.
     pub stateful: bool,
     /// Config at the time of the snapshot.
+    #[serde(deserialize_with = "super::nullable")]
     pub config: ConfigMap,
     /// Devices at the time of the snapshot.
+    #[serde(deserialize_with = "super::nullable")]
     pub devices: DeviceMap,
     /// Size in bytes, when the driver knows.
     pub size: i64,
@@ -297,8 +313,10 @@ pub struct InstanceSnapshotsPost {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct InstanceExecPost {
     /// argv.
+    #[serde(deserialize_with = "super::nullable")]
     pub command: Vec<String>,
     /// Environment variables.
+    #[serde(deserialize_with = "super::nullable")]
     pub environment: BTreeMap<String, String>,
     /// Allocate a pty.
     pub interactive: bool,

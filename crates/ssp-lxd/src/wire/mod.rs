@@ -40,6 +40,15 @@ pub(crate) struct Envelope {
     pub metadata: serde_json::Value,
 }
 
+/// Reads `null` as the type's default: LXD sends `null` for empty lists and maps.
+pub(crate) fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// A map of string config keys, as LXD uses for `config` everywhere.
 pub type ConfigMap = std::collections::BTreeMap<String, String>;
 /// Devices by name, each a map of string keys (`type`, `path`, …).

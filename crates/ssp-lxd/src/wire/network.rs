@@ -12,6 +12,7 @@ pub struct Network {
     #[serde(rename = "type")]
     pub kind: String,
     /// Config (`ipv4.address`, `ipv4.nat`, …).
+    #[serde(deserialize_with = "super::nullable")]
     pub config: ConfigMap,
     /// Free text.
     pub description: String,
@@ -23,5 +24,6 @@ pub struct Network {
     pub status: String,
     /// Users (read-only, URLs).
     #[serde(skip_serializing)]
+    #[serde(deserialize_with = "super::nullable")]
     pub used_by: Vec<String>,
 }

@@ -15,6 +15,7 @@ pub struct OperationState {
     /// 100 running … 200 success, 400 failure, 401 cancelled.
     pub status_code: u16,
     /// Objects the operation touches, by kind.
+    #[serde(deserialize_with = "super::nullable")]
     pub resources: std::collections::BTreeMap<String, Vec<String>>,
     /// Operation-specific data (exec fds and return code, image fingerprint, …).
     pub metadata: serde_json::Value,

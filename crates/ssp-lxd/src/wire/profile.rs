@@ -11,10 +11,13 @@ pub struct Profile {
     /// Free text.
     pub description: String,
     /// Config keys applied to instances.
+    #[serde(deserialize_with = "super::nullable")]
     pub config: ConfigMap,
     /// Devices added to instances.
+    #[serde(deserialize_with = "super::nullable")]
     pub devices: DeviceMap,
     /// Instances using it (read-only, URLs).
     #[serde(skip_serializing)]
+    #[serde(deserialize_with = "super::nullable")]
     pub used_by: Vec<String>,
 }

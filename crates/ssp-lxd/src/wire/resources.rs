@@ -37,6 +37,7 @@ pub struct ResourcesMemory {
 #[serde(default)]
 pub struct ResourcesGpu {
     /// Cards.
+    #[serde(deserialize_with = "super::nullable")]
     pub cards: Vec<ResourcesGpuCard>,
     /// Number of cards.
     pub total: u64,

@@ -7,6 +7,7 @@ use super::ConfigMap;
 #[serde(default)]
 pub struct Server {
     /// API extensions the daemon implements; check before using newer features.
+    #[serde(deserialize_with = "super::nullable")]
     pub api_extensions: Vec<String>,
     /// `stable` for released daemons.
     pub api_status: String,
@@ -15,6 +16,7 @@ pub struct Server {
     /// `trusted` over the unix socket.
     pub auth: String,
     /// Server-wide configuration.
+    #[serde(deserialize_with = "super::nullable")]
     pub config: ConfigMap,
     /// Facts about the host and daemon.
     pub environment: ServerEnvironment,
@@ -32,6 +34,7 @@ impl Server {
 #[serde(default)]
 pub struct ServerEnvironment {
     /// Architectures the host can run, e.g. `x86_64`.
+    #[serde(deserialize_with = "super::nullable")]
     pub architectures: Vec<String>,
     /// Container drivers, e.g. `lxc`.
     pub driver: String,

@@ -11,6 +11,7 @@ pub struct StoragePool {
     /// `btrfs`, `dir`, `zfs`, `lvm`, …
     pub driver: String,
     /// Driver config (`size`, `source`, …).
+    #[serde(deserialize_with = "super::nullable")]
     pub config: ConfigMap,
     /// Free text.
     pub description: String,
@@ -19,6 +20,7 @@ pub struct StoragePool {
     pub status: String,
     /// Users (read-only, URLs).
     #[serde(skip_serializing)]
+    #[serde(deserialize_with = "super::nullable")]
     pub used_by: Vec<String>,
 }
 
@@ -34,10 +36,12 @@ pub struct StorageVolume {
     /// `filesystem` or `block`.
     pub content_type: String,
     /// Volume config (`size`, …).
+    #[serde(deserialize_with = "super::nullable")]
     pub config: ConfigMap,
     /// Free text.
     pub description: String,
     /// Users (read-only, URLs).
     #[serde(skip_serializing)]
+    #[serde(deserialize_with = "super::nullable")]
     pub used_by: Vec<String>,
 }
