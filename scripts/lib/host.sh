@@ -1,0 +1,135 @@
+# Host set-up shared by scripts/up and scripts/test: packages, kernel settings, id ranges,
+# and the host's LXD daemon. Every function is idempotent: a second run changes nothing.
+# shellcheck shell=bash
+
+SSP_PACKAGES=(lxd lxd-client btrfs-progs debootstrap busybox-static squashfs-tools xz-utils
+  openssh-client iproute2 iptables dnsmasq-base procps psmisc kmod util-linux ca-certificates)
+
+ssp_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+ssp_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+ssp_require_root() {
+  [ "$(id -u)" = 0 ] || ssp_die "run this as root (it installs packages and configures LXD)"
+}
+
+# Installs missing Debian packages (no network is needed when all are present).
+ssp_install_packages() {
+  local missing=() pkg
+  for pkg in "${SSP_PACKAGES[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  ssp_log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# A Rust toolchain new enough for the workspace (Debian 12's own cargo is too old).
+ssp_require_rust() {
+  if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null 2>&1 || ssp_die "cargo not found: install Rust >= 1.85 with rustup (https://rustup.rs), then run this again"
+}
+
+# Kernel settings a container host needs. With Debian's defaults
+# (fs.inotify.max_user_instances=128) only ~23 systemd containers stay up; the rest die at
+# boot with "Too many open files". Values follow LXD's production set-up.
+SSP_SYSCTLS=(
+  fs.inotify.max_user_instances=1048576
+  fs.inotify.max_user_watches=1048576
+  fs.inotify.max_queued_events=1048576
+  kernel.keys.maxkeys=2000
+  kernel.keys.maxbytes=2000000
+  vm.max_map_count=262144
+  net.ipv4.neigh.default.gc_thresh3=8192
+  net.ipv6.neigh.default.gc_thresh3=8192
+  kernel.dmesg_restrict=1
+)
+
+ssp_apply_sysctls() {
+  local conf=/etc/sysctl.d/60-ssp.conf tmp setting key want have
+  tmp=$(mktemp)
+  { echo "# Written by ssp (scripts/lib/host.sh): settings a container host needs."
+    printf '%s\n' "${SSP_SYSCTLS[@]}"; } >"$tmp"
+  if ! cmp -s "$tmp" "$conf" 2>/dev/null; then
+    mkdir -p /etc/sysctl.d && install -m 0644 "$tmp" "$conf"
+  fi
+  rm -f "$tmp"
+  for setting in "${SSP_SYSCTLS[@]}"; do
+    key=${setting%%=*} want=${setting#*=}
+    have=$(sysctl -n "$key" 2>/dev/null) || continue
+    if [ "$key" = kernel.dmesg_restrict ]; then
+      [ "$have" = "$want" ] || sysctl -qw "$setting" >/dev/null 2>&1 || true
+    elif [ "$have" -lt "$want" ] 2>/dev/null; then
+      sysctl -qw "$setting" >/dev/null 2>&1 || ssp_log "warning: could not set $setting (have $have)"
+    fi
+  done
+  have=$(sysctl -n fs.inotify.max_user_instances)
+  [ "$have" -ge 1024 ] || ssp_die "fs.inotify.max_user_instances is $have: containers would die at boot; set it in $conf"
+}
+
+# Unprivileged containers with isolated idmaps each take 65536 host ids from root's range:
+# a billion ids leaves room for thousands of containers.
+ssp_ensure_subids() {
+  local file
+  for file in /etc/subuid /etc/subgid; do
+    touch "$file"
+    if ! grep -qx 'root:1000000:1000000000' "$file"; then
+      sed -i '/^root:/d' "$file"
+      echo 'root:1000000:1000000000' >>"$file"
+    fi
+  done
+}
+
+ssp_have_systemd() { [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; }
+
+# Starts the host's LXD daemon if it is not answering.
+ssp_start_lxd() {
+  if lxc info >/dev/null 2>&1; then return 0; fi
+  ssp_log "starting LXD"
+  if ssp_have_systemd; then
+    systemctl enable --now lxd.socket lxd.service >/dev/null 2>&1 || systemctl start lxd
+  else
+    mkdir -p /var/log/lxd
+    setsid lxd --group root --logfile /var/log/lxd/lxd.log </dev/null >>/var/log/lxd/lxd.out 2>&1 &
+  fi
+  lxd waitready --timeout 120 || ssp_die "LXD did not start: see /var/log/lxd/lxd.log"
+}
+
+# A 10.x.y.0/24 that no route or address on the host overlaps.
+ssp_free_subnet() {
+  local x y taken
+  taken=$(ip -4 -o route show table all; ip -4 -o addr)
+  for x in 87 88 89 90 91 92 93 94 95 96 97 98 99; do
+    for y in 10 20 30 40 50; do
+      grep -qE "(^| )10\.$x\.($y\.|0\.0/16)" <<<"$taken" && continue
+      grep -qE "(^| )10\.0\.0\.0/8" <<<"$taken" && return 1
+      echo "10.$x.$y"; return 0
+    done
+  done
+  return 1
+}
+
+# The host's LXD set up for ssp: a btrfs pool on a loop file (new containers are
+# copy-on-write clones), a bridge with an explicitly chosen subnet (LXD's automatic choice
+# probes random private addresses), and a default profile using both. Existing objects are
+# kept as they are.
+SSP_POOL=${SSP_POOL:-default}
+SSP_BRIDGE=${SSP_BRIDGE:-sspbr0}
+ssp_init_lxd() {
+  if ! lxc storage show "$SSP_POOL" >/dev/null 2>&1; then
+    ssp_log "creating btrfs storage pool $SSP_POOL (${SSP_POOL_SIZE:-40GiB} loop file)"
+    lxc storage create "$SSP_POOL" btrfs size="${SSP_POOL_SIZE:-40GiB}" >/dev/null
+  fi
+  if ! lxc network show "$SSP_BRIDGE" >/dev/null 2>&1; then
+    local subnet
+    subnet=$(ssp_free_subnet) || ssp_die "no free 10.x.y.0/24 for the bridge: set one with lxc network create"
+    ssp_log "creating bridge $SSP_BRIDGE ($subnet.1/24)"
+    lxc network create "$SSP_BRIDGE" ipv4.address="$subnet.1/24" ipv4.nat=true ipv6.address=none >/dev/null
+  fi
+  local profile
+  profile=$(lxc profile show default)
+  grep -qE '^  root:' <<<"$profile" || lxc profile device add default root disk path=/ pool="$SSP_POOL" >/dev/null
+  grep -qE '^  eth0:' <<<"$profile" || lxc profile device add default eth0 nic network="$SSP_BRIDGE" name=eth0 >/dev/null
+}
