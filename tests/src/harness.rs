@@ -14,6 +14,8 @@ use crate::daemon::{random, PrivateLxd};
 /// A test: an async function of the shared daemon.
 pub type TestFn = fn(&'static PrivateLxd) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
+const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(900);
+
 static DAEMON: OnceLock<Result<PrivateLxd, String>> = OnceLock::new();
 
 fn daemon() -> Result<&'static PrivateLxd, Failed> {
@@ -35,7 +37,11 @@ pub fn run_tests(tests: Vec<(&'static str, TestFn)>) -> ExitCode {
                     .enable_all()
                     .build()
                     .map_err(|e| Failed::from(e.to_string()))?;
-                runtime.block_on(test(lxd)).map_err(|e| Failed::from(format!("{e:#}")))
+                // A hang guard, not a performance bound: a stuck test fails and the rest run.
+                match runtime.block_on(async { tokio::time::timeout(HANG_GUARD, test(lxd)).await }) {
+                    Ok(result) => result.map_err(|e| Failed::from(format!("{e:#}"))),
+                    Err(_) => Err(Failed::from(format!("{name} did not finish within {HANG_GUARD:?}"))),
+                }
             })
         })
         .collect();

@@ -77,6 +77,16 @@ impl ExecStdin {
         sink.send(Message::Binary(data.into())).await.map_err(|e| Error::ws("exec stdin", e))
     }
 
+    /// Closes our side of the stdin websocket, whatever state it is in.
+    async fn shutdown(&mut self) {
+        if let Some(mut sink) = self.sink.take() {
+            if !self.shared_with_output {
+                let _ = sink.send(Message::text("")).await;
+            }
+            let _ = sink.close().await;
+        }
+    }
+
     /// Ends stdin: the command reads end-of-file.
     pub async fn close(&mut self) -> Result<()> {
         if let Some(mut sink) = self.sink.take() {
@@ -160,20 +170,29 @@ impl Exec {
     }
 
     /// Waits for the command to end and returns its exit code.
+    ///
+    /// Output is read to its end first; then our side of every websocket is closed, because
+    /// LXD finishes the operation only once the client has let go of them (with a pty it
+    /// otherwise waits forever).
     pub async fn wait(self) -> Result<i32> {
-        let Exec { stdin, stdout, stderr, control, operation, readers, drains } = self;
+        let Exec { mut stdin, stdout, stderr, control, operation, readers, drains } = self;
+        let mut output = Ok(());
+        for reader in readers {
+            let result = match reader.await {
+                Ok(result) => result,
+                Err(e) => Err(Error::protocol("exec output", format!("reader task failed: {e}"))),
+            };
+            output = output.and(result);
+        }
+        stdin.shutdown().await;
+        let _ = control.sink.lock().await.close().await;
         let state = operation.wait(None).await;
         for drain in drains {
             drain.abort();
         }
+        drop((stdout, stderr));
+        output?;
         let state = state?;
-        for reader in readers {
-            match reader.await {
-                Ok(result) => result?,
-                Err(e) => return Err(Error::protocol("exec output", format!("reader task failed: {e}"))),
-            }
-        }
-        drop((stdin, stdout, stderr, control));
         state
             .metadata
             .get("return")
