@@ -18,7 +18,7 @@ pub use harness::{run_tests, unique_name, TestFn};
 
 /// Declares the binary's tests and runs them against one shared private LXD daemon.
 ///
-/// ```ignore
+/// ```text
 /// async fn creates_a_container(lxd: &'static ssp_testkit::PrivateLxd) -> anyhow::Result<()> { Ok(()) }
 /// ssp_testkit::lxd_tests![creates_a_container];
 /// ```

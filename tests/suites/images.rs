@@ -26,6 +26,21 @@ async fn file_text(client: &Client, name: &str, path: &str) -> Result<String> {
     }
 }
 
+/// What systemd says once boot has finished (`running`, `degraded`, …). Right after start
+/// PID 1 may not accept connections yet, so asking is retried for a while.
+async fn boot_state(client: &Client, name: &str) -> Result<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = client.exec_output(name, &["systemctl", "is-system-running", "--wait"], b"").await?;
+        let state = out.stdout_text().trim().to_string();
+        if !state.is_empty() && state != "starting" {
+            return Ok(state);
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "{name}: systemd never finished booting: {}", out.stderr_text());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 async fn debian_boots_with_network_and_sshd(lxd: &'static PrivateLxd) -> Result<()> {
     let client = lxd.client();
     lxd.ensure_image("debian-12").await?;
@@ -33,10 +48,10 @@ async fn debian_boots_with_network_and_sshd(lxd: &'static PrivateLxd) -> Result<
     let second = launch(&client, "debian-12", "deb").await?;
 
     for name in [&first, &second] {
-        let boot = client.exec_output(name, &["systemctl", "is-system-running", "--wait"], b"").await?;
-        if boot.stdout_text().trim() != "running" {
+        let boot = boot_state(&client, name).await?;
+        if boot != "running" {
             let failed = client.exec_output(name, &["systemctl", "--failed", "--no-legend"], b"").await?;
-            bail!("{name} booted to {:?}; failed units:\n{}", boot.stdout_text().trim(), failed.stdout_text());
+            bail!("{name} booted to {boot:?}; failed units:\n{}", failed.stdout_text());
         }
         let hostname = file_text(&client, name, "/etc/hostname").await?;
         ensure!(&hostname == name, "hostname {hostname:?}, expected {name}");

@@ -4,7 +4,6 @@
 //! This is the only part of the crate that talks to LXD, and it does so only through the
 //! typed `ssp-lxd` client.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,25 +11,7 @@ use std::time::Duration;
 use ssp_lxd::wire::{Image, ImageUpload};
 use ssp_lxd::Client;
 
-use crate::{BuildOptions, BuiltImage, Progress, Recipe};
-
-/// The property every ssp-built image carries, naming the recipe content it came from.
-pub const CACHE_KEY_PROPERTY: &str = "ssp.cache_key";
-/// The property naming the recipe.
-pub const RECIPE_PROPERTY: &str = "ssp.recipe";
-
-/// Where `ssp` keeps built images on a host.
-pub const HOST_CACHE_DIR: &str = "/var/cache/ssp/images";
-
-impl BuildOptions {
-    /// The host-wide cache (`/var/cache/ssp/images`, scratch beside it) and the mirror from
-    /// the host's apt sources.
-    pub fn default_for_host() -> Self {
-        let cache_dir = PathBuf::from(HOST_CACHE_DIR);
-        let work_dir = cache_dir.with_file_name("work");
-        BuildOptions { cache_dir, work_dir, mirror: None }
-    }
-}
+use crate::{BuildOptions, BuiltImage, Progress, Recipe, CACHE_KEY_PROPERTY, RECIPE_PROPERTY};
 
 /// What [`ensure_installed`] reports while it works.
 #[derive(Debug)]

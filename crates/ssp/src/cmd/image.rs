@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use ssp_core::names::ImageName;
-use ssp_image::install::{ensure_installed, InstallStep, RECIPE_PROPERTY};
+use ssp_image::install::{ensure_installed, InstallStep};
+use ssp_image::RECIPE_PROPERTY;
 use ssp_image::{BuildOptions, Progress};
 
 use crate::output;
