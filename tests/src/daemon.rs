@@ -51,13 +51,8 @@ impl PrivateLxd {
             .spawn()
             .context("starting `lxd` (install it with scripts/up or `apt-get install lxd`)")?;
         std::fs::write(root.join("daemon.pid"), daemon.id().to_string())?;
-        let lxd = Self {
-            root,
-            bridge,
-            subnet,
-            daemon: Mutex::new(Some(daemon)),
-            imported: tokio::sync::Mutex::new(()),
-        };
+        let lxd =
+            Self { root, bridge, subnet, daemon: Mutex::new(Some(daemon)), imported: tokio::sync::Mutex::new(()) };
         if let Err(e) = lxd.prepare() {
             let log = lxd.log();
             lxd.teardown();
@@ -109,8 +104,9 @@ impl PrivateLxd {
         let _one_at_a_time = self.imported.lock().await;
         let recipe = ssp_image::recipe(recipe)?;
         let options = ssp_image::BuildOptions::default_for_host();
-        let installed = ssp_image::install::ensure_installed(&self.client(), &recipe, &options, recipe.alias(), &mut |_| {})
-            .await?;
+        let installed =
+            ssp_image::install::ensure_installed(&self.client(), &recipe, &options, recipe.alias(), &mut |_| {})
+                .await?;
         Ok(installed.fingerprint)
     }
 
@@ -152,7 +148,11 @@ impl PrivateLxd {
             let mut profile: Profile = default.value;
             profile.devices.insert(
                 "root".into(),
-                ConfigMap::from([("type".into(), "disk".into()), ("path".into(), "/".into()), ("pool".into(), POOL.into())]),
+                ConfigMap::from([
+                    ("type".into(), "disk".into()),
+                    ("path".into(), "/".into()),
+                    ("pool".into(), POOL.into()),
+                ]),
             );
             profile.devices.insert(
                 "eth0".into(),
@@ -358,7 +358,8 @@ fn make_root() -> Result<PathBuf> {
 
 pub(crate) fn random() -> u64 {
     let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher
+        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     hasher.write_u32(std::process::id());
     hasher.finish()
 }
@@ -383,7 +384,8 @@ fn free_subnet() -> Result<String> {
         let r = random();
         let (a, b) = (100 + (r % 150) as u32, ((r >> 8) % 256) as u32);
         let candidate = (10 << 24) | (a << 16) | (b << 8);
-        let clash = taken.iter().any(|&(net, mask)| (candidate & mask) == (net & mask) || (net & 0xffff_ff00) == candidate);
+        let clash =
+            taken.iter().any(|&(net, mask)| (candidate & mask) == (net & mask) || (net & 0xffff_ff00) == candidate);
         if !clash {
             return Ok(format!("10.{a}.{b}"));
         }

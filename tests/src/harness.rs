@@ -48,7 +48,11 @@ pub fn run_tests(tests: Vec<(&'static str, TestFn)>) -> ExitCode {
     let conclusion = libtest_mimic::run(&args, trials);
     if let Some(Ok(lxd)) = DAEMON.get() {
         if conclusion.has_failed() {
-            eprintln!("\n===== private LXD log ({}) =====\n{}\n===== end of LXD log =====", lxd.dir().display(), lxd.log());
+            eprintln!(
+                "\n===== private LXD log ({}) =====\n{}\n===== end of LXD log =====",
+                lxd.dir().display(),
+                lxd.log()
+            );
         }
         lxd.teardown();
     }

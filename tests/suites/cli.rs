@@ -24,11 +24,14 @@ fn text(bytes: &[u8]) -> String {
 }
 
 async fn image_build_imports_then_is_instant(lxd: &'static PrivateLxd) -> Result<()> {
-    let first = tokio::task::spawn_blocking(move || ssp(lxd, &["image", "build", "busybox", "--alias", "bb-cli"])).await??;
+    let first =
+        tokio::task::spawn_blocking(move || ssp(lxd, &["image", "build", "busybox", "--alias", "bb-cli"])).await??;
     ensure!(first.status.success(), "first build failed: {}", text(&first.stderr));
     ensure!(text(&first.stdout).contains("image bb-cli ready"), "stdout: {}", text(&first.stdout));
 
-    let second = tokio::task::spawn_blocking(move || ssp(lxd, &["--json", "image", "build", "busybox", "--alias", "bb-cli"])).await??;
+    let second =
+        tokio::task::spawn_blocking(move || ssp(lxd, &["--json", "image", "build", "busybox", "--alias", "bb-cli"]))
+            .await??;
     ensure!(second.status.success(), "second build failed: {}", text(&second.stderr));
     let report: serde_json::Value = serde_json::from_slice(&second.stdout).context("--json output is JSON")?;
     ensure!(report["imported"] == false && report["built"] == false, "second run did work: {report}");
@@ -36,7 +39,10 @@ async fn image_build_imports_then_is_instant(lxd: &'static PrivateLxd) -> Result
     let list = tokio::task::spawn_blocking(move || ssp(lxd, &["image", "list"])).await??;
     ensure!(list.status.success());
     let table = text(&list.stdout);
-    ensure!(table.starts_with("ALIAS") && table.lines().any(|l| l.starts_with("bb-cli") && l.contains("busybox")), "{table}");
+    ensure!(
+        table.starts_with("ALIAS") && table.lines().any(|l| l.starts_with("bb-cli") && l.contains("busybox")),
+        "{table}"
+    );
     Ok(())
 }
 
@@ -44,12 +50,19 @@ async fn bad_input_is_refused_with_a_clear_error(lxd: &'static PrivateLxd) -> Re
     let unknown = ssp(lxd, &["image", "build", "no-such-recipe"])?;
     ensure!(unknown.status.code() == Some(2), "unknown recipe exit code {:?}", unknown.status.code());
     let message = text(&unknown.stderr);
-    ensure!(message.contains("no-such-recipe") && message.contains("debian-12") && message.contains("busybox"), "{message}");
+    ensure!(
+        message.contains("no-such-recipe") && message.contains("debian-12") && message.contains("busybox"),
+        "{message}"
+    );
 
     for bad in ["../etc", "Bad", "a b", "x;rm"] {
         let out = ssp(lxd, &["image", "build", "busybox", "--alias", bad])?;
         ensure!(out.status.code() == Some(2), "alias {bad:?}: exit {:?}", out.status.code());
-        ensure!(text(&out.stderr).contains("not allowed") || text(&out.stderr).contains("empty"), "{}", text(&out.stderr));
+        ensure!(
+            text(&out.stderr).contains("not allowed") || text(&out.stderr).contains("empty"),
+            "{}",
+            text(&out.stderr)
+        );
     }
     let before = lxd.client().images().await?.len();
     let out = ssp(lxd, &["image", "build", "busybox", "--alias", "../x"])?;

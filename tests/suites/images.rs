@@ -36,7 +36,11 @@ async fn boot_state(client: &Client, name: &str) -> Result<String> {
         if !state.is_empty() && state != "starting" {
             return Ok(state);
         }
-        ensure!(tokio::time::Instant::now() < deadline, "{name}: systemd never finished booting: {}", out.stderr_text());
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: systemd never finished booting: {}",
+            out.stderr_text()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -105,7 +109,8 @@ async fn debian_boots_with_network_and_sshd(lxd: &'static PrivateLxd) -> Result<
         file_text(&client, &second, "/etc/ssh/ssh_host_ed25519_key.pub").await?,
     ];
     ensure!(keys[0].starts_with("ssh-ed25519 ") && keys[0] != keys[1], "host keys: {keys:?}");
-    let ids = [file_text(&client, &first, "/etc/machine-id").await?, file_text(&client, &second, "/etc/machine-id").await?];
+    let ids =
+        [file_text(&client, &first, "/etc/machine-id").await?, file_text(&client, &second, "/etc/machine-id").await?];
     ensure!(ids[0].len() == 32 && ids[0] != ids[1], "machine ids: {ids:?}");
 
     for name in [first, second] {
@@ -148,4 +153,8 @@ async fn second_install_is_a_no_op(lxd: &'static PrivateLxd) -> Result<()> {
     Ok(())
 }
 
-ssp_testkit::lxd_tests![debian_boots_with_network_and_sshd, busybox_boots_and_gets_an_address, second_install_is_a_no_op];
+ssp_testkit::lxd_tests![
+    debian_boots_with_network_and_sshd,
+    busybox_boots_and_gets_an_address,
+    second_install_is_a_no_op
+];

@@ -67,7 +67,8 @@ async fn container_lifecycle(lxd: &'static PrivateLxd) -> Result<()> {
         gid: 1234,
         ..ExecOptions::default()
     };
-    let mut exec = client.exec(&name, &["sh".into(), "-c".into(), "echo $GREETING $(pwd) $(id -u)".into()], options).await?;
+    let mut exec =
+        client.exec(&name, &["sh".into(), "-c".into(), "echo $GREETING $(pwd) $(id -u)".into()], options).await?;
     exec.stdin.close().await?;
     let mut text = Vec::new();
     while let Some(chunk) = exec.stdout.recv().await {
@@ -192,7 +193,11 @@ async fn errors_carry_the_daemon_message(lxd: &'static PrivateLxd) -> Result<()>
     let err = client.instance("a/../../1.0").await.expect_err("odd name");
     ensure!(err.is_not_found() || err.status() == Some(400), "{err}");
     let err = async {
-        client.create_instance(&InstancesPost::container_from_alias(unique_name("noimg"), "no-such-image")).await?.wait(Some(T)).await
+        client
+            .create_instance(&InstancesPost::container_from_alias(unique_name("noimg"), "no-such-image"))
+            .await?
+            .wait(Some(T))
+            .await
     }
     .await
     .expect_err("unknown image");
@@ -234,11 +239,14 @@ async fn profiles_volumes_networks(lxd: &'static PrivateLxd) -> Result<()> {
 
     let volume = unique_name("vol");
     client
-        .create_custom_volume(POOL, &StorageVolume {
-            name: volume.clone(),
-            config: ConfigMap::from([("size".into(), "64MiB".into())]),
-            ..StorageVolume::default()
-        })
+        .create_custom_volume(
+            POOL,
+            &StorageVolume {
+                name: volume.clone(),
+                config: ConfigMap::from([("size".into(), "64MiB".into())]),
+                ..StorageVolume::default()
+            },
+        )
         .await?;
     ensure!(client.custom_volume(POOL, &volume).await?.kind == "custom");
     ensure!(client.storage_volumes(POOL).await?.iter().any(|v| v.name == volume));
@@ -246,7 +254,10 @@ async fn profiles_volumes_networks(lxd: &'static PrivateLxd) -> Result<()> {
         .create_custom_volume(POOL, &StorageVolume { name: volume.clone(), ..StorageVolume::default() })
         .await
         .expect_err("duplicate volume");
-    ensure!(duplicate.is_conflict() || duplicate.status() == Some(400) || duplicate.status() == Some(500), "{duplicate}");
+    ensure!(
+        duplicate.is_conflict() || duplicate.status() == Some(400) || duplicate.status() == Some(500),
+        "{duplicate}"
+    );
     client.delete_custom_volume(POOL, &volume).await?;
 
     let pool = client.storage_pool(POOL).await?;

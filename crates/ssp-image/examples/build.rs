@@ -32,10 +32,6 @@ fn run() -> Result<(), ssp_image::Error> {
         ssp_image::Progress::Done => eprintln!("[{:6.1}s] done", started.elapsed().as_secs_f64()),
     })?;
     println!("{built:#?}");
-    println!(
-        "{:.3} s, {} bytes",
-        started.elapsed().as_secs_f64(),
-        built.size
-    );
+    println!("{:.3} s, {} bytes", started.elapsed().as_secs_f64(), built.size);
     Ok(())
 }

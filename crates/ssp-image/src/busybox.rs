@@ -59,10 +59,7 @@ pub(crate) fn host_busybox(recipe: &Recipe) -> Result<Vec<u8>, Error> {
 /// Where each applet lives, relative to `/` (`bin/sh`, `sbin/init`, `usr/bin/[`), as the
 /// host busybox lists them.
 fn applets(recipe: &Recipe) -> Result<BTreeSet<String>, Error> {
-    let output = Command::new(HOST_BUSYBOX)
-        .arg("--list-full")
-        .output()
-        .map_err(Error::io("running", HOST_BUSYBOX))?;
+    let output = Command::new(HOST_BUSYBOX).arg("--list-full").output().map_err(Error::io("running", HOST_BUSYBOX))?;
     if !output.status.success() {
         return Err(Error::Pack {
             recipe: recipe.name.clone(),
@@ -76,38 +73,25 @@ fn applets(recipe: &Recipe) -> Result<BTreeSet<String>, Error> {
         .filter(|path| {
             !path.is_empty()
                 && !path.starts_with('/')
-                && path
-                    .split('/')
-                    .all(|c| !c.is_empty() && c != "." && c != "..")
-                && path
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"/_-.[".contains(&b))
+                && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+                && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-.[".contains(&b))
         })
         .map(str::to_owned)
         .collect();
     if !applets.contains("sbin/init") || !applets.contains("bin/sh") {
         return Err(Error::Pack {
             recipe: recipe.name.clone(),
-            detail: format!(
-                "{HOST_BUSYBOX} lacks the init or sh applet; install Debian's busybox-static"
-            ),
+            detail: format!("{HOST_BUSYBOX} lacks the init or sh applet; install Debian's busybox-static"),
         });
     }
     Ok(applets)
 }
 
 /// Appends the whole busybox root tree under `rootfs/` to `tar`.
-pub(crate) fn append_rootfs<W: Write>(
-    recipe: &Recipe,
-    tar: &mut tar::Builder<W>,
-    mtime: u64,
-) -> Result<(), Error> {
+pub(crate) fn append_rootfs<W: Write>(recipe: &Recipe, tar: &mut tar::Builder<W>, mtime: u64) -> Result<(), Error> {
     let binary = host_busybox(recipe)?;
     let applets = applets(recipe)?;
-    let fail = |e: std::io::Error| Error::Pack {
-        recipe: recipe.name.clone(),
-        detail: e.to_string(),
-    };
+    let fail = |e: std::io::Error| Error::Pack { recipe: recipe.name.clone(), detail: e.to_string() };
 
     let header = |kind: tar::EntryType, mode: u32, size: u64| {
         let mut header = tar::Header::new_gnu();
@@ -123,19 +107,10 @@ pub(crate) fn append_rootfs<W: Write>(
         header
     };
 
-    tar.append_data(
-        &mut header(tar::EntryType::Directory, 0o755, 0),
-        "rootfs/",
-        std::io::empty(),
-    )
-    .map_err(fail)?;
+    tar.append_data(&mut header(tar::EntryType::Directory, 0o755, 0), "rootfs/", std::io::empty()).map_err(fail)?;
     for (dir, mode) in DIRS {
-        tar.append_data(
-            &mut header(tar::EntryType::Directory, *mode, 0),
-            format!("rootfs/{dir}/"),
-            std::io::empty(),
-        )
-        .map_err(fail)?;
+        tar.append_data(&mut header(tar::EntryType::Directory, *mode, 0), format!("rootfs/{dir}/"), std::io::empty())
+            .map_err(fail)?;
     }
     tar.append_data(
         &mut header(tar::EntryType::Regular, 0o755, binary.len() as u64),
@@ -144,12 +119,8 @@ pub(crate) fn append_rootfs<W: Write>(
     )
     .map_err(fail)?;
     for applet in applets.iter().filter(|a| *a != "bin/busybox") {
-        tar.append_link(
-            &mut header(tar::EntryType::Symlink, 0o777, 0),
-            format!("rootfs/{applet}"),
-            "/bin/busybox",
-        )
-        .map_err(fail)?;
+        tar.append_link(&mut header(tar::EntryType::Symlink, 0o777, 0), format!("rootfs/{applet}"), "/bin/busybox")
+            .map_err(fail)?;
     }
     for file in &recipe.spec.files {
         let content = recipe.file(&file.source)?;
@@ -167,28 +138,14 @@ pub(crate) fn append_rootfs<W: Write>(
 /// i.e. one that needs no dynamic loader.
 pub(crate) fn is_static_elf(binary: &[u8]) -> bool {
     const PT_INTERP: u32 = 3;
-    let u16_at = |at: usize| {
-        binary
-            .get(at..at + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-    };
-    let u32_at = |at: usize| {
-        binary
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let u64_at = |at: usize| {
-        binary
-            .get(at..at + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
+    let u16_at = |at: usize| binary.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at = |at: usize| binary.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |at: usize| binary.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
     // ELFCLASS64, ELFDATA2LSB.
     if binary.get(..6) != Some(b"\x7fELF\x02\x01") {
         return false;
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
         return false;
     };
     let Ok(phoff) = usize::try_from(phoff) else {
@@ -207,14 +164,8 @@ mod tests {
 
     #[test]
     fn static_busybox_is_told_from_dynamic_binaries() {
-        assert!(
-            is_static_elf(&std::fs::read(HOST_BUSYBOX).unwrap()),
-            "Debian's busybox-static is static"
-        );
-        assert!(
-            !is_static_elf(&std::fs::read("/bin/ls").unwrap()),
-            "ls is dynamically linked"
-        );
+        assert!(is_static_elf(&std::fs::read(HOST_BUSYBOX).unwrap()), "Debian's busybox-static is static");
+        assert!(!is_static_elf(&std::fs::read("/bin/ls").unwrap()), "ls is dynamically linked");
         assert!(!is_static_elf(b"#!/bin/sh\n"));
         assert!(!is_static_elf(b"\x7fELF\x02\x01"), "truncated");
     }
@@ -223,13 +174,7 @@ mod tests {
     fn applets_include_init_and_stay_inside_the_tree() {
         let recipe = crate::recipe("busybox").unwrap();
         let applets = applets(&recipe).unwrap();
-        assert!(
-            applets.contains("sbin/init")
-                && applets.contains("bin/sh")
-                && applets.contains("sbin/udhcpc")
-        );
-        assert!(applets
-            .iter()
-            .all(|a| !a.starts_with('/') && !a.contains("..")));
+        assert!(applets.contains("sbin/init") && applets.contains("bin/sh") && applets.contains("sbin/udhcpc"));
+        assert!(applets.iter().all(|a| !a.starts_with('/') && !a.contains("..")));
     }
 }

@@ -37,11 +37,9 @@ pub fn cached(recipe: &Recipe, cache_dir: &Path) -> Option<BuiltImage> {
         return None;
     }
     let tarball = tarball_path(recipe, cache_dir);
-    let mut built: BuiltImage =
-        serde_json::from_slice(&std::fs::read(sidecar_path(recipe, cache_dir)).ok()?).ok()?;
+    let mut built: BuiltImage = serde_json::from_slice(&std::fs::read(sidecar_path(recipe, cache_dir)).ok()?).ok()?;
     let size = std::fs::metadata(&tarball).ok()?.len();
-    let whole =
-        built.recipe == recipe.name && built.cache_key == recipe.cache_key() && built.size == size;
+    let whole = built.recipe == recipe.name && built.cache_key == recipe.cache_key() && built.size == size;
     whole.then(|| {
         // The cache folder may have moved since the sidecar was written.
         built.tarball = tarball;
@@ -66,13 +64,7 @@ impl Tarball {
     pub(crate) fn create(recipe: &Recipe, cache_dir: &Path) -> Result<Self, Error> {
         let path = cache_dir.join(format!(".{}.tar.partial", stem(recipe)));
         let file = File::create(&path).map_err(Error::io("creating", &path))?;
-        Ok(Self {
-            path,
-            file,
-            hasher: Sha256::new(),
-            size: 0,
-            committed: false,
-        })
+        Ok(Self { path, file, hasher: Sha256::new(), size: 0, committed: false })
     }
 
     /// Where it is being written.
@@ -89,10 +81,7 @@ impl Tarball {
         properties: BTreeMap<String, String>,
     ) -> Result<BuiltImage, Error> {
         let tarball = tarball_path(recipe, cache_dir);
-        self.file
-            .flush()
-            .and_then(|()| self.file.sync_all())
-            .map_err(Error::io("syncing", &self.path))?;
+        self.file.flush().and_then(|()| self.file.sync_all()).map_err(Error::io("syncing", &self.path))?;
         let built = BuiltImage {
             recipe: recipe.name.clone(),
             cache_key: recipe.cache_key(),
@@ -102,16 +91,13 @@ impl Tarball {
             from_cache: false,
             properties,
         };
-        std::fs::rename(&self.path, &tarball)
-            .map_err(Error::io("moving the tarball into the cache as", &tarball))?;
+        std::fs::rename(&self.path, &tarball).map_err(Error::io("moving the tarball into the cache as", &tarball))?;
         self.committed = true;
 
         let sidecar = sidecar_path(recipe, cache_dir);
         let partial = cache_dir.join(format!(".{}.json.partial", stem(recipe)));
-        let json = serde_json::to_vec_pretty(&built).map_err(|e| Error::Pack {
-            recipe: recipe.name.clone(),
-            detail: format!("describing the build: {e}"),
-        })?;
+        let json = serde_json::to_vec_pretty(&built)
+            .map_err(|e| Error::Pack { recipe: recipe.name.clone(), detail: format!("describing the build: {e}") })?;
         let written = (|| {
             let mut file = File::create(&partial)?;
             file.write_all(&json)?;
@@ -124,9 +110,7 @@ impl Tarball {
             return Err(Error::io("writing", &sidecar)(e));
         }
         // The renames are durable once the folder itself is synced.
-        File::open(cache_dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(Error::io("syncing", cache_dir))?;
+        File::open(cache_dir).and_then(|dir| dir.sync_all()).map_err(Error::io("syncing", cache_dir))?;
         remove_other_builds(recipe, cache_dir);
         Ok(built)
     }
@@ -156,16 +140,12 @@ impl Drop for Tarball {
 /// Whether `file_name` is one of `recipe`'s cache files (`<recipe>-<16 hex>.tar|.json`, or
 /// their hidden `.partial` forms); returns its 16-hex key part.
 fn build_key<'a>(recipe: &Recipe, file_name: &'a str) -> Option<&'a str> {
-    let name = file_name
-        .strip_prefix('.')
-        .and_then(|n| n.strip_suffix(".partial"))
-        .unwrap_or(file_name);
+    let name = file_name.strip_prefix('.').and_then(|n| n.strip_suffix(".partial")).unwrap_or(file_name);
     let rest = name.strip_prefix(&recipe.name)?.strip_prefix('-')?;
     // Another recipe's name may extend this one's (`debian-12` and `debian-12-gpu`): only an
     // exact `<16 hex>.<ext>` tail belongs to this recipe.
     let (key, ext) = rest.split_once('.')?;
-    (key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit()) && matches!(ext, "tar" | "json"))
-        .then_some(key)
+    (key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit()) && matches!(ext, "tar" | "json")).then_some(key)
 }
 
 /// Removes `recipe`'s builds for other cache keys: after a new build they are dead weight.
@@ -204,13 +184,7 @@ mod tests {
     fn store(recipe: &Recipe, cache_dir: &Path, content: &[u8]) -> BuiltImage {
         let mut tarball = Tarball::create(recipe, cache_dir).unwrap();
         tarball.write_all(content).unwrap();
-        tarball
-            .commit(
-                recipe,
-                cache_dir,
-                BTreeMap::from([("os".into(), "BusyBox".into())]),
-            )
-            .unwrap()
+        tarball.commit(recipe, cache_dir, BTreeMap::from([("os".into(), "BusyBox".into())])).unwrap()
     }
 
     #[test]
@@ -229,12 +203,7 @@ mod tests {
 
         let built = store(&recipe, cache.path(), b"fake tarball");
         assert!(!built.from_cache);
-        assert_eq!(
-            built.tarball,
-            cache
-                .path()
-                .join(format!("busybox-{}.tar", &recipe.cache_key()[..16]))
-        );
+        assert_eq!(built.tarball, cache.path().join(format!("busybox-{}.tar", &recipe.cache_key()[..16])));
         assert_eq!(std::fs::read(&built.tarball).unwrap(), b"fake tarball");
         // sha256("fake tarball")
         assert_eq!(built.fingerprint, hex(&Sha256::digest(b"fake tarball")));
@@ -247,14 +216,8 @@ mod tests {
             (&built.fingerprint, &built.cache_key, &built.properties)
         );
 
-        assert!(
-            !stale.exists() && !stale_sidecar.exists(),
-            "the recipe's old build is removed"
-        );
-        assert!(
-            other_recipe.exists() && unrelated.exists(),
-            "other files stay"
-        );
+        assert!(!stale.exists() && !stale_sidecar.exists(), "the recipe's old build is removed");
+        assert!(other_recipe.exists() && unrelated.exists(), "other files stay");
         let partials = std::fs::read_dir(cache.path())
             .unwrap()
             .flatten()
@@ -305,9 +268,7 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let recipe = crate::recipe("busybox").unwrap();
         let mine = cache.path().join(".busybox-0123456789abcdef.tar.partial");
-        let theirs = cache
-            .path()
-            .join(".busybox-extra-0123456789abcdef.tar.partial");
+        let theirs = cache.path().join(".busybox-extra-0123456789abcdef.tar.partial");
         std::fs::write(&mine, "x").unwrap();
         std::fs::write(&theirs, "x").unwrap();
         remove_partials(&recipe, cache.path());

@@ -24,11 +24,7 @@ use crate::Progress;
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// Host programs a debootstrap build runs, and the Debian packages that have them.
-const TOOLS: &[(&str, &str)] = &[
-    ("debootstrap", "debootstrap"),
-    ("chroot", "coreutils"),
-    ("tar", "tar"),
-];
+const TOOLS: &[(&str, &str)] = &[("debootstrap", "debootstrap"), ("chroot", "coreutils"), ("tar", "tar")];
 
 /// Checks that the host can run a debootstrap build of `recipe`, before anything is made.
 pub(crate) fn check_host(recipe: &Recipe) -> Result<(), Error> {
@@ -43,9 +39,7 @@ pub(crate) fn check_host(recipe: &Recipe) -> Result<(), Error> {
         });
     }
     if !rustix::process::geteuid().is_root() {
-        return Err(Error::NotRoot {
-            recipe: recipe.name.clone(),
-        });
+        return Err(Error::NotRoot { recipe: recipe.name.clone() });
     }
     Ok(())
 }
@@ -63,18 +57,13 @@ pub(crate) struct Mirrors {
 /// own.
 pub(crate) fn mirrors(suite: &str, mirror: Option<&str>) -> Mirrors {
     let texts = sources::host_sources();
-    let found = |suite: &str| {
-        texts
-            .iter()
-            .find_map(|(path, text)| sources::mirror_for(path, text, suite))
-    };
+    let found = |suite: &str| texts.iter().find_map(|(path, text)| sources::mirror_for(path, text, suite));
     Mirrors {
         main: mirror
             .map(|m| m.trim_end_matches('/').to_string())
             .or_else(|| found(suite))
             .unwrap_or_else(|| sources::DEFAULT_MIRROR.into()),
-        security: found(&format!("{suite}-security"))
-            .unwrap_or_else(|| sources::DEFAULT_SECURITY_MIRROR.into()),
+        security: found(&format!("{suite}-security")).unwrap_or_else(|| sources::DEFAULT_SECURITY_MIRROR.into()),
     }
 }
 
@@ -92,26 +81,17 @@ pub(crate) fn make_rootfs(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), Error> {
     let Some(suite) = recipe.spec.suite.as_deref() else {
-        return Err(Error::BadRecipe {
-            name: recipe.name.clone(),
-            detail: "no suite".into(),
-        });
+        return Err(Error::BadRecipe { name: recipe.name.clone(), detail: "no suite".into() });
     };
     let debootstrap = require_tool(&recipe.name, "debootstrap", "debootstrap")?;
     let chroot = require_tool(&recipe.name, "chroot", "coreutils")?;
 
-    progress(Progress::Step(format!(
-        "debootstrap {suite} from {}",
-        mirrors.main
-    )));
+    progress(Progress::Step(format!("debootstrap {suite} from {}", mirrors.main)));
     let log = logs.join("debootstrap.out");
     let out = File::create(&log).map_err(Error::io("creating", &log))?;
     let err = out.try_clone().map_err(Error::io("opening", &log))?;
     let mut command = Command::new(&debootstrap);
-    command
-        .arg("--variant=minbase")
-        .arg(format!("--keyring={KEYRING}"))
-        .arg("--merged-usr");
+    command.arg("--variant=minbase").arg(format!("--keyring={KEYRING}")).arg("--merged-usr");
     if !recipe.spec.packages.is_empty() {
         command.arg(format!("--include={}", recipe.spec.packages.join(",")));
     }
@@ -140,10 +120,7 @@ pub(crate) fn make_rootfs(
         if let Ok(text) = std::fs::read_to_string(&inner) {
             log_tail.push_str(&format!("\n--- debootstrap.log ---\n{}", tail(&text, 10)));
         }
-        return Err(Error::Debootstrap {
-            status: status.to_string(),
-            log_tail,
-        });
+        return Err(Error::Debootstrap { status: status.to_string(), log_tail });
     }
 
     let Some(setup) = recipe.spec.setup.as_deref() else {
@@ -183,23 +160,12 @@ pub(crate) fn make_rootfs(
 /// Packs `dir` (`metadata.yaml`, `templates/`, `rootfs/`) into `tarball` with GNU tar, which
 /// keeps device nodes, hard links, setuid bits and file capabilities (xattrs) exactly, with
 /// numeric owners. Its output streams through `tarball`, which hashes it on the way.
-pub(crate) fn pack(
-    recipe: &Recipe,
-    dir: &Path,
-    logs: &Path,
-    tarball: &mut Tarball,
-) -> Result<(), Error> {
+pub(crate) fn pack(recipe: &Recipe, dir: &Path, logs: &Path, tarball: &mut Tarball) -> Result<(), Error> {
     let tar = require_tool(&recipe.name, "tar", "tar")?;
     let log = logs.join("tar.err");
     let err = File::create(&log).map_err(Error::io("creating", &log))?;
     let mut child = Command::new(&tar)
-        .args([
-            "--numeric-owner",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--sort=name",
-            "-C",
-        ])
+        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "--sort=name", "-C"])
         .arg(dir)
         .args(["-cf", "-", "metadata.yaml", "templates", "rootfs"])
         .env("LC_ALL", "C")
@@ -213,10 +179,7 @@ pub(crate) fn pack(
         None => Err(std::io::Error::other("tar's output was not captured")),
     };
     let status = child.wait().map_err(Error::io("waiting for", &tar))?;
-    let fail = |detail: String| Error::Pack {
-        recipe: recipe.name.clone(),
-        detail,
-    };
+    let fail = |detail: String| Error::Pack { recipe: recipe.name.clone(), detail };
     if let Err(e) = copied {
         return Err(fail(format!("writing {}: {e}", tarball.path().display())));
     }

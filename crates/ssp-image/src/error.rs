@@ -61,7 +61,9 @@ pub enum Error {
     },
 
     /// The recipe's setup script failed inside the new root tree.
-    #[error("the setup script of image {recipe} failed ({status}); this is a bug in the recipe. Its output ends:\n{output}")]
+    #[error(
+        "the setup script of image {recipe} failed ({status}); this is a bug in the recipe. Its output ends:\n{output}"
+    )]
     Setup {
         /// The recipe being built.
         recipe: String,
@@ -104,10 +106,7 @@ pub enum Error {
 
 impl Error {
     /// A `map_err` adaptor for IO errors on `path`.
-    pub(crate) fn io(
-        what: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { what, path, source }
     }

@@ -25,11 +25,7 @@ pub(crate) fn require_space(path: &Path, needed: u64) -> Result<(), Error> {
     })?;
     let available = stat.f_bavail.saturating_mul(stat.f_frsize);
     if available < needed {
-        return Err(Error::NoSpace {
-            path: path.into(),
-            needed,
-            available,
-        });
+        return Err(Error::NoSpace { path: path.into(), needed, available });
     }
     Ok(())
 }
@@ -94,10 +90,8 @@ impl Scratch {
     /// Creates a fresh scratch folder in `work_dir` (which must be canonical, so that mount
     /// points found below it compare equal to the kernel's names).
     pub(crate) fn new(work_dir: &Path, recipe: &str) -> Result<Self, Error> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let path = work_dir.join(format!("{recipe}.build.{}.{nanos}", std::process::id()));
         // create_dir, not create_dir_all: the folder must be new, hence ours to remove.
         std::fs::create_dir(&path).map_err(Error::io("creating the scratch folder", &path))?;
@@ -135,9 +129,7 @@ pub(crate) fn remove_tree(path: &Path) -> Result<(), Error> {
         });
     }
     match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::io("removing the scratch folder", path)(e))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing the scratch folder", path)(e)),
         _ => Ok(()),
     }
 }
@@ -151,10 +143,7 @@ pub(crate) fn remove_stale_scratch(work_dir: &Path, recipe: &str) {
     let prefix = format!("{recipe}.build.");
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((pid, nanos)) = name
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.split_once('.'))
-        else {
+        let Some((pid, nanos)) = name.strip_prefix(&prefix).and_then(|rest| rest.split_once('.')) else {
             continue;
         };
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -188,9 +177,8 @@ fn unescape_mount_point(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal =
+            bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal {
             Some(d) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -211,10 +199,7 @@ pub(crate) fn unmount_below(path: &Path) -> Vec<String> {
     for mount in mounts_below(path) {
         let _ = rustix::mount::unmount(&mount, rustix::mount::UnmountFlags::DETACH);
     }
-    mounts_below(path)
-        .iter()
-        .map(|m| m.display().to_string())
-        .collect()
+    mounts_below(path).iter().map(|m| m.display().to_string()).collect()
 }
 
 #[cfg(test)]
@@ -235,10 +220,7 @@ mod tests {
         std::os::unix::fs::symlink("/", path.join("rootfs/root-link")).unwrap();
         drop(scratch);
         assert!(!path.exists());
-        assert!(
-            outside.path().join("keep").exists(),
-            "a link's target survives"
-        );
+        assert!(outside.path().join("keep").exists(), "a link's target survives");
     }
 
     #[test]
@@ -246,9 +228,7 @@ mod tests {
         let work = tempfile::tempdir().unwrap();
         // pid 0 never names a process in /proc; our own pid is alive.
         let dead = work.path().join("busybox.build.0.123");
-        let live = work
-            .path()
-            .join(format!("busybox.build.{}.456", std::process::id()));
+        let live = work.path().join(format!("busybox.build.{}.456", std::process::id()));
         let other = work.path().join("debian-12.build.0.789");
         let unrelated = work.path().join("busybox.build.notes");
         for dir in [&dead, &live, &other, &unrelated] {
@@ -262,20 +242,10 @@ mod tests {
     #[test]
     fn impossible_space_is_refused() {
         let err = require_space(Path::new("/"), u64::MAX).unwrap_err();
-        let Error::NoSpace {
-            path,
-            needed,
-            available,
-        } = &err
-        else {
-            panic!("{err}")
-        };
+        let Error::NoSpace { path, needed, available } = &err else { panic!("{err}") };
         assert_eq!((path.as_path(), *needed), (Path::new("/"), u64::MAX));
         assert!(*available < u64::MAX);
-        assert!(
-            err.to_string().contains("not enough free disk space in /"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("not enough free disk space in /"), "{err}");
         require_space(Path::new("/"), 1).unwrap();
     }
 
@@ -291,9 +261,6 @@ mod tests {
         assert!(find_tool("sh").is_some());
         assert!(find_tool("no-such-tool-ssp").is_none());
         let err = require_tool("busybox", "no-such-tool-ssp", "some-package").unwrap_err();
-        assert!(
-            err.to_string().contains("apt-get install some-package"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("apt-get install some-package"), "{err}");
     }
 }

@@ -82,7 +82,12 @@ pub async fn ensure_installed(
     let images = lxd.images().await.map_err(lxd_err)?;
     if let Some(image) = images.iter().find(|i| i.properties.get(CACHE_KEY_PROPERTY) == Some(&key)) {
         point_alias(lxd, alias, image, recipe).await.map_err(lxd_err)?;
-        return Ok(Installed { fingerprint: image.fingerprint.clone(), alias: alias.into(), imported: false, built: false });
+        return Ok(Installed {
+            fingerprint: image.fingerprint.clone(),
+            alias: alias.into(),
+            imported: false,
+            built: false,
+        });
     }
 
     let (built, was_built) = match crate::cached(recipe, &options.cache_dir) {

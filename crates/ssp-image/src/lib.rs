@@ -73,11 +73,7 @@ impl BuildOptions {
     /// The host-wide cache ([`HOST_CACHE_DIR`], scratch in [`HOST_WORK_DIR`]) and the mirror
     /// from the host's apt sources.
     pub fn default_for_host() -> Self {
-        Self {
-            cache_dir: HOST_CACHE_DIR.into(),
-            work_dir: HOST_WORK_DIR.into(),
-            mirror: None,
-        }
+        Self { cache_dir: HOST_CACHE_DIR.into(), work_dir: HOST_WORK_DIR.into(), mirror: None }
     }
 
     /// Builds cached in `cache_dir`, with scratch space in a `work` folder beside it.
@@ -87,11 +83,7 @@ impl BuildOptions {
             Some(parent) if !parent.as_os_str().is_empty() => parent.join("work"),
             _ => cache_dir.join(".work"),
         };
-        Self {
-            cache_dir,
-            work_dir,
-            mirror: None,
-        }
+        Self { cache_dir, work_dir, mirror: None }
     }
 }
 
@@ -128,11 +120,7 @@ pub struct BuiltImage {
 /// Builds `recipe` into the cache, or returns the cached build when there is one for its
 /// current cache key. Synchronous and slow for Debian (minutes): call it from a blocking
 /// thread. `progress` hears each coarse step, then [`Progress::Done`].
-pub fn build(
-    recipe: &Recipe,
-    opts: &BuildOptions,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<BuiltImage, Error> {
+pub fn build(recipe: &Recipe, opts: &BuildOptions, progress: &mut dyn FnMut(Progress)) -> Result<BuiltImage, Error> {
     // `Recipe::name` is public: an altered one must not become a path (or a scratch folder
     // name) outside the cache and work directories.
     if !recipe::valid_name(&recipe.name) {
@@ -142,10 +130,7 @@ pub fn build(
         });
     }
     fs::create_dir(&opts.cache_dir)?;
-    let cache_dir = opts
-        .cache_dir
-        .canonicalize()
-        .map_err(Error::io("resolving", &opts.cache_dir))?;
+    let cache_dir = opts.cache_dir.canonicalize().map_err(Error::io("resolving", &opts.cache_dir))?;
     let _lock = fs::lock(&cache_dir.join(format!(".{}.lock", recipe.name)))?;
     // Another process may have finished this build while we waited for the lock.
     if let Some(built) = cached(recipe, &cache_dir) {
@@ -162,21 +147,14 @@ pub fn build(
 }
 
 /// The busybox image, written straight into the cache: no scratch tree.
-fn build_busybox(
-    recipe: &Recipe,
-    cache_dir: &Path,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<BuiltImage, Error> {
+fn build_busybox(recipe: &Recipe, cache_dir: &Path, progress: &mut dyn FnMut(Progress)) -> Result<BuiltImage, Error> {
     fs::require_space(cache_dir, recipe.space_needed())?;
     busybox::host_busybox(recipe)?;
     progress(Progress::Step("assembling the busybox rootfs".into()));
     let architecture = metadata::host_architecture();
     let properties = metadata::properties(recipe, &architecture);
     let now = metadata::now();
-    let fail = |e: std::io::Error| Error::Pack {
-        recipe: recipe.name.clone(),
-        detail: e.to_string(),
-    };
+    let fail = |e: std::io::Error| Error::Pack { recipe: recipe.name.clone(), detail: e.to_string() };
 
     let mut tar = tar::Builder::new(cache::Tarball::create(recipe, cache_dir)?);
     append_metadata(&mut tar, &properties, &architecture, now).map_err(fail)?;
@@ -222,10 +200,7 @@ fn build_debootstrap(
 ) -> Result<BuiltImage, Error> {
     debootstrap::check_host(recipe)?;
     fs::create_dir(&opts.work_dir)?;
-    let work_dir = opts
-        .work_dir
-        .canonicalize()
-        .map_err(Error::io("resolving", &opts.work_dir))?;
+    let work_dir = opts.work_dir.canonicalize().map_err(Error::io("resolving", &opts.work_dir))?;
     fs::remove_stale_scratch(&work_dir, &recipe.name);
     fs::require_space(&work_dir, recipe.space_needed())?;
     fs::require_space(cache_dir, recipe.space_needed())?;
@@ -260,11 +235,7 @@ mod tests {
     use std::io::Read;
 
     fn options(root: &Path) -> BuildOptions {
-        BuildOptions {
-            cache_dir: root.join("cache"),
-            work_dir: root.join("work"),
-            mirror: None,
-        }
+        BuildOptions { cache_dir: root.join("cache"), work_dir: root.join("work"), mirror: None }
     }
 
     #[test]
@@ -282,10 +253,7 @@ mod tests {
         let bytes = std::fs::read(&built.tarball).unwrap();
         assert_eq!(built.size, bytes.len() as u64);
         use sha2::Digest;
-        assert_eq!(
-            built.fingerprint,
-            recipe::hex(&sha2::Sha256::digest(&bytes))
-        );
+        assert_eq!(built.fingerprint, recipe::hex(&sha2::Sha256::digest(&bytes)));
 
         let mut archive = tar::Archive::new(&bytes[..]);
         let mut seen = BTreeMap::new();
@@ -294,15 +262,8 @@ mod tests {
             let mut entry = entry.unwrap();
             let path = entry.path().unwrap().to_string_lossy().into_owned();
             let header = entry.header();
-            assert_eq!(
-                (header.uid().unwrap(), header.gid().unwrap()),
-                (0, 0),
-                "{path}"
-            );
-            let link = entry
-                .link_name()
-                .unwrap()
-                .map(|l| l.to_string_lossy().into_owned());
+            assert_eq!((header.uid().unwrap(), header.gid().unwrap()), (0, 0), "{path}");
+            let link = entry.link_name().unwrap().map(|l| l.to_string_lossy().into_owned());
             let kind = header.entry_type();
             let mode = header.mode().unwrap();
             if path == "metadata.yaml" {
@@ -310,23 +271,11 @@ mod tests {
             }
             seen.insert(path, (kind, link, mode));
         }
-        assert_eq!(
-            seen["rootfs/sbin/init"],
-            (tar::EntryType::Symlink, Some("/bin/busybox".into()), 0o777)
-        );
+        assert_eq!(seen["rootfs/sbin/init"], (tar::EntryType::Symlink, Some("/bin/busybox".into()), 0o777));
         assert_eq!(seen["rootfs/bin/sh"].0, tar::EntryType::Symlink);
-        assert_eq!(
-            seen["rootfs/bin/busybox"],
-            (tar::EntryType::Regular, None, 0o755)
-        );
-        assert_eq!(
-            seen["rootfs/tmp/"],
-            (tar::EntryType::Directory, None, 0o1777)
-        );
-        assert_eq!(
-            seen["rootfs/etc/init.d/rcS"],
-            (tar::EntryType::Regular, None, 0o755)
-        );
+        assert_eq!(seen["rootfs/bin/busybox"], (tar::EntryType::Regular, None, 0o755));
+        assert_eq!(seen["rootfs/tmp/"], (tar::EntryType::Directory, None, 0o1777));
+        assert_eq!(seen["rootfs/etc/init.d/rcS"], (tar::EntryType::Regular, None, 0o755));
         assert_eq!(seen["rootfs/etc/shadow"].2, 0o600);
         for path in [
             "rootfs/etc/inittab",
@@ -339,11 +288,7 @@ mod tests {
             assert!(seen.contains_key(path), "{path}");
         }
         for dir in ["proc", "sys", "dev", "run", "root"] {
-            assert_eq!(
-                seen[&format!("rootfs/{dir}/")].0,
-                tar::EntryType::Directory,
-                "{dir}"
-            );
+            assert_eq!(seen[&format!("rootfs/{dir}/")].0, tar::EntryType::Directory, "{dir}");
         }
         let metadata: serde_json::Value = serde_json::from_str(&metadata_text).unwrap();
         assert_eq!(metadata["properties"]["ssp.cache_key"], recipe.cache_key());
@@ -361,37 +306,25 @@ mod tests {
         let again = build(&recipe, &opts, &mut |_| {}).unwrap();
         assert!(again.from_cache);
         assert_eq!(again.fingerprint, built.fingerprint);
-        assert_eq!(
-            cached(&recipe, &opts.cache_dir).unwrap().fingerprint,
-            built.fingerprint
-        );
+        assert_eq!(cached(&recipe, &opts.cache_dir).unwrap().fingerprint, built.fingerprint);
     }
 
     #[test]
     fn a_failed_debootstrap_leaves_nothing_behind() {
         let root = tempfile::tempdir().unwrap();
         // Nothing listens on port 9 of the loopback: debootstrap fails at once, offline.
-        let opts = BuildOptions {
-            mirror: Some("http://127.0.0.1:9/debian".into()),
-            ..options(root.path())
-        };
+        let opts = BuildOptions { mirror: Some("http://127.0.0.1:9/debian".into()), ..options(root.path()) };
         let recipe = recipe("debian-12").unwrap();
         let err = build(&recipe, &opts, &mut |_| {}).unwrap_err();
         if !rustix::process::geteuid().is_root() {
             assert!(matches!(err, Error::NotRoot { .. }), "{err}");
             return;
         }
-        let Error::Debootstrap { status, log_tail } = &err else {
-            panic!("{err}")
-        };
+        let Error::Debootstrap { status, log_tail } = &err else { panic!("{err}") };
         assert!(!status.is_empty() && !log_tail.is_empty(), "{err}");
         assert!(log_tail.lines().count() <= 32, "{log_tail}");
         assert!(err.to_string().contains("mirror"), "{err}");
-        assert_eq!(
-            std::fs::read_dir(&opts.work_dir).unwrap().count(),
-            0,
-            "scratch removed"
-        );
+        assert_eq!(std::fs::read_dir(&opts.work_dir).unwrap().count(), 0, "scratch removed");
         let left: Vec<String> = std::fs::read_dir(&opts.cache_dir)
             .unwrap()
             .flatten()
@@ -406,10 +339,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mut recipe = recipe("busybox").unwrap();
         recipe.name = "../escape".into();
-        assert!(matches!(
-            build(&recipe, &options(root.path()), &mut |_| {}),
-            Err(Error::UnknownRecipe { .. })
-        ));
+        assert!(matches!(build(&recipe, &options(root.path()), &mut |_| {}), Err(Error::UnknownRecipe { .. })));
         assert!(cached(&recipe, &root.path().join("cache")).is_none());
         assert!(!root.path().join("escape.lock").exists() && !root.path().join("cache").exists());
     }
@@ -419,9 +349,6 @@ mod tests {
         let opts = BuildOptions::in_cache_dir("/var/cache/ssp/images");
         assert_eq!(opts.work_dir, Path::new("/var/cache/ssp/work"));
         assert_eq!(BuildOptions::default_for_host(), opts);
-        assert_eq!(
-            BuildOptions::in_cache_dir("images").work_dir,
-            Path::new("images/.work")
-        );
+        assert_eq!(BuildOptions::in_cache_dir("images").work_dir, Path::new("images/.work"));
     }
 }

@@ -36,11 +36,7 @@ pub(crate) fn properties(recipe: &Recipe, architecture: &str) -> BTreeMap<String
 }
 
 /// `metadata.yaml` for an image of `architecture` made at `creation_date` (unix seconds).
-pub(crate) fn render(
-    properties: &BTreeMap<String, String>,
-    architecture: &str,
-    creation_date: u64,
-) -> String {
+pub(crate) fn render(properties: &BTreeMap<String, String>, architecture: &str, creation_date: u64) -> String {
     let when = ["create", "copy", "rename"];
     let document = serde_json::json!({
         "architecture": architecture,
@@ -61,10 +57,7 @@ pub(crate) fn files(
     creation_date: u64,
 ) -> [(&'static str, String); 3] {
     [
-        (
-            "metadata.yaml",
-            render(properties, architecture, creation_date),
-        ),
+        ("metadata.yaml", render(properties, architecture, creation_date)),
         ("templates/hostname.tpl", HOSTNAME_TEMPLATE.into()),
         ("templates/hosts.tpl", HOSTS_TEMPLATE.into()),
     ]
@@ -73,18 +66,12 @@ pub(crate) fn files(
 /// The host's architecture as the kernel names it (`uname -m`: `x86_64`, `aarch64`), which
 /// is how LXD names architectures too.
 pub(crate) fn host_architecture() -> String {
-    rustix::system::uname()
-        .machine()
-        .to_string_lossy()
-        .into_owned()
+    rustix::system::uname().machine().to_string_lossy().into_owned()
 }
 
 /// Seconds since the epoch.
 pub(crate) fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -100,38 +87,18 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(doc["architecture"], "x86_64");
         assert_eq!(doc["creation_date"], 1_700_000_000);
-        for key in [
-            "os",
-            "release",
-            "variant",
-            "description",
-            "ssp.recipe",
-            "ssp.cache_key",
-        ] {
+        for key in ["os", "release", "variant", "description", "ssp.recipe", "ssp.cache_key"] {
             assert!(doc["properties"][key].is_string(), "{key}");
         }
         assert_eq!(doc["properties"]["ssp.recipe"], "busybox");
         assert_eq!(doc["properties"]["ssp.cache_key"], recipe.cache_key());
         assert_eq!(doc["properties"]["os"], "BusyBox");
-        for (path, template) in [
-            ("/etc/hostname", "hostname.tpl"),
-            ("/etc/hosts", "hosts.tpl"),
-        ] {
+        for (path, template) in [("/etc/hostname", "hostname.tpl"), ("/etc/hosts", "hosts.tpl")] {
             assert_eq!(doc["templates"][path]["template"], template);
-            assert_eq!(
-                doc["templates"][path]["when"],
-                serde_json::json!(["create", "copy", "rename"])
-            );
+            assert_eq!(doc["templates"][path]["when"], serde_json::json!(["create", "copy", "rename"]));
         }
         let names: Vec<&str> = files(&props, "x86_64", 0).iter().map(|(n, _)| *n).collect();
-        assert_eq!(
-            names,
-            [
-                "metadata.yaml",
-                "templates/hostname.tpl",
-                "templates/hosts.tpl"
-            ]
-        );
+        assert_eq!(names, ["metadata.yaml", "templates/hostname.tpl", "templates/hosts.tpl"]);
     }
 
     #[test]
@@ -145,10 +112,7 @@ mod tests {
     #[test]
     fn architecture_is_the_kernels_name() {
         let arch = host_architecture();
-        assert!(
-            !arch.is_empty() && arch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
-            "{arch}"
-        );
+        assert!(!arch.is_empty() && arch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "{arch}");
         if cfg!(target_arch = "x86_64") {
             assert_eq!(arch, "x86_64");
         }

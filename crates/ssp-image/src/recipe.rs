@@ -110,14 +110,10 @@ impl Recipe {
 
     /// The content of one of the recipe's files.
     pub(crate) fn file(&self, name: &str) -> Result<&str, Error> {
-        self.files
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, c)| c.as_str())
-            .ok_or_else(|| Error::BadRecipe {
-                name: self.name.clone(),
-                detail: format!("it names the file {name:?}, which is not shipped with it"),
-            })
+        self.files.iter().find(|(n, _)| n == name).map(|(_, c)| c.as_str()).ok_or_else(|| Error::BadRecipe {
+            name: self.name.clone(),
+            detail: format!("it names the file {name:?}, which is not shipped with it"),
+        })
     }
 
     /// Free bytes a build needs in each of the work and cache directories.
@@ -161,36 +157,25 @@ pub(crate) fn valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     matches!(bytes.first(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
         && bytes.len() <= 63
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bytes.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
 }
 
 /// A path inside the root tree that a recipe may write: relative, plain components only.
 fn valid_tree_path(path: &str) -> bool {
     !path.is_empty()
         && !path.starts_with('/')
-        && path
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
-        && path
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
 }
 
 /// A Debian package or suite name (it goes on debootstrap's command line).
 fn valid_debian_word(word: &str) -> bool {
     matches!(word.as_bytes().first(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+        && word.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
 }
 
 pub(crate) fn parse(name: &str, files: Vec<(String, String)>) -> Result<Recipe, Error> {
-    let bad = |detail: String| Error::BadRecipe {
-        name: name.into(),
-        detail,
-    };
+    let bad = |detail: String| Error::BadRecipe { name: name.into(), detail };
     if !valid_name(name) {
         return Err(bad("its name is not [a-z0-9][a-z0-9.-]{0,62}".into()));
     }
@@ -199,11 +184,7 @@ pub(crate) fn parse(name: &str, files: Vec<(String, String)>) -> Result<Recipe, 
         _ => return Err(bad("recipe.toml must come first".into())),
     };
     let spec: Spec = toml::from_str(text).map_err(|e| bad(format!("recipe.toml: {e}")))?;
-    let recipe = Recipe {
-        name: name.into(),
-        spec,
-        files,
-    };
+    let recipe = Recipe { name: name.into(), spec, files };
     let spec = &recipe.spec;
     match spec.builder {
         Builder::Debootstrap => {
@@ -221,26 +202,19 @@ pub(crate) fn parse(name: &str, files: Vec<(String, String)>) -> Result<Recipe, 
                 }
             }
             if !spec.files.is_empty() {
-                return Err(bad(
-                    "`files` is for busybox recipes; write files from the setup script".into(),
-                ));
+                return Err(bad("`files` is for busybox recipes; write files from the setup script".into()));
             }
         }
         Builder::Busybox => {
             if spec.suite.is_some() || !spec.packages.is_empty() || spec.setup.is_some() {
-                return Err(bad(
-                    "`suite`, `packages` and `setup` are for debootstrap recipes".into(),
-                ));
+                return Err(bad("`suite`, `packages` and `setup` are for debootstrap recipes".into()));
             }
             for file in &spec.files {
                 if !valid_tree_path(&file.path) {
                     return Err(bad(format!("{:?} is not a plain relative path", file.path)));
                 }
                 if file.mode > 0o7777 {
-                    return Err(bad(format!(
-                        "mode {:o} of {} is not a permission mode",
-                        file.mode, file.path
-                    )));
+                    return Err(bad(format!("mode {:o} of {} is not a permission mode", file.mode, file.path)));
                 }
                 recipe.file(&file.source)?;
             }
@@ -250,13 +224,7 @@ pub(crate) fn parse(name: &str, files: Vec<(String, String)>) -> Result<Recipe, 
 }
 
 fn shipped(name: &str, files: &[(&str, &str)]) -> Result<Recipe, Error> {
-    parse(
-        name,
-        files
-            .iter()
-            .map(|(n, c)| (n.to_string(), c.to_string()))
-            .collect(),
-    )
+    parse(name, files.iter().map(|(n, c)| (n.to_string(), c.to_string())).collect())
 }
 
 fn known() -> Vec<String> {
@@ -266,27 +234,18 @@ fn known() -> Vec<String> {
 /// All built-in recipes, by name.
 pub fn recipes() -> Vec<Recipe> {
     // The shipped recipes parse (a unit test proves it), so nothing is dropped here.
-    SHIPPED
-        .iter()
-        .filter_map(|(name, files)| shipped(name, files).ok())
-        .collect()
+    SHIPPED.iter().filter_map(|(name, files)| shipped(name, files).ok()).collect()
 }
 
 /// The built-in recipe called `name`. Anything else, including names that could not be a
 /// recipe's, is [`Error::UnknownRecipe`] with the list of known ones.
 pub fn recipe(name: &str) -> Result<Recipe, Error> {
     if !valid_name(name) {
-        return Err(Error::UnknownRecipe {
-            name: name.into(),
-            known: known(),
-        });
+        return Err(Error::UnknownRecipe { name: name.into(), known: known() });
     }
     match SHIPPED.iter().find(|(n, _)| *n == name) {
         Some((name, files)) => shipped(name, files),
-        None => Err(Error::UnknownRecipe {
-            name: name.into(),
-            known: known(),
-        }),
+        None => Err(Error::UnknownRecipe { name: name.into(), known: known() }),
     }
 }
 
@@ -296,10 +255,7 @@ mod tests {
     use super::*;
 
     fn files(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, c)| (n.to_string(), c.to_string()))
-            .collect()
+        pairs.iter().map(|(n, c)| (n.to_string(), c.to_string())).collect()
     }
 
     #[test]
@@ -331,38 +287,20 @@ mod tests {
             }
         }
         on_disk.sort();
-        let mut embedded: Vec<String> = SHIPPED
-            .iter()
-            .flat_map(|(dir, files)| files.iter().map(move |(f, _)| format!("{dir}/{f}")))
-            .collect();
+        let mut embedded: Vec<String> =
+            SHIPPED.iter().flat_map(|(dir, files)| files.iter().map(move |(f, _)| format!("{dir}/{f}"))).collect();
         embedded.sort();
         assert_eq!(on_disk, embedded, "list new recipe files in SHIPPED");
     }
 
     #[test]
     fn unknown_and_invalid_names_are_refused_with_the_list() {
-        for bad in [
-            "nope",
-            "../debian-12",
-            "debian-12/",
-            "",
-            "DEBIAN-12",
-            "debian-12\n",
-            "-x",
-            ".x",
-            &"a".repeat(64),
-        ] {
+        for bad in ["nope", "../debian-12", "debian-12/", "", "DEBIAN-12", "debian-12\n", "-x", ".x", &"a".repeat(64)] {
             let err = recipe(bad).unwrap_err();
-            let Error::UnknownRecipe { name, known } = &err else {
-                panic!("{bad:?}: {err}")
-            };
+            let Error::UnknownRecipe { name, known } = &err else { panic!("{bad:?}: {err}") };
             assert_eq!(name, bad);
             assert_eq!(known, &["busybox", "debian-12"]);
-            assert!(
-                err.to_string()
-                    .contains("known recipes: busybox, debian-12"),
-                "{err}"
-            );
+            assert!(err.to_string().contains("known recipes: busybox, debian-12"), "{err}");
         }
     }
 
@@ -371,17 +309,7 @@ mod tests {
         for ok in ["a", "0", "debian-12", "ubuntu-24.04", &"a".repeat(63)] {
             assert!(valid_name(ok), "{ok:?}");
         }
-        for bad in [
-            "",
-            "-a",
-            ".a",
-            "A",
-            "a_b",
-            "a/b",
-            "a b",
-            "ä",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "-a", ".a", "A", "a_b", "a/b", "a b", "ä", &"a".repeat(64)] {
             assert!(!valid_name(bad), "{bad:?}");
         }
     }
@@ -414,9 +342,7 @@ mod tests {
     fn malformed_recipes_are_refused() {
         let base = "description='x'\nos='D'\nrelease='r'\nvariant='v'\n";
         let cases = [
-            format!(
-                "{base}builder='debootstrap'\nsuite='bookworm'\npackages=['ok', 'bad;rm -rf /']"
-            ),
+            format!("{base}builder='debootstrap'\nsuite='bookworm'\npackages=['ok', 'bad;rm -rf /']"),
             format!("{base}builder='debootstrap'\npackages=['ok']"),
             format!("{base}builder='debootstrap'\nsuite='../x'"),
             format!("{base}builder='debootstrap'\nsuite='bookworm'\nsetup='missing.sh'"),
@@ -434,13 +360,9 @@ mod tests {
         }
         let big = "#".repeat(MAX_SETUP_LEN + 1);
         let text = format!("{base}builder='debootstrap'\nsuite='bookworm'\nsetup='big.sh'");
-        assert!(matches!(
-            parse("x", files(&[("recipe.toml", &text), ("big.sh", &big)])),
-            Err(Error::BadRecipe { .. })
-        ));
+        assert!(matches!(parse("x", files(&[("recipe.toml", &text), ("big.sh", &big)])), Err(Error::BadRecipe { .. })));
 
-        let good =
-            format!("{base}builder='busybox'\nfiles=[{{path='etc/x', source='f', mode=0o644}}]");
+        let good = format!("{base}builder='busybox'\nfiles=[{{path='etc/x', source='f', mode=0o644}}]");
         parse("x", files(&[("recipe.toml", &good), ("f", "content")])).unwrap();
     }
 }

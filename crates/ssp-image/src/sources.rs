@@ -18,20 +18,12 @@ pub(crate) fn host_sources() -> Vec<(PathBuf, String)> {
         let mut more: Vec<PathBuf> = entries
             .flatten()
             .map(|e| e.path())
-            .filter(|p| {
-                matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("list" | "sources")
-                )
-            })
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("list" | "sources")))
             .collect();
         more.sort();
         paths.extend(more);
     }
-    paths
-        .into_iter()
-        .filter_map(|p| std::fs::read_to_string(&p).ok().map(|text| (p, text)))
-        .collect()
+    paths.into_iter().filter_map(|p| std::fs::read_to_string(&p).ok().map(|text| (p, text))).collect()
 }
 
 /// The first mirror in one source file that serves `suite` (`bookworm`,
@@ -40,11 +32,7 @@ pub(crate) fn host_sources() -> Vec<(PathBuf, String)> {
 /// repository that happens to use the suite's name is not taken for a mirror. `path`'s
 /// extension tells the format (`.sources`: deb822).
 pub(crate) fn mirror_for(path: &Path, text: &str, suite: &str) -> Option<String> {
-    let entries = if path.extension().is_some_and(|e| e == "sources") {
-        deb822(text)
-    } else {
-        one_line(text)
-    };
+    let entries = if path.extension().is_some_and(|e| e == "sources") { deb822(text) } else { one_line(text) };
     let security = suite.ends_with("-security");
     entries
         .into_iter()
@@ -52,8 +40,7 @@ pub(crate) fn mirror_for(path: &Path, text: &str, suite: &str) -> Option<String>
         .flat_map(|e| e.uris)
         .map(|uri| uri.trim_end_matches('/').to_string())
         .find(|uri| {
-            (uri.starts_with("http://") || uri.starts_with("https://"))
-                && (security || uri.ends_with("/debian"))
+            (uri.starts_with("http://") || uri.starts_with("https://")) && (security || uri.ends_with("/debian"))
         })
 }
 
@@ -70,10 +57,7 @@ fn one_line(text: &str) -> Vec<Entry> {
     let mut entries = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or_default().trim();
-        let Some(rest) = line
-            .strip_prefix("deb ")
-            .or_else(|| line.strip_prefix("deb\t"))
-        else {
+        let Some(rest) = line.strip_prefix("deb ").or_else(|| line.strip_prefix("deb\t")) else {
             continue;
         };
         let mut rest = rest.trim_start();
@@ -86,11 +70,7 @@ fn one_line(text: &str) -> Vec<Entry> {
         let (Some(uri), Some(suite)) = (words.next(), words.next()) else {
             continue;
         };
-        entries.push(Entry {
-            uris: vec![uri],
-            suites: vec![suite],
-            components: words.collect(),
-        });
+        entries.push(Entry { uris: vec![uri], suites: vec![suite], components: words.collect() });
     }
     entries
 }
@@ -107,8 +87,7 @@ fn deb822(text: &str) -> Vec<Entry> {
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
         };
-        let enabled =
-            get("Enabled").is_none_or(|v| v.first().is_none_or(|v| !v.eq_ignore_ascii_case("no")));
+        let enabled = get("Enabled").is_none_or(|v| v.first().is_none_or(|v| !v.eq_ignore_ascii_case("no")));
         let is_deb = get("Types").is_some_and(|t| t.iter().any(|t| t == "deb"));
         if enabled && is_deb {
             entries.push(Entry {
@@ -146,11 +125,7 @@ mod tests {
     }
 
     fn sources(text: &str, suite: &str) -> Option<String> {
-        mirror_for(
-            Path::new("/etc/apt/sources.list.d/debian.sources"),
-            text,
-            suite,
-        )
+        mirror_for(Path::new("/etc/apt/sources.list.d/debian.sources"), text, suite)
     }
 
     #[test]
@@ -161,32 +136,13 @@ mod tests {
             deb https://download.docker.com/linux/debian bookworm stable\n\
             deb https://packages.sury.org/php/ bookworm main\n\
             deb [arch=amd64] http://mirror.example/debian/ bookworm main contrib # trailing\n";
-        assert_eq!(
-            list(text, "bookworm").as_deref(),
-            Some("http://mirror.example/debian")
-        );
-        assert_eq!(
-            list(text, "bookworm-security").as_deref(),
-            Some("http://security.debian.org/debian-security")
-        );
+        assert_eq!(list(text, "bookworm").as_deref(), Some("http://mirror.example/debian"));
+        assert_eq!(list(text, "bookworm-security").as_deref(), Some("http://security.debian.org/debian-security"));
         assert_eq!(list(text, "trixie"), None);
         let spaced = "deb [ arch=amd64 signed-by=/k.gpg ] http://m.example/debian bookworm main";
-        assert_eq!(
-            list(spaced, "bookworm").as_deref(),
-            Some("http://m.example/debian")
-        );
-        assert_eq!(
-            list("deb file:/srv/debian bookworm main", "bookworm"),
-            None,
-            "http(s) only"
-        );
-        assert_eq!(
-            list(
-                "deb https://packages.cloud.google.com/apt cloud-sdk-bookworm main",
-                "bookworm"
-            ),
-            None
-        );
+        assert_eq!(list(spaced, "bookworm").as_deref(), Some("http://m.example/debian"));
+        assert_eq!(list("deb file:/srv/debian bookworm main", "bookworm"), None, "http(s) only");
+        assert_eq!(list("deb https://packages.cloud.google.com/apt cloud-sdk-bookworm main", "bookworm"), None);
     }
 
     #[test]
@@ -202,14 +158,8 @@ mod tests {
             URIs: http://deb.debian.org/debian-security\n\
             Suites: bookworm-security\n\
             Components: main\n";
-        assert_eq!(
-            sources(text, "bookworm").as_deref(),
-            Some("http://deb.debian.org/debian")
-        );
-        assert_eq!(
-            sources(text, "bookworm-security").as_deref(),
-            Some("http://deb.debian.org/debian-security")
-        );
+        assert_eq!(sources(text, "bookworm").as_deref(), Some("http://deb.debian.org/debian"));
+        assert_eq!(sources(text, "bookworm-security").as_deref(), Some("http://deb.debian.org/debian-security"));
         assert_eq!(sources(text, "trixie"), None);
     }
 
@@ -217,19 +167,12 @@ mod tests {
     fn deb822_details() {
         let disabled = "Enabled: no\nTypes: deb\nURIs: http://off.example/debian\nSuites: bookworm\nComponents: main\n\n\
             types: deb-src deb\nuris: http://a.example/debian\n  http://b.example/debian\nsuites: bookworm\ncomponents: main\n";
-        assert_eq!(
-            sources(disabled, "bookworm").as_deref(),
-            Some("http://a.example/debian")
-        );
-        let src_only =
-            "Types: deb-src\nURIs: http://src.example/debian\nSuites: bookworm\nComponents: main\n";
+        assert_eq!(sources(disabled, "bookworm").as_deref(), Some("http://a.example/debian"));
+        let src_only = "Types: deb-src\nURIs: http://src.example/debian\nSuites: bookworm\nComponents: main\n";
         assert_eq!(sources(src_only, "bookworm"), None);
         let nodesource = "Types: deb\nURIs: https://deb.nodesource.com/node_20.x\nSuites: nodistro\nComponents: main\n";
         assert_eq!(sources(nodesource, "bookworm"), None);
         let folded = "Types: deb\nURIs:\n http://f.example/debian\nSuites: bookworm\nComponents: main contrib\n";
-        assert_eq!(
-            sources(folded, "bookworm").as_deref(),
-            Some("http://f.example/debian")
-        );
+        assert_eq!(sources(folded, "bookworm").as_deref(), Some("http://f.example/debian"));
     }
 }

@@ -76,16 +76,9 @@ impl Client {
                 return Path::new(&dir).join("unix.socket");
             }
         }
-        const CANDIDATES: [&str; 3] = [
-            "/var/lib/lxd/unix.socket",
-            "/var/snap/lxd/common/lxd/unix.socket",
-            "/var/lib/incus/unix.socket",
-        ];
-        CANDIDATES
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .unwrap_or_else(|| PathBuf::from(CANDIDATES[0]))
+        const CANDIDATES: [&str; 3] =
+            ["/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket", "/var/lib/incus/unix.socket"];
+        CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists()).unwrap_or_else(|| PathBuf::from(CANDIDATES[0]))
     }
 
     /// A client for [`Client::default_socket`].
@@ -110,10 +103,8 @@ impl Client {
         let response = self.send(method.clone(), path, body, headers).await?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| Error::Http { what: format!("{method} {path}"), source })?;
+        let bytes =
+            response.bytes().await.map_err(|source| Error::Http { what: format!("{method} {path}"), source })?;
         let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
             Error::protocol(
                 format!("{method} {path}"),
@@ -171,9 +162,8 @@ impl Client {
         headers: HeaderMap,
     ) -> Result<Tagged<T>> {
         let (envelope, headers) = self.raw(method.clone(), path, body, headers).await?;
-        let value = serde_json::from_value(envelope.metadata).map_err(|e| {
-            Error::protocol(format!("{method} {path}"), format!("metadata does not decode: {e}"))
-        })?;
+        let value = serde_json::from_value(envelope.metadata)
+            .map_err(|e| Error::protocol(format!("{method} {path}"), format!("metadata does not decode: {e}")))?;
         let etag = headers.get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
         Ok(Tagged { value, etag })
     }
@@ -212,9 +202,8 @@ impl Client {
                 format!("expected a background operation, got a `{}` response", envelope.kind),
             ));
         }
-        let state: OperationState = serde_json::from_value(envelope.metadata).map_err(|e| {
-            Error::protocol(format!("{method} {path}"), format!("operation does not decode: {e}"))
-        })?;
+        let state: OperationState = serde_json::from_value(envelope.metadata)
+            .map_err(|e| Error::protocol(format!("{method} {path}"), format!("operation does not decode: {e}")))?;
         Ok(Operation::new(self.clone(), state))
     }
 
@@ -239,12 +228,9 @@ impl Client {
             what: format!("connecting to {} for a websocket", self.socket.display()),
             source,
         })?;
-        let request = format!("ws://lxd{path}")
-            .into_client_request()
-            .map_err(|e| Error::ws(path.to_owned(), e))?;
-        let (ws, _) = tokio_tungstenite::client_async(request, stream)
-            .await
-            .map_err(|e| Error::ws(path.to_owned(), e))?;
+        let request = format!("ws://lxd{path}").into_client_request().map_err(|e| Error::ws(path.to_owned(), e))?;
+        let (ws, _) =
+            tokio_tungstenite::client_async(request, stream).await.map_err(|e| Error::ws(path.to_owned(), e))?;
         Ok(ws)
     }
 }
@@ -268,9 +254,7 @@ pub(crate) fn preview(bytes: &[u8]) -> String {
 pub(crate) async fn api_error(method: &str, path: &str, response: reqwest::Response) -> Error {
     let status: StatusCode = response.status();
     let body = response.bytes().await.unwrap_or_default();
-    let message = serde_json::from_slice::<Envelope>(&body)
-        .map(|e| e.error)
-        .unwrap_or_else(|_| preview(&body));
+    let message = serde_json::from_slice::<Envelope>(&body).map(|e| e.error).unwrap_or_else(|_| preview(&body));
     Error::Api { method: method.into(), path: path.into(), status: status.as_u16(), message }
 }
 

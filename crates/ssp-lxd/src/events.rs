@@ -56,8 +56,7 @@ impl Events {
                 _ => continue,
             };
             return Some(
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::protocol("reading an event", e.to_string())),
+                serde_json::from_slice(&bytes).map_err(|e| Error::protocol("reading an event", e.to_string())),
             );
         }
     }

@@ -92,7 +92,9 @@ impl ExecStdin {
         if let Some(mut sink) = self.sink.take() {
             if self.shared_with_output {
                 // A pty has no separate end-of-file; ^D is the terminal's way.
-                sink.send(Message::Binary(Bytes::from_static(b"\x04"))).await.map_err(|e| Error::ws("exec stdin", e))?;
+                sink.send(Message::Binary(Bytes::from_static(b"\x04")))
+                    .await
+                    .map_err(|e| Error::ws("exec stdin", e))?;
                 return Ok(());
             }
             sink.send(Message::text("")).await.map_err(|e| Error::ws("exec stdin", e))?;
@@ -131,12 +133,7 @@ impl ExecControl {
     }
 
     async fn send(&self, message: serde_json::Value) -> Result<()> {
-        self.sink
-            .lock()
-            .await
-            .send(Message::text(message.to_string()))
-            .await
-            .map_err(|e| Error::ws("exec control", e))
+        self.sink.lock().await.send(Message::text(message.to_string())).await.map_err(|e| Error::ws("exec control", e))
     }
 }
 

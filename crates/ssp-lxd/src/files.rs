@@ -71,7 +71,13 @@ fn header_number(headers: &HeaderMap, name: &str, radix: u32) -> Option<u32> {
 
 impl Client {
     /// Writes `data` to `path` in instance `name` (replacing it), with the given ownership.
-    pub async fn push_file(&self, name: &str, path: &str, data: impl Into<reqwest::Body>, mode: FileMode) -> Result<()> {
+    pub async fn push_file(
+        &self,
+        name: &str,
+        path: &str,
+        data: impl Into<reqwest::Body>,
+        mode: FileMode,
+    ) -> Result<()> {
         let url = file_path(name, path)?;
         self.raw(Method::POST, &url, Body::Raw(data.into()), ownership_headers(mode, "file")?).await.map(drop)
     }
@@ -98,14 +104,11 @@ impl Client {
             mode: header_number(&headers, "x-lxd-mode", 8).unwrap_or(0),
         };
         let kind = headers.get("x-lxd-type").and_then(|v| v.to_str().ok()).unwrap_or("file").to_owned();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|source| Error::Http { what: format!("GET {url}"), source })?;
+        let body = response.bytes().await.map_err(|source| Error::Http { what: format!("GET {url}"), source })?;
         let content = match kind.as_str() {
             "directory" => {
-                let envelope: serde_json::Value = serde_json::from_slice(&body)
-                    .map_err(|e| Error::protocol(format!("GET {url}"), e.to_string()))?;
+                let envelope: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|e| Error::protocol(format!("GET {url}"), e.to_string()))?;
                 let entries = serde_json::from_value(envelope.get("metadata").cloned().unwrap_or_default())
                     .map_err(|e| Error::protocol(format!("GET {url}"), e.to_string()))?;
                 FileContent::Directory(entries)

@@ -38,11 +38,15 @@ impl Client {
     /// Imports a unified image tarball (metadata.yaml, templates/, rootfs/) from a file,
     /// streaming it; `progress` counts the bytes sent. The finished operation's metadata holds
     /// the new image's `fingerprint`.
-    pub async fn import_image_file(&self, tarball: &Path, upload: &ImageUpload, progress: UploadProgress) -> Result<Operation> {
-        let file = tokio::fs::File::open(tarball).await.map_err(|source| Error::Io {
-            what: format!("opening image tarball {}", tarball.display()),
-            source,
-        })?;
+    pub async fn import_image_file(
+        &self,
+        tarball: &Path,
+        upload: &ImageUpload,
+        progress: UploadProgress,
+    ) -> Result<Operation> {
+        let file = tokio::fs::File::open(tarball)
+            .await
+            .map_err(|source| Error::Io { what: format!("opening image tarball {}", tarball.display()), source })?;
         let counted = ReaderStream::with_capacity(file, 1 << 20).map(move |chunk| {
             if let Ok(bytes) = &chunk {
                 progress.fetch_add(bytes.len() as u64, Ordering::Relaxed);

@@ -9,8 +9,7 @@ use crate::client::{seg, Body, Client, Tagged};
 use crate::error::Result;
 use crate::operation::Operation;
 use crate::wire::{
-    Instance, InstancePut, InstanceSnapshot, InstanceSnapshotsPost, InstanceState, InstanceStatePut,
-    InstancesPost,
+    Instance, InstancePut, InstanceSnapshot, InstanceSnapshotsPost, InstanceState, InstanceStatePut, InstancesPost,
 };
 
 /// A state change to ask for.
@@ -83,7 +82,13 @@ impl Client {
 
     /// Asks for a state change. `timeout` bounds a clean stop (LXD fails the operation after
     /// it, or kills with `force`).
-    pub async fn change_state(&self, name: &str, action: StateAction, timeout: Duration, force: bool) -> Result<Operation> {
+    pub async fn change_state(
+        &self,
+        name: &str,
+        action: StateAction,
+        timeout: Duration,
+        force: bool,
+    ) -> Result<Operation> {
         let put = InstanceStatePut {
             action: action.as_str().into(),
             timeout: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),

@@ -48,9 +48,10 @@ async fn build(recipe_name: &str, alias: Option<&str>, json: bool) -> anyhow::Re
     lxd.server().await.context("checking the LXD daemon")?;
     let started = Instant::now();
     let mut progress = Reporter::new(recipe_name);
-    let installed =
-        ensure_installed(&lxd, &recipe, &BuildOptions::default_for_host(), alias.as_str(), &mut |step| progress.show(step))
-            .await;
+    let installed = ensure_installed(&lxd, &recipe, &BuildOptions::default_for_host(), alias.as_str(), &mut |step| {
+        progress.show(step)
+    })
+    .await;
     progress.finish();
     let installed = installed?;
     let seconds = started.elapsed().as_secs_f64();
@@ -65,7 +66,11 @@ async fn build(recipe_name: &str, alias: Option<&str>, json: bool) -> anyhow::Re
         (false, true) => format!("imported from the build cache in {seconds:.1} s"),
         (false, false) => "already in LXD, nothing to do".to_string(),
     };
-    println!("image {} ready ({how}): fingerprint {}", installed.alias, &installed.fingerprint[..12.min(installed.fingerprint.len())]);
+    println!(
+        "image {} ready ({how}): fingerprint {}",
+        installed.alias,
+        &installed.fingerprint[..12.min(installed.fingerprint.len())]
+    );
     Ok(())
 }
 
@@ -92,7 +97,10 @@ impl Reporter {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         bar.set_message(message);
     }
 
