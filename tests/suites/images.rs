@@ -153,8 +153,36 @@ async fn second_install_is_a_no_op(lxd: &'static PrivateLxd) -> Result<()> {
     Ok(())
 }
 
+async fn a_damaged_tarball_is_refused_and_leaves_no_image(lxd: &'static PrivateLxd) -> Result<()> {
+    let client = lxd.client();
+    let recipe = ssp_image::recipe("busybox")?;
+    // A busybox build in a private cache whose tarball is then damaged on disk: LXD must
+    // refuse it, the error must say so, and no image or alias may remain.
+    let scratch = std::env::temp_dir().join(unique_name("ssp-damaged"));
+    let options = ssp_image::BuildOptions::in_cache_dir(scratch.join("cache"));
+    let built = tokio::task::spawn_blocking({
+        let (recipe, options) = (recipe.clone(), options.clone());
+        move || ssp_image::build(&recipe, &options, &mut |_| {})
+    })
+    .await??;
+    std::fs::write(&built.tarball, vec![0x5a; usize::try_from(built.size)?])?;
+    let images_before = client.images().await?.len();
+    let alias = unique_name("damaged");
+    let result = ssp_image::install::import_built(&client, &recipe, &built, &alias, &mut |_| {}).await;
+    std::fs::remove_dir_all(&scratch)?;
+    let err = match result {
+        Ok(fingerprint) => bail!("a damaged tarball was imported as {fingerprint}"),
+        Err(e) => e,
+    };
+    ensure!(err.to_string().contains("busybox"), "the error names the image: {err}");
+    ensure!(client.images().await?.len() == images_before, "no image may be left behind");
+    ensure!(client.image_alias(&alias).await.expect_err("no alias").is_not_found());
+    Ok(())
+}
+
 ssp_testkit::lxd_tests![
     debian_boots_with_network_and_sshd,
     busybox_boots_and_gets_an_address,
-    second_install_is_a_no_op
+    second_install_is_a_no_op,
+    a_damaged_tarball_is_refused_and_leaves_no_image,
 ];

@@ -94,14 +94,7 @@ pub async fn ensure_installed(
         Some(built) => (built, false),
         None => (build_in_background(recipe, options, progress).await?, true),
     };
-    let fingerprint = import(lxd, &built, progress).await.map_err(lxd_err)?;
-    let image = lxd.image(&fingerprint).await.map_err(lxd_err)?;
-    if let Err(e) = point_alias(lxd, alias, &image, recipe).await {
-        if let Ok(op) = lxd.delete_image(&fingerprint).await {
-            let _ = op.wait(Some(Duration::from_secs(60))).await;
-        }
-        return Err(lxd_err(e));
-    }
+    let fingerprint = import_built(lxd, recipe, &built, alias, progress).await?;
     // Older builds of the same recipe that no alias names any more are dead weight.
     for old in images.iter().filter(|i| {
         i.properties.get(RECIPE_PROPERTY) == Some(&recipe.name) && i.fingerprint != fingerprint && i.aliases.is_empty()
@@ -111,6 +104,30 @@ pub async fn ensure_installed(
         }
     }
     Ok(Installed { fingerprint, alias: alias.into(), imported: true, built: was_built })
+}
+
+/// Uploads `built` and points `alias` at it, whatever LXD already holds. If LXD refuses the
+/// tarball nothing is left; if aliasing fails the new image is deleted again.
+pub async fn import_built(
+    lxd: &Client,
+    recipe: &Recipe,
+    built: &BuiltImage,
+    alias: &str,
+    progress: &mut (dyn FnMut(InstallStep) + Send),
+) -> Result<String, InstallError> {
+    let lxd_err = |source| InstallError::Lxd { recipe: recipe.name.clone(), source };
+    let fingerprint = import(lxd, built, progress).await.map_err(lxd_err)?;
+    let aliased = async {
+        let image = lxd.image(&fingerprint).await?;
+        point_alias(lxd, alias, &image, recipe).await
+    };
+    if let Err(e) = aliased.await {
+        if let Ok(op) = lxd.delete_image(&fingerprint).await {
+            let _ = op.wait(Some(Duration::from_secs(60))).await;
+        }
+        return Err(lxd_err(e));
+    }
+    Ok(fingerprint)
 }
 
 async fn build_in_background(

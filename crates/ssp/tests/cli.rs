@@ -6,17 +6,13 @@ use std::process::{Command, Output};
 use anyhow::{ensure, Context, Result};
 use ssp_testkit::PrivateLxd;
 
-/// The `ssp` binary cargo built next to this test.
-fn ssp_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(|deps| deps.parent()).context("test binary has no target folder")?;
-    let binary = dir.join("ssp");
-    ensure!(binary.exists(), "{} is missing: build it with `cargo build -p ssp`", binary.display());
-    Ok(binary)
+/// The `ssp` binary cargo built for this test.
+fn ssp_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ssp"))
 }
 
 fn ssp(lxd: &PrivateLxd, args: &[&str]) -> Result<Output> {
-    Ok(Command::new(ssp_binary()?).args(args).env("LXD_DIR", lxd.dir()).output()?)
+    Ok(Command::new(ssp_binary()).args(args).env("LXD_DIR", lxd.dir()).output()?)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -69,7 +65,7 @@ async fn bad_input_is_refused_with_a_clear_error(lxd: &'static PrivateLxd) -> Re
     ensure!(!out.status.success());
     ensure!(lxd.client().images().await?.len() == before, "a refused build must not import anything");
 
-    let no_daemon = Command::new(ssp_binary()?).args(["image", "list"]).env("LXD_DIR", "/nonexistent").output()?;
+    let no_daemon = Command::new(ssp_binary()).args(["image", "list"]).env("LXD_DIR", "/nonexistent").output()?;
     ensure!(no_daemon.status.code() == Some(3), "unreachable LXD exit {:?}", no_daemon.status.code());
     ensure!(text(&no_daemon.stderr).contains("/nonexistent/unix.socket"), "{}", text(&no_daemon.stderr));
     Ok(())
