@@ -2,7 +2,7 @@
 # and the host's LXD daemon. Every function is idempotent: a second run changes nothing.
 # shellcheck shell=bash
 
-SSP_PACKAGES=(lxd lxd-client btrfs-progs debootstrap busybox-static squashfs-tools xz-utils
+SSP_PACKAGES=(lxd lxd-client btrfs-progs debootstrap debian-archive-keyring gpgv busybox-static
   openssh-client iproute2 iptables dnsmasq-base procps psmisc kmod util-linux ca-certificates)
 
 ssp_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -97,15 +97,16 @@ ssp_start_lxd() {
   lxd waitready --timeout 120 || ssp_die "LXD did not start: see /var/log/lxd/lxd.log"
 }
 
-# A 10.x.y.0/24 that no route or address on the host overlaps.
+# A 10.x.y.0/24 that no route or address on the host overlaps (LXD's automatic choice
+# would ping random private addresses to find one).
 ssp_free_subnet() {
   local x y taken
   taken=$(ip -4 -o route show table all; ip -4 -o addr)
+  grep -qE '(^| )10\.0\.0\.0/8' <<<"$taken" && return 1
   for x in 87 88 89 90 91 92 93 94 95 96 97 98 99; do
+    grep -qE "(^| )10\.$x\.0\.0/16" <<<"$taken" && continue
     for y in 10 20 30 40 50; do
-      grep -qE "(^| )10\.$x\.($y\.|0\.0/16)" <<<"$taken" && continue
-      grep -qE "(^| )10\.0\.0\.0/8" <<<"$taken" && return 1
-      echo "10.$x.$y"; return 0
+      grep -qE "(^| )10\.$x\.$y\." <<<"$taken" || { echo "10.$x.$y"; return 0; }
     done
   done
   return 1
