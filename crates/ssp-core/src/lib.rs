@@ -5,3 +5,5 @@
 //! passes through a parser here before it reaches LXD, a file path or a command line.
 
 pub mod names;
+pub mod quota;
+pub mod size;
