@@ -7,3 +7,4 @@
 pub mod names;
 pub mod quota;
 pub mod size;
+pub mod sshkey;

@@ -59,6 +59,9 @@ impl Client {
     /// A client for the daemon listening on `socket`. Nothing is sent until the first call.
     pub fn new(socket: impl Into<PathBuf>) -> Result<Self> {
         let socket = socket.into();
+        // Nothing here speaks TLS, but reqwest (built with rustls for other crates in the same
+        // program) insists on a process-wide crypto provider: ring, unless one is installed.
+        let _already_installed = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .unix_socket(socket.clone())
             .pool_max_idle_per_host(8)

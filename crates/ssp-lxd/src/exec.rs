@@ -264,7 +264,18 @@ impl Client {
     /// Runs `command` to completion with `stdin` as its input and collects its output.
     pub async fn exec_output(&self, name: &str, command: &[&str], stdin: &[u8]) -> Result<ExecOutput> {
         let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
-        let mut exec = self.exec(name, &command, ExecOptions::default()).await?;
+        self.exec_output_with(name, &command, stdin, ExecOptions::default()).await
+    }
+
+    /// Like [`Client::exec_output`], with the user, environment and directory of `options`.
+    pub async fn exec_output_with(
+        &self,
+        name: &str,
+        command: &[String],
+        stdin: &[u8],
+        options: ExecOptions,
+    ) -> Result<ExecOutput> {
+        let mut exec = self.exec(name, command, options).await?;
         if !stdin.is_empty() {
             exec.stdin.write(Bytes::copy_from_slice(stdin)).await?;
         }

@@ -253,6 +253,41 @@ impl Store {
         })
     }
 
+    /// Records the reconciler's progress on the container with this uid; `false` when there is
+    /// no such row (deleted meanwhile), which is not an error for the reconciler.
+    pub fn set_phase_of(&mut self, uid: &str, phase: ContainerPhase) -> Result<bool> {
+        self.write(|tx| {
+            let object: Option<String> = tx
+                .query_row(
+                    "SELECT u.name || '/' || c.name FROM containers c JOIN users u ON u.id = c.owner_id WHERE c.uid = ?1",
+                    [uid],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(object) = object else { return Ok(false) };
+            tx.execute("UPDATE containers SET phase = ?2 WHERE uid = ?1", params![uid, phase.as_str()])?;
+            record(tx, None, "container.phase", &object, Some(phase.as_str()))?;
+            Ok(true)
+        })
+    }
+
+    /// Forgets the container with this uid once LXD no longer has it; `false` if already gone.
+    pub fn forget_container(&mut self, uid: &str) -> Result<bool> {
+        self.write(|tx| {
+            let object: Option<String> = tx
+                .query_row(
+                    "SELECT u.name || '/' || c.name FROM containers c JOIN users u ON u.id = c.owner_id WHERE c.uid = ?1",
+                    [uid],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(object) = object else { return Ok(false) };
+            tx.execute("DELETE FROM containers WHERE uid = ?1", [uid])?;
+            record(tx, None, "container.remove", &object, Some(uid))?;
+            Ok(true)
+        })
+    }
+
     /// Forgets a container (once LXD no longer has it).
     pub fn remove_container(&mut self, actor: Option<&str>, owner: &str, name: &str) -> Result<()> {
         let object = format!("{owner}/{name}");

@@ -50,3 +50,10 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+impl Store {
+    /// Records something done outside a store change (the reconciler's actions on LXD).
+    pub fn log(&mut self, actor: Option<&str>, action: &str, object: &str, detail: Option<&str>) -> Result<()> {
+        self.write(|tx| record(tx, actor, action, object, detail))
+    }
+}

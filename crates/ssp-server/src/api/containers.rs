@@ -1,0 +1,382 @@
+//! `/api/v1/containers`: users' containers. Handlers record intent in the state database
+//! and wake the reconciler, which does the LXD work; they never create or delete in LXD.
+//! Someone else's container answers exactly like a missing one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use ssp_api as api;
+use ssp_core::names::{ImageName, Name};
+use ssp_core::quota::{self, PartialResources, Resources};
+use ssp_core::size::ByteSize;
+use ssp_store::{Container, ContainerPhase, NewContainer};
+
+use crate::auth::Caller;
+use crate::convert;
+use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::instance::{self, OWNER_UID};
+use crate::AppState;
+
+/// Filters for the list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Only this owner's containers (admins; users always see only their own).
+    pub owner: Option<String>,
+}
+
+/// The row for `owner/name` if the caller may see it; otherwise the same not-found answer.
+async fn visible(state: &AppState, caller: &Caller, owner: &str, name: &str) -> ApiResult<Container> {
+    let object = format!("{owner}/{name}");
+    if !caller.is_admin() && caller.name != owner {
+        return Err(ApiError::not_found("container", &object));
+    }
+    let (owner, name) = (owner.to_string(), name.to_string());
+    state.db.run(move |store| store.container(&owner, &name)).await.map_err(|e| match e {
+        ssp_store::Error::NotFound { .. } => ApiError::not_found("container", &object),
+        other => other.into(),
+    })
+}
+
+/// The API view: the row plus LXD's status and addresses.
+async fn view(state: &AppState, row: &Container, with_addresses: bool) -> api::Container {
+    let lxd_name = instance::lxd_name(row);
+    let problem = state.reconciler.problem(&row.uid);
+    if row.phase == ContainerPhase::Creating {
+        return convert::container(row, None, Vec::new(), problem);
+    }
+    match state.lxd.instance_state(&lxd_name).await {
+        Ok(found) => {
+            let addresses = if with_addresses { addresses(&found) } else { Vec::new() };
+            convert::container(row, Some(&found.status), addresses, problem)
+        }
+        Err(e) if e.is_not_found() => convert::container(row, None, Vec::new(), problem),
+        Err(e) => convert::container(row, Some("Unknown"), Vec::new(), problem.or(Some(format!("LXD: {e}")))),
+    }
+}
+
+fn addresses(state: &ssp_lxd::wire::InstanceState) -> Vec<String> {
+    let Some(networks) = &state.network else { return Vec::new() };
+    networks
+        .iter()
+        .filter(|(name, _)| name.as_str() != "lo")
+        .flat_map(|(_, net)| net.addresses.iter())
+        .filter(|a| a.family == "inet" && a.scope == "global")
+        .map(|a| a.address.clone())
+        .collect()
+}
+
+/// Lists containers: the caller's own; an admin's view is everyone's (or `?owner=`).
+#[utoipa::path(get, path = "/api/v1/containers", tag = "containers", params(ListQuery),
+    responses((status = 200, body = [api::Container])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Vec<api::Container>>> {
+    let owner = match (caller.is_admin(), query.owner) {
+        (true, owner) => owner,
+        (false, Some(owner)) if owner != caller.name => return Ok(Json(Vec::new())),
+        (false, _) => Some(caller.name.clone()),
+    };
+    let rows = state
+        .db
+        .run(move |store| match owner {
+            Some(owner) => match store.containers_of(&owner) {
+                Err(ssp_store::Error::NotFound { .. }) => Ok(Vec::new()),
+                other => other,
+            },
+            None => store.all_containers(),
+        })
+        .await?;
+    // One LXD call per container for status and addresses, a few at a time.
+    let with_addresses = rows.len() <= 100;
+    let views: Vec<api::Container> = futures_util::stream::iter(rows)
+        .map(|row| {
+            let state = state.clone();
+            async move { view(&state, &row, with_addresses).await }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    Ok(Json(views))
+}
+
+fn check_idempotency_key(key: &str) -> ApiResult<String> {
+    let ok = !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(key.to_string())
+    } else {
+        Err(ApiError::BadRequest("an idempotency key is 1-128 printable ASCII characters without spaces".into()))
+    }
+}
+
+/// Records a new container; the reconciler makes it. Repeating a create with the same
+/// idempotency key answers with the first one's container (200).
+#[utoipa::path(post, path = "/api/v1/containers", tag = "containers", request_body = api::ContainerCreate,
+    responses((status = 201, body = api::Container), (status = 200, body = api::Container),
+        (status = 400, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<api::ContainerCreate>,
+) -> ApiResult<(StatusCode, Json<api::Container>)> {
+    let owner = match &request.owner {
+        Some(owner) if owner != &caller.name => {
+            caller.require_admin("create containers for other users")?;
+            Name::parse(owner)?
+        }
+        Some(owner) => Name::parse(owner)?,
+        None => Name::parse(&caller.name)?,
+    };
+    let name = Name::parse(&request.name)?;
+    let image = match &request.image {
+        Some(image) => ImageName::parse(image)?,
+        None => state.settings.default_image.clone(),
+    };
+    let idempotency_key = match headers.get(api::IDEMPOTENCY_HEADER) {
+        Some(value) => Some(check_idempotency_key(
+            value.to_str().map_err(|_| ApiError::BadRequest("the Idempotency-Key header must be ASCII".into()))?,
+        )?),
+        None => request.idempotency_key.as_deref().map(check_idempotency_key).transpose()?,
+    };
+    let requested = PartialResources {
+        cpus: request.cpus,
+        memory: request.memory.as_deref().map(ByteSize::parse_nonzero).transpose()?,
+        disk: request.disk.as_deref().map(ByteSize::parse_nonzero).transpose()?,
+        gpus: None,
+    };
+    if let Err(e) = state.lxd.image_alias(image.as_str()).await {
+        if e.is_not_found() {
+            let known = state.lxd.image_alias_names().await.unwrap_or_default().join(", ");
+            return Err(ApiError::BadRequest(format!("image {image} does not exist; available images: {known}")));
+        }
+        return Err(e.into());
+    }
+    let defaults = state.settings.default_resources.clone();
+    let actor = caller.name.clone();
+    let desired = convert::store_desired(request.state);
+    let (status, row) = state
+        .db
+        .run(move |store| -> Result<Result<(StatusCode, Container), ApiError>, ssp_store::Error> {
+            let user = store.user(owner.as_str())?;
+            if let Some(key) = &idempotency_key {
+                if let Ok(existing) = store.container(owner.as_str(), name.as_str()) {
+                    return Ok(store
+                        .create_container(
+                            Some(&actor),
+                            &NewContainer {
+                                owner: owner.clone(),
+                                name: name.clone(),
+                                image: image.as_str().into(),
+                                cpus: existing.cpus,
+                                memory: existing.memory,
+                                disk: existing.disk,
+                                desired_state: desired,
+                                idempotency_key: Some(key.clone()),
+                            },
+                        )
+                        .map(|c| (StatusCode::OK, c))
+                        .map_err(ApiError::from));
+                }
+            }
+            // A default never asks for more than the whole quota allows.
+            let capped = Resources {
+                cpus: defaults.cpus.min(user.quota.max_cpus.max(1)),
+                memory: defaults.memory.min(user.quota.max_memory.max(quota::MIN_MEMORY)),
+                disk: defaults.disk.min(user.quota.max_disk.max(quota::MIN_DISK)),
+                gpus: 0,
+            };
+            let resources = quota::resolve(requested, &capped);
+            if let Err(e) = resources.validate() {
+                return Ok(Err(ApiError::BadRequest(e.to_string())));
+            }
+            let held: Vec<Resources> = store
+                .containers_of(owner.as_str())?
+                .iter()
+                .filter(|c| c.phase != ContainerPhase::Deleting)
+                .map(|c| Resources { cpus: c.cpus, memory: c.memory, disk: c.disk, gpus: 0 })
+                .collect();
+            if let Err(e) = quota::check(&user.quota, &held, &resources) {
+                return Ok(Err(ApiError::QuotaExceeded(format!("{owner}: {e}"))));
+            }
+            let created = store.create_container(
+                Some(&actor),
+                &NewContainer {
+                    owner: owner.clone(),
+                    name: name.clone(),
+                    image: image.as_str().into(),
+                    cpus: resources.cpus,
+                    memory: resources.memory,
+                    disk: resources.disk,
+                    desired_state: desired,
+                    idempotency_key: idempotency_key.clone(),
+                },
+            );
+            Ok(created.map(|c| (StatusCode::CREATED, c)).map_err(ApiError::from))
+        })
+        .await??;
+    state.reconciler.wake();
+    Ok((status, Json(view(&state, &row, false).await)))
+}
+
+/// One container, with LXD's status and addresses.
+#[utoipa::path(get, path = "/api/v1/containers/{owner}/{name}", tag = "containers",
+    responses((status = 200, body = api::Container), (status = 404, body = api::ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> ApiResult<Json<api::Container>> {
+    let row = visible(&state, &caller, &owner, &name).await?;
+    Ok(Json(view(&state, &row, true).await))
+}
+
+/// Marks a container for deletion; it answers 404 once the reconciler has removed it.
+#[utoipa::path(delete, path = "/api/v1/containers/{owner}/{name}", tag = "containers",
+    responses((status = 202, body = api::Container), (status = 404, body = api::ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<api::Container>)> {
+    let row = visible(&state, &caller, &owner, &name).await?;
+    let uid = row.uid.clone();
+    let actor = caller.name.clone();
+    state
+        .db
+        .run(move |store| {
+            store.log(Some(&actor), "container.delete", &format!("{owner}/{name}"), None)?;
+            store.set_phase_of(&uid, ContainerPhase::Deleting)
+        })
+        .await?;
+    state.reconciler.wake();
+    let mut answer = convert::container(&row, None, Vec::new(), None);
+    answer.phase = api::Phase::Deleting;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+/// Sets whether the container should run; the reconciler starts or stops it.
+#[utoipa::path(put, path = "/api/v1/containers/{owner}/{name}/state", tag = "containers",
+    request_body = api::StateChange,
+    responses((status = 202, body = api::Container), (status = 404, body = api::ErrorBody)))]
+pub async fn set_state(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    ApiJson(change): ApiJson<api::StateChange>,
+) -> ApiResult<(StatusCode, Json<api::Container>)> {
+    let row = visible(&state, &caller, &owner, &name).await?;
+    if row.phase == ContainerPhase::Deleting {
+        return Err(ApiError::Conflict(format!("container {owner}/{name} is being deleted")));
+    }
+    let actor = caller.name.clone();
+    let desired = convert::store_desired(change.state);
+    let row = state
+        .db
+        .run(move |store| {
+            store.set_desired_state(Some(&actor), &owner, &name, desired)?;
+            store.container(&owner, &name)
+        })
+        .await?;
+    state.reconciler.wake();
+    Ok((StatusCode::ACCEPTED, Json(view(&state, &row, false).await)))
+}
+
+/// Restarts a running container (an action, not a state: done at once).
+#[utoipa::path(post, path = "/api/v1/containers/{owner}/{name}/restart", tag = "containers",
+    responses((status = 202, body = api::Container), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub async fn restart(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<api::Container>)> {
+    let row = visible(&state, &caller, &owner, &name).await?;
+    if row.phase != ContainerPhase::Ready || row.desired_state != ssp_store::DesiredState::Running {
+        return Err(ApiError::Conflict(format!(
+            "container {owner}/{name} is not running; start it instead (ssp container start)"
+        )));
+    }
+    let lxd_name = instance::lxd_name(&row);
+    if state.lxd.restart_instance(&lxd_name, Duration::from_secs(30), false).await.is_err() {
+        state.lxd.restart_instance(&lxd_name, Duration::from_secs(30), true).await?;
+    }
+    let object = format!("{owner}/{name}");
+    let actor = caller.name.clone();
+    state.db.run(move |store| store.log(Some(&actor), "container.restart", &object, None)).await?;
+    Ok((StatusCode::ACCEPTED, Json(view(&state, &row, false).await)))
+}
+
+fn check_environment(environment: &BTreeMap<String, String>) -> ApiResult<()> {
+    for (key, value) in environment {
+        let ok = !key.is_empty()
+            && key.len() <= 128
+            && !key.as_bytes()[0].is_ascii_digit()
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok || value.contains('\0') {
+            return Err(ApiError::BadRequest(format!(
+                "environment variable {key:?}: names are letters, digits and '_' (not starting with a digit), values have no NUL"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a command in the container and waits for it: as the owner's account, or as root.
+#[utoipa::path(post, path = "/api/v1/containers/{owner}/{name}/exec", tag = "containers",
+    request_body = api::ExecRequest,
+    responses((status = 200, body = api::ExecResult), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub async fn exec(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((owner, name)): Path<(String, String)>,
+    ApiJson(request): ApiJson<api::ExecRequest>,
+) -> ApiResult<Json<api::ExecResult>> {
+    let row = visible(&state, &caller, &owner, &name).await?;
+    if request.command.is_empty() || request.command.iter().any(|arg| arg.contains('\0')) {
+        return Err(ApiError::BadRequest("command must be a non-empty list of arguments without NUL bytes".into()));
+    }
+    check_environment(&request.environment)?;
+    let stdin = match &request.stdin_base64 {
+        Some(text) => STANDARD.decode(text).map_err(|_| ApiError::BadRequest("stdin_base64 is not base64".into()))?,
+        None => Vec::new(),
+    };
+    if row.phase != ContainerPhase::Ready {
+        return Err(ApiError::Conflict(format!("container {owner}/{name} is not ready (it is {:?})", row.phase)));
+    }
+    let mut options = ssp_lxd::ExecOptions { environment: request.environment.clone(), ..Default::default() };
+    if !request.root {
+        let home = format!("/home/{}", row.owner);
+        options.uid = OWNER_UID;
+        options.gid = OWNER_UID;
+        options.cwd = Some(home.clone());
+        options.environment.entry("HOME".into()).or_insert(home);
+        options.environment.entry("USER".into()).or_insert_with(|| row.owner.as_str().into());
+        options.environment.entry("LOGNAME".into()).or_insert_with(|| row.owner.as_str().into());
+    }
+    let output =
+        state.lxd.exec_output_with(&instance::lxd_name(&row), &request.command, &stdin, options).await.map_err(
+            |e| match e {
+                ssp_lxd::Error::Api { status: 400, .. } => {
+                    ApiError::Conflict(format!("container {owner}/{name} is not running; start it first ({e})"))
+                }
+                other => other.into(),
+            },
+        )?;
+    let object = format!("{}/{}", row.owner, row.name);
+    let detail = format!("exit {}", output.exit_code);
+    let actor = caller.name.clone();
+    state.db.run(move |store| store.log(Some(&actor), "container.exec", &object, Some(&detail))).await?;
+    Ok(Json(api::ExecResult {
+        exit_code: output.exit_code,
+        stdout_base64: STANDARD.encode(&output.stdout),
+        stderr_base64: STANDARD.encode(&output.stderr),
+    }))
+}

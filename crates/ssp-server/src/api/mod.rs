@@ -1,0 +1,77 @@
+//! The HTTP API: the route table (with each route's handler, whose first lines state who may
+//! call it) and the OpenAPI document generated from the handlers and wire types.
+
+pub mod containers;
+pub mod keys;
+pub mod system;
+pub mod tokens;
+pub mod users;
+
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::AppState;
+
+/// The OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ssp", description = "Super Server Platform: users, quotas and system containers on LXD."),
+    paths(
+        system::info, system::images, system::reconcile,
+        users::list, users::create, users::show, users::update, users::remove,
+        keys::list, keys::add, keys::remove,
+        tokens::list, tokens::create, tokens::revoke,
+        containers::list, containers::create, containers::show, containers::delete,
+        containers::set_state, containers::restart, containers::exec,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("ssp token").build()),
+        );
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> crate::error::ApiError {
+    crate::error::ApiError::NotFound("no such API path; see /api/v1/openapi.json".into())
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/info", get(system::info))
+        .route("/images", get(system::images))
+        .route("/reconcile", post(system::reconcile))
+        .route("/users", get(users::list).post(users::create))
+        .route("/users/{user}", get(users::show).patch(users::update).delete(users::remove))
+        .route("/users/{user}/keys", get(keys::list).post(keys::add))
+        .route("/users/{user}/keys/{key}", axum::routing::delete(keys::remove))
+        .route("/users/{user}/tokens", get(tokens::list).post(tokens::create))
+        .route("/users/{user}/tokens/{token}", axum::routing::delete(tokens::revoke))
+        .route("/containers", get(containers::list).post(containers::create))
+        .route("/containers/{owner}/{name}", get(containers::show).delete(containers::delete))
+        .route("/containers/{owner}/{name}/state", put(containers::set_state))
+        .route("/containers/{owner}/{name}/restart", post(containers::restart))
+        .route("/containers/{owner}/{name}/exec", post(containers::exec));
+    Router::new()
+        .nest(ssp_api::API_PREFIX, v1)
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
+        .with_state(state)
+}

@@ -1,0 +1,279 @@
+//! The daemon's configuration: a TOML file where every key has a sensible default, so an
+//! empty (or missing) file gives a working platform with state under `/var/lib/ssp`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use ssp_core::names::{ImageName, Name};
+use ssp_core::quota::{Quota, Resources};
+use ssp_core::size::ByteSize;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its line.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the database, TLS material and other state live.
+    pub state_dir: PathBuf,
+    /// The API's listeners.
+    pub api: ApiConfig,
+    /// The LXD daemon and where containers go in it.
+    pub lxd: LxdConfig,
+    /// What a container gets when its creator does not say.
+    pub defaults: DefaultsConfig,
+    /// The quota a new user gets when the admin does not say.
+    pub quota: QuotaConfig,
+    /// The reconciler.
+    pub reconcile: ReconcileConfig,
+}
+
+/// The API's listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// HTTPS address; `none` or empty turns TCP off.
+    pub listen: String,
+    /// Local unix socket (mode 0600): root on the host is admin over it without a token.
+    pub socket: PathBuf,
+    /// TLS certificate (PEM); made self-signed on first start when absent.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM), with `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Extra DNS names or addresses for the self-signed certificate.
+    pub tls_names: Vec<String>,
+}
+
+/// The LXD daemon and where containers go in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LxdConfig {
+    /// LXD's unix socket; `$LXD_DIR/unix.socket` or `/var/lib/lxd/unix.socket` when absent.
+    pub socket: Option<PathBuf>,
+    /// Storage pool for root disks.
+    pub pool: String,
+    /// Bridge network for containers' `eth0`.
+    pub network: String,
+}
+
+/// What a container gets when its creator does not say.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DefaultsConfig {
+    /// Image alias.
+    pub image: String,
+    /// CPUs.
+    pub cpus: u32,
+    /// Memory.
+    pub memory: String,
+    /// Root disk.
+    pub disk: String,
+}
+
+/// The quota a new user gets when the admin does not say.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Containers.
+    pub max_containers: u32,
+    /// CPUs.
+    pub max_cpus: u32,
+    /// Memory.
+    pub max_memory: String,
+    /// Root disk.
+    pub max_disk: String,
+    /// GPUs.
+    pub max_gpus: u32,
+}
+
+/// The reconciler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// Seconds between periodic passes (LXD events and API changes also wake it).
+    pub interval_secs: u64,
+    /// Containers converged at once.
+    pub parallelism: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/ssp"),
+            api: ApiConfig::default(),
+            lxd: LxdConfig::default(),
+            defaults: DefaultsConfig::default(),
+            quota: QuotaConfig::default(),
+            reconcile: ReconcileConfig::default(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8443".into(),
+            socket: PathBuf::from("/run/ssp/ssp.sock"),
+            tls_cert: None,
+            tls_key: None,
+            tls_names: Vec::new(),
+        }
+    }
+}
+
+impl Default for LxdConfig {
+    fn default() -> Self {
+        Self { socket: None, pool: "default".into(), network: "sspbr0".into() }
+    }
+}
+
+impl Default for DefaultsConfig {
+    fn default() -> Self {
+        Self { image: "debian-12".into(), cpus: 2, memory: "4GiB".into(), disk: "20GiB".into() }
+    }
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self { max_containers: 5, max_cpus: 16, max_memory: "64GiB".into(), max_disk: "500GiB".into(), max_gpus: 0 }
+    }
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self { interval_secs: 30, parallelism: 8 }
+    }
+}
+
+/// The configuration, checked: sizes and names parsed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// As read.
+    pub raw: Config,
+    /// HTTPS address, if TCP is on.
+    pub listen: Option<SocketAddr>,
+    /// Default container resources.
+    pub default_resources: Resources,
+    /// Default container image.
+    pub default_image: ImageName,
+    /// Default user quota.
+    pub default_quota: Quota,
+    /// Pool name, checked.
+    pub pool: Name,
+    /// Network name, checked.
+    pub network: Name,
+}
+
+impl Settings {
+    /// Reads `path`; a missing file means all defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let raw = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str::<Config>(&text)
+                .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(source) => return Err(ConfigError::Read { path: path.into(), source }),
+        };
+        Self::check(raw, path)
+    }
+
+    /// Checks an in-memory configuration (`origin` names it in errors).
+    pub fn check(raw: Config, origin: &Path) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: origin.into(), message };
+        let size = |key: &str, value: &str| {
+            ByteSize::parse_nonzero(value).map_err(|e| invalid(format!("{key} = {value:?}: {e}")))
+        };
+        let listen = match raw.api.listen.trim() {
+            "" | "none" => None,
+            text => Some(
+                text.parse::<SocketAddr>()
+                    .map_err(|e| invalid(format!("api.listen = {text:?}: {e} (use ADDRESS:PORT, or \"none\")")))?,
+            ),
+        };
+        if raw.defaults.cpus == 0 {
+            return Err(invalid("defaults.cpus must be at least 1".into()));
+        }
+        if raw.reconcile.interval_secs == 0 || raw.reconcile.parallelism == 0 {
+            return Err(invalid("reconcile.interval_secs and reconcile.parallelism must be at least 1".into()));
+        }
+        let default_resources = Resources {
+            cpus: raw.defaults.cpus,
+            memory: size("defaults.memory", &raw.defaults.memory)?,
+            disk: size("defaults.disk", &raw.defaults.disk)?,
+            gpus: 0,
+        };
+        let default_quota = Quota {
+            max_containers: raw.quota.max_containers,
+            max_cpus: raw.quota.max_cpus,
+            max_memory: ByteSize::parse(&raw.quota.max_memory)
+                .map_err(|e| invalid(format!("quota.max_memory: {e}")))?,
+            max_disk: ByteSize::parse(&raw.quota.max_disk).map_err(|e| invalid(format!("quota.max_disk: {e}")))?,
+            max_gpus: raw.quota.max_gpus,
+        };
+        let default_image =
+            ImageName::parse(&raw.defaults.image).map_err(|e| invalid(format!("defaults.image: {e}")))?;
+        let pool = Name::parse(&raw.lxd.pool).map_err(|e| invalid(format!("lxd.pool: {e}")))?;
+        let network = Name::parse(&raw.lxd.network).map_err(|e| invalid(format!("lxd.network: {e}")))?;
+        Ok(Self { raw, listen, default_resources, default_image, default_quota, pool, network })
+    }
+
+    /// The state database.
+    pub fn database_path(&self) -> PathBuf {
+        self.raw.state_dir.join("ssp.db")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_file_means_defaults() {
+        let settings = Settings::load(Path::new("/nonexistent/ssp.toml")).unwrap();
+        assert_eq!(settings.raw.state_dir, PathBuf::from("/var/lib/ssp"));
+        assert_eq!(settings.listen, Some("0.0.0.0:8443".parse().unwrap()));
+        assert_eq!(settings.default_resources.memory, ByteSize::parse("4GiB").unwrap());
+        assert_eq!(settings.pool.as_str(), "default");
+    }
+
+    #[test]
+    fn values_are_checked_with_the_key_named() {
+        let parse = |text: &str| toml::from_str::<Config>(text).map_err(|e| e.to_string());
+        assert!(parse("[api]\nlisten = \"127.0.0.1:1\"\n").is_ok());
+        assert!(parse("[api]\nlistn = \"x\"\n").unwrap_err().contains("listn"));
+        let bad = Settings::check(parse("[defaults]\nmemory = \"lots\"\n").unwrap(), Path::new("t.toml"));
+        assert!(bad.unwrap_err().to_string().contains("defaults.memory"));
+        let off = Settings::check(parse("[api]\nlisten = \"none\"\n").unwrap(), Path::new("t.toml")).unwrap();
+        assert_eq!(off.listen, None);
+        let pool = Settings::check(parse("[lxd]\npool = \"../x\"\n").unwrap(), Path::new("t.toml"));
+        assert!(pool.unwrap_err().to_string().contains("lxd.pool"));
+    }
+}

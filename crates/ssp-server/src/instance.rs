@@ -1,0 +1,275 @@
+//! What an ssp container looks like in LXD: its instance name, tags, limits, security keys
+//! and devices, computed from the stored row alone, and the script that sets up its owner's
+//! account inside.
+//!
+//! Every value written into LXD config comes from a checked name, a parsed size or a
+//! constant; no user string reaches LXD unparsed. The instance is unprivileged with an
+//! isolated idmap (its own 65536 ids), has no profile (so nothing outside ssp shapes it) and
+//! no `raw.*` key.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+use ssp_lxd::wire::{ConfigMap, DeviceMap, Instance, InstancePut, InstancesPost};
+use ssp_store::Container;
+
+/// Tag: the container's uid (the row's primary identity).
+pub const TAG_ID: &str = "user.ssp.id";
+/// Tag: the owner's name.
+pub const TAG_OWNER: &str = "user.ssp.owner";
+/// Tag: the container's name.
+pub const TAG_NAME: &str = "user.ssp.name";
+/// Tag: which ssp installation made it (several may share one LXD, as the tests do).
+pub const TAG_PLATFORM: &str = "user.ssp.platform";
+/// Set by the reconciler: a digest of the account set up inside (user, host name, keys).
+pub const TAG_ACCOUNT: &str = "user.ssp.account";
+
+/// The uid and gid of the owner's account inside every container.
+pub const OWNER_UID: u32 = 1000;
+
+/// Most processes in one container: a fork bomb stays inside its limits.
+const MAX_PROCESSES: &str = "10000";
+
+/// Config key prefixes ssp owns: any key under them that ssp did not set is drift.
+const OWNED_PREFIXES: [&str; 4] = ["limits.", "security.", "raw.", "user.ssp."];
+
+/// Where containers go in LXD.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Storage pool for root disks.
+    pub pool: String,
+    /// Bridge for `eth0`.
+    pub network: String,
+    /// This installation's id (`user.ssp.platform`).
+    pub platform: String,
+}
+
+/// The LXD instance name: readable (`alice-dev-…`) and unique through the uid's first
+/// eight hex digits, within LXD's 63 characters. Identity still comes from the tags.
+pub fn lxd_name(row: &Container) -> String {
+    let mut readable = format!("{}-{}", row.owner, row.name);
+    readable.truncate(54);
+    let readable = readable.trim_end_matches('-');
+    format!("{readable}-{}", &row.uid[..8.min(row.uid.len())])
+}
+
+/// The config keys ssp sets.
+pub fn desired_config(row: &Container, layout: &Layout) -> ConfigMap {
+    let mut config = BTreeMap::new();
+    let mut set = |key: &str, value: String| {
+        config.insert(key.to_string(), value);
+    };
+    set("limits.cpu", row.cpus.to_string());
+    set("limits.memory", row.memory.to_lxd());
+    set("limits.processes", MAX_PROCESSES.into());
+    set("security.privileged", "false".into());
+    set("security.idmap.isolated", "true".into());
+    set("security.nesting", "false".into());
+    set(TAG_ID, row.uid.clone());
+    set(TAG_OWNER, row.owner.as_str().into());
+    set(TAG_NAME, row.name.as_str().into());
+    set(TAG_PLATFORM, layout.platform.clone());
+    config
+}
+
+/// The devices ssp sets: the root disk (sized) and `eth0` on the bridge.
+pub fn desired_devices(row: &Container, layout: &Layout) -> DeviceMap {
+    let device =
+        |pairs: &[(&str, String)]| -> ConfigMap { pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() };
+    let mut devices = BTreeMap::new();
+    devices.insert(
+        "root".to_string(),
+        device(&[
+            ("type", "disk".into()),
+            ("path", "/".into()),
+            ("pool", layout.pool.clone()),
+            ("size", row.disk.to_lxd()),
+        ]),
+    );
+    devices.insert(
+        "eth0".to_string(),
+        device(&[("type", "nic".into()), ("name", "eth0".into()), ("network", layout.network.clone())]),
+    );
+    devices
+}
+
+/// The create request: stopped, no profiles, everything local.
+pub fn create_request(row: &Container, layout: &Layout) -> InstancesPost {
+    let mut request = InstancesPost::container_from_alias(lxd_name(row), row.image.clone());
+    request.config = desired_config(row, layout);
+    request.devices = desired_devices(row, layout);
+    request.profiles = Some(Vec::new());
+    request.description = format!("ssp container {}/{}", row.owner, row.name);
+    request.start = false;
+    request
+}
+
+/// Whether `key` is one ssp owns (and so must match exactly).
+fn owned(key: &str) -> bool {
+    key != TAG_ACCOUNT && OWNED_PREFIXES.iter().any(|prefix| key.starts_with(prefix))
+}
+
+/// The instance with ssp's keys and devices restored, or `None` when nothing drifted. Keys
+/// ssp does not own (`volatile.*`, `image.*`, …) are kept as LXD has them.
+pub fn repair(instance: &Instance, row: &Container, layout: &Layout) -> Option<InstancePut> {
+    let want_config = desired_config(row, layout);
+    let want_devices = desired_devices(row, layout);
+    let mut config: ConfigMap =
+        instance.config.iter().filter(|(k, _)| !owned(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    config.extend(want_config);
+    if config == instance.config && want_devices == instance.devices && instance.profiles.is_empty() {
+        return None;
+    }
+    Some(InstancePut {
+        architecture: instance.architecture.clone(),
+        config,
+        devices: want_devices,
+        ephemeral: false,
+        profiles: Vec::new(),
+        stateful: instance.stateful,
+        description: instance.description.clone(),
+    })
+}
+
+/// Sets up the owner's account, host name and `authorized_keys`. Arguments: user, host name
+/// (both checked names); the keys arrive on stdin, never on a command line. Idempotent, and
+/// works with Debian's tools and with busybox.
+pub const ACCOUNT_SCRIPT: &str = r#"set -eu
+user="$1"; host="$2"
+printf '%s\n' "$host" > /etc/hostname
+hostname "$host" 2>/dev/null || true
+if grep -q '^127\.0\.1\.1[[:space:]]' /etc/hosts 2>/dev/null; then
+  sed -i "s/^127\.0\.1\.1[[:space:]].*/127.0.1.1	$host/" /etc/hosts
+else
+  printf '127.0.1.1\t%s\n' "$host" >> /etc/hosts
+fi
+if ! id "$user" >/dev/null 2>&1; then
+  if command -v useradd >/dev/null 2>&1; then
+    useradd --create-home --uid 1000 --user-group --shell /bin/bash "$user"
+  else
+    adduser -D -u 1000 -s /bin/sh "$user"
+  fi
+fi
+if command -v usermod >/dev/null 2>&1 && grep -q '^sudo:' /etc/group; then
+  usermod -a -G sudo "$user"
+fi
+if [ -d /etc/sudoers.d ]; then
+  printf '%s ALL=(ALL:ALL) NOPASSWD: ALL\n' "$user" > /etc/sudoers.d/90-ssp-owner
+  chmod 0440 /etc/sudoers.d/90-ssp-owner
+fi
+home=$(awk -F: -v u="$user" '$1 == u { print $6 }' /etc/passwd)
+group=$(id -g "$user")
+mkdir -p "$home/.ssh"
+cat > "$home/.ssh/authorized_keys.ssp-new"
+chmod 0600 "$home/.ssh/authorized_keys.ssp-new"
+chown "$user:$group" "$home" "$home/.ssh" "$home/.ssh/authorized_keys.ssp-new"
+chmod 0700 "$home/.ssh"
+mv -f "$home/.ssh/authorized_keys.ssp-new" "$home/.ssh/authorized_keys"
+"#;
+
+/// What the account set-up writes: its digest goes into `user.ssp.account` so the
+/// reconciler runs it again only when something changed (a key added, a script update).
+pub fn account_digest(row: &Container, keys: &[String]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(ACCOUNT_SCRIPT.as_bytes());
+    hash.update(row.owner.as_str().as_bytes());
+    hash.update([0]);
+    hash.update(row.name.as_str().as_bytes());
+    for key in keys {
+        hash.update([0]);
+        hash.update(key.as_bytes());
+    }
+    hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `authorized_keys` contents for `keys` (canonical lines, no comments).
+pub fn authorized_keys(keys: &[String]) -> String {
+    let mut text = String::from("# Managed by ssp: changes here are replaced; use `ssp key add`.\n");
+    for key in keys {
+        text.push_str(key);
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use ssp_core::names::Name;
+    use ssp_core::size::ByteSize;
+    use ssp_store::{ContainerPhase, DesiredState};
+
+    fn row() -> Container {
+        Container {
+            uid: "0123456789abcdef0123456789abcdef".into(),
+            owner: Name::parse("alice").unwrap(),
+            name: Name::parse("dev").unwrap(),
+            image: "debian-12".into(),
+            cpus: 4,
+            memory: ByteSize::parse("16GiB").unwrap(),
+            disk: ByteSize::parse("50GiB").unwrap(),
+            desired_state: DesiredState::Running,
+            phase: ContainerPhase::Ready,
+            created_at: 0,
+        }
+    }
+
+    fn layout() -> Layout {
+        Layout { pool: "default".into(), network: "sspbr0".into(), platform: "p1".into() }
+    }
+
+    #[test]
+    fn names_are_readable_unique_and_fit() {
+        assert_eq!(lxd_name(&row()), "alice-dev-01234567");
+        let mut long = row();
+        long.owner = Name::parse(&"a".repeat(32)).unwrap();
+        long.name = Name::parse(&"b".repeat(63)).unwrap();
+        let name = lxd_name(&long);
+        assert!(name.len() <= 63 && name.ends_with("-01234567"), "{name}");
+    }
+
+    #[test]
+    fn the_instance_is_unprivileged_isolated_limited_and_tagged() {
+        let request = create_request(&row(), &layout());
+        let config = &request.config;
+        assert_eq!(config["security.privileged"], "false");
+        assert_eq!(config["security.idmap.isolated"], "true");
+        assert_eq!(config["limits.cpu"], "4");
+        assert_eq!(config["limits.memory"], ByteSize::parse("16GiB").unwrap().to_lxd());
+        assert_eq!(config[TAG_OWNER], "alice");
+        assert_eq!(config[TAG_PLATFORM], "p1");
+        assert!(!config.keys().any(|k| k.starts_with("raw.")));
+        assert_eq!(request.devices["root"]["size"], ByteSize::parse("50GiB").unwrap().to_lxd());
+        assert_eq!(request.profiles, Some(vec![]));
+        assert!(!request.start);
+    }
+
+    #[test]
+    fn drift_is_repaired_and_foreign_keys_kept() {
+        let request = create_request(&row(), &layout());
+        let mut instance =
+            Instance { config: request.config.clone(), devices: request.devices.clone(), ..Instance::default() };
+        instance.config.insert("volatile.eth0.hwaddr".into(), "00:16:3e:00:00:01".into());
+        instance.config.insert(TAG_ACCOUNT.into(), "abc".into());
+        assert!(repair(&instance, &row(), &layout()).is_none());
+
+        instance.config.insert("security.privileged".into(), "true".into());
+        instance.config.insert("raw.lxc".into(), "lxc.apparmor.profile=unconfined".into());
+        instance.config.insert("limits.memory".into(), "64GiB".into());
+        instance.devices.insert("host".into(), [("type".to_string(), "disk".to_string())].into());
+        let fixed = repair(&instance, &row(), &layout()).unwrap();
+        assert_eq!(fixed.config["security.privileged"], "false");
+        assert!(!fixed.config.contains_key("raw.lxc"));
+        assert_eq!(fixed.config["volatile.eth0.hwaddr"], "00:16:3e:00:00:01");
+        assert_eq!(fixed.config[TAG_ACCOUNT], "abc");
+        assert!(!fixed.devices.contains_key("host"));
+    }
+
+    #[test]
+    fn the_account_digest_follows_the_keys() {
+        let one = account_digest(&row(), &["ssh-ed25519 AAAA".into()]);
+        assert_eq!(one, account_digest(&row(), &["ssh-ed25519 AAAA".into()]));
+        assert_ne!(one, account_digest(&row(), &[]));
+    }
+}

@@ -1,0 +1,398 @@
+//! The reconciler: makes LXD match the containers in the state database, level-driven.
+//!
+//! A pass reads every stored container and every LXD instance tagged with this platform's
+//! id, and converges each pair from what it finds — never from why it was woken (periodic
+//! timer, an LXD event, an API change). That makes every step idempotent and lets a daemon
+//! killed at any instant finish or undo its work on the next pass:
+//!
+//! - a row in `creating` gets its instance made (or adopted, if a previous run made it and
+//!   died before recording it), then moves to `ready`;
+//! - a `ready` row is kept at its desired state, its drifted config and devices restored,
+//!   its owner's account and keys synced; if its instance vanished it becomes `lost`;
+//! - a `deleting` row has its instance removed, then the row;
+//! - an instance tagged with this platform whose row is gone is an orphan and is removed.
+//!
+//! Rows are only ever written *before* LXD is touched (by the API) or *after* LXD reached the
+//! recorded state (by the reconciler), so every acknowledged create exists after a crash and
+//! nothing in LXD is left without a row.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use ssp_api::ReconcileReport;
+use ssp_lxd::wire::Instance;
+use ssp_lxd::StateAction;
+use ssp_store::{Container, ContainerPhase, DesiredState};
+use tokio::sync::Notify;
+
+use crate::db::Db;
+use crate::instance::{self, Layout, TAG_ACCOUNT, TAG_ID, TAG_PLATFORM};
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const CLEAN_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What went wrong converging one container; kept as its `problem` until a pass succeeds.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error("{0}")]
+    Lxd(#[from] ssp_lxd::Error),
+    #[error("{0}")]
+    Store(#[from] ssp_store::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Why a whole pass could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// LXD could not list instances.
+    #[error("LXD: {0}")]
+    Lxd(#[from] ssp_lxd::Error),
+    /// The state database could not be read.
+    #[error("state database: {0}")]
+    Store(#[from] ssp_store::Error),
+}
+
+/// What converging one container did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Outcome {
+    created: bool,
+    started: bool,
+    stopped: bool,
+    repaired: bool,
+    account: bool,
+    deleted: bool,
+    lost: bool,
+}
+
+/// Shared with the API: wakes the reconciler and reads its per-container problems.
+#[derive(Debug, Clone, Default)]
+pub struct ReconcilerHandle {
+    wake: Arc<Notify>,
+    problems: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl ReconcilerHandle {
+    /// Asks for a pass soon (changes made by the API).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The last problem with container `uid`, if it is not converged.
+    pub fn problem(&self, uid: &str) -> Option<String> {
+        self.problems.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(uid).cloned()
+    }
+
+    fn set_problem(&self, uid: &str, problem: Option<String>) {
+        let mut problems = self.problems.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match problem {
+            Some(text) => problems.insert(uid.to_string(), text),
+            None => problems.remove(uid),
+        };
+    }
+}
+
+/// The reconciler.
+#[derive(Debug, Clone)]
+pub struct Reconciler {
+    db: Db,
+    lxd: ssp_lxd::Client,
+    layout: Layout,
+    parallelism: usize,
+    handle: ReconcilerHandle,
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Reconciler {
+    /// A reconciler over `db` and `lxd`.
+    pub fn new(db: Db, lxd: ssp_lxd::Client, layout: Layout, parallelism: usize) -> Self {
+        Self {
+            db,
+            lxd,
+            layout,
+            parallelism: parallelism.max(1),
+            handle: ReconcilerHandle::default(),
+            one_at_a_time: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// The handle the API uses.
+    pub fn handle(&self) -> ReconcilerHandle {
+        self.handle.clone()
+    }
+
+    /// Runs passes forever: after every wake-up, LXD event, and at least every `interval`.
+    pub async fn run(self, interval: Duration) {
+        let events = self.clone();
+        tokio::spawn(async move { events.follow_lxd_events().await });
+        loop {
+            match self.pass().await {
+                Ok(report) if report != quiet(&report) => tracing::info!(?report, "reconcile pass"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("reconcile pass failed: {e}"),
+            }
+            tokio::select! {
+                _ = self.handle.wake.notified() => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
+            // Let a burst of changes (or our own actions' events) settle into one pass.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn follow_lxd_events(&self) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match self.lxd.events(&[ssp_lxd::EventKind::Lifecycle]).await {
+                Ok(mut stream) => {
+                    backoff = Duration::from_millis(500);
+                    while let Some(event) = stream.next().await {
+                        match event {
+                            Ok(event) if is_instance_event(&event) => self.handle.wake(),
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::debug!("LXD event stream ended: {e}");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!("cannot follow LXD events: {e}"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// One full pass over every container; passes never overlap.
+    pub async fn pass(&self) -> Result<ReconcileReport, PassError> {
+        let _one = self.one_at_a_time.lock().await;
+        let started = Instant::now();
+        let (rows, keys) = self
+            .db
+            .run(|store| {
+                let rows = store.all_containers()?;
+                let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for row in &rows {
+                    if !keys.contains_key(row.owner.as_str()) {
+                        let lines = store.keys(row.owner.as_str())?.into_iter().map(|k| k.public_key).collect();
+                        keys.insert(row.owner.as_str().to_string(), lines);
+                    }
+                }
+                Ok((rows, keys))
+            })
+            .await?;
+        let mut ours: HashMap<String, Instance> = self
+            .lxd
+            .instances()
+            .await?
+            .into_iter()
+            .filter(|i| i.config.get(TAG_PLATFORM) == Some(&self.layout.platform))
+            .filter_map(|i| i.config.get(TAG_ID).cloned().map(|id| (id, i)))
+            .collect();
+
+        let mut report =
+            ReconcileReport { containers: u32::try_from(rows.len()).unwrap_or(u32::MAX), ..Default::default() };
+        let work: Vec<(Container, Option<Instance>, Vec<String>)> = rows
+            .into_iter()
+            .map(|row| {
+                let found = ours.remove(&row.uid);
+                let keys = keys.get(row.owner.as_str()).cloned().unwrap_or_default();
+                (row, found, keys)
+            })
+            .collect();
+        let outcomes: Vec<(String, Result<Outcome, StepError>)> = futures_util::stream::iter(work)
+            .map(|(row, found, keys)| async move {
+                let uid = row.uid.clone();
+                (uid, self.converge(row, found, &keys).await)
+            })
+            .buffer_unordered(self.parallelism)
+            .collect()
+            .await;
+        for (uid, outcome) in outcomes {
+            match outcome {
+                Ok(outcome) => {
+                    self.handle.set_problem(&uid, None);
+                    report.created += u32::from(outcome.created);
+                    report.started += u32::from(outcome.started);
+                    report.stopped += u32::from(outcome.stopped);
+                    report.repaired += u32::from(outcome.repaired);
+                    report.accounts += u32::from(outcome.account);
+                    report.deleted += u32::from(outcome.deleted);
+                    report.lost += u32::from(outcome.lost);
+                }
+                Err(e) => {
+                    tracing::warn!(container = %uid, "not converged: {e}");
+                    self.handle.set_problem(&uid, Some(e.to_string()));
+                    report.failed += 1;
+                }
+            }
+        }
+        // What is left carries our platform tag but has no row: a container whose row was
+        // removed, so nothing may keep it.
+        for (uid, orphan) in ours {
+            match self.remove_instance(&orphan).await {
+                Ok(()) => {
+                    report.orphans_removed += 1;
+                    let detail = format!("uid {uid}");
+                    let name = orphan.name.clone();
+                    self.db.run(move |s| s.log(None, "container.orphan-removed", &name, Some(&detail))).await.ok();
+                }
+                Err(e) => tracing::warn!(instance = %orphan.name, "cannot remove orphan: {e}"),
+            }
+        }
+        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok(report)
+    }
+
+    async fn converge(&self, row: Container, found: Option<Instance>, keys: &[String]) -> Result<Outcome, StepError> {
+        let mut outcome = Outcome::default();
+        let uid = row.uid.clone();
+        match (row.phase, found) {
+            (ContainerPhase::Deleting, Some(existing)) => {
+                self.remove_instance(&existing).await?;
+                self.db.run(move |s| s.forget_container(&uid)).await?;
+                outcome.deleted = true;
+            }
+            (ContainerPhase::Deleting, None) => {
+                self.db.run(move |s| s.forget_container(&uid)).await?;
+                outcome.deleted = true;
+            }
+            (ContainerPhase::Creating, None) => {
+                let request = instance::create_request(&row, &self.layout);
+                let operation = self.lxd.create_instance(&request).await?;
+                operation.wait(Some(OPERATION_TIMEOUT)).await?;
+                outcome.created = true;
+                let made = self.lxd.instance(&request.name).await?.value;
+                self.db.run(move |s| s.set_phase_of(&uid, ContainerPhase::Ready)).await?;
+                self.keep(&row, made, keys, &mut outcome).await?;
+            }
+            (ContainerPhase::Creating | ContainerPhase::Lost, Some(existing)) => {
+                self.db.run(move |s| s.set_phase_of(&uid, ContainerPhase::Ready)).await?;
+                self.keep(&row, existing, keys, &mut outcome).await?;
+            }
+            (ContainerPhase::Ready, Some(existing)) => self.keep(&row, existing, keys, &mut outcome).await?,
+            (ContainerPhase::Ready, None) => {
+                self.db.run(move |s| s.set_phase_of(&uid, ContainerPhase::Lost)).await?;
+                outcome.lost = true;
+            }
+            (ContainerPhase::Lost, None) => {
+                return Err(StepError::Other(
+                    "its LXD instance vanished outside ssp; delete it (`ssp container delete`) and create it again"
+                        .into(),
+                ))
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Keeps an existing instance at the row's desired shape and state.
+    async fn keep(
+        &self,
+        row: &Container,
+        mut existing: Instance,
+        keys: &[String],
+        outcome: &mut Outcome,
+    ) -> Result<(), StepError> {
+        let name = existing.name.clone();
+        if let Some(put) = instance::repair(&existing, row, &self.layout) {
+            self.lxd.update_instance(&name, &put, None).await?.wait(Some(OPERATION_TIMEOUT)).await?;
+            outcome.repaired = true;
+            let object = format!("{}/{}", row.owner, row.name);
+            self.db.run(move |s| s.log(None, "container.repaired", &object, None)).await?;
+            existing = self.lxd.instance(&name).await?.value;
+        }
+        let running = existing.status == "Running";
+        match row.desired_state {
+            DesiredState::Running if existing.status == "Frozen" => {
+                self.lxd
+                    .change_state(&name, StateAction::Unfreeze, START_TIMEOUT, false)
+                    .await?
+                    .wait(Some(START_TIMEOUT))
+                    .await?;
+                outcome.started = true;
+            }
+            DesiredState::Running if !running => {
+                self.lxd.start_instance(&name, START_TIMEOUT).await?;
+                outcome.started = true;
+            }
+            DesiredState::Stopped if running => {
+                self.stop(&name).await?;
+                outcome.stopped = true;
+                return Ok(());
+            }
+            _ => {}
+        }
+        if row.desired_state == DesiredState::Running {
+            let digest = instance::account_digest(row, keys);
+            if existing.config.get(TAG_ACCOUNT) != Some(&digest) {
+                self.set_up_account(&name, row, keys).await?;
+                let current = self.lxd.instance(&name).await?;
+                let mut put = current.value.to_put();
+                put.config.insert(TAG_ACCOUNT.into(), digest);
+                self.lxd
+                    .update_instance(&name, &put, current.etag.as_deref())
+                    .await?
+                    .wait(Some(OPERATION_TIMEOUT))
+                    .await?;
+                outcome.account = true;
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_up_account(&self, name: &str, row: &Container, keys: &[String]) -> Result<(), StepError> {
+        let command: Vec<String> =
+            ["sh", "-c", instance::ACCOUNT_SCRIPT, "ssp-account", row.owner.as_str(), row.name.as_str()]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let stdin = instance::authorized_keys(keys);
+        let output =
+            self.lxd.exec_output_with(name, &command, stdin.as_bytes(), ssp_lxd::ExecOptions::default()).await?;
+        if output.exit_code != 0 {
+            return Err(StepError::Other(format!(
+                "setting up account {} failed (exit {}): {}",
+                row.owner,
+                output.exit_code,
+                output.stderr_text().trim()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), StepError> {
+        if self.lxd.stop_instance(name, CLEAN_STOP_TIMEOUT, false).await.is_err() {
+            self.lxd.stop_instance(name, CLEAN_STOP_TIMEOUT, true).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_instance(&self, existing: &Instance) -> Result<(), StepError> {
+        if existing.status != "Stopped" {
+            match self.lxd.stop_instance(&existing.name, CLEAN_STOP_TIMEOUT, true).await {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+        match self.lxd.delete_instance(&existing.name).await {
+            Ok(operation) => {
+                operation.wait(Some(OPERATION_TIMEOUT)).await?;
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+}
+
+fn quiet(report: &ReconcileReport) -> ReconcileReport {
+    ReconcileReport { duration_ms: report.duration_ms, containers: report.containers, ..Default::default() }
+}
+
+fn is_instance_event(event: &ssp_lxd::wire::Event) -> bool {
+    event.metadata.get("action").and_then(|a| a.as_str()).is_some_and(|action| action.starts_with("instance-"))
+}
