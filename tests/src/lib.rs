@@ -12,9 +12,11 @@
 
 pub mod daemon;
 mod harness;
+pub mod platform;
 
 pub use daemon::PrivateLxd;
 pub use harness::{run_tests, unique_name, TestFn};
+pub use platform::{Answer, Platform};
 
 /// Declares the binary's tests and runs them against one shared private LXD daemon.
 ///

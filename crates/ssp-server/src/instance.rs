@@ -146,8 +146,13 @@ fi
 if ! id "$user" >/dev/null 2>&1; then
   if command -v useradd >/dev/null 2>&1; then
     useradd --create-home --uid 1000 --user-group --shell /bin/bash "$user"
-  else
+  elif command -v adduser >/dev/null 2>&1; then
     adduser -D -u 1000 -s /bin/sh "$user"
+  else
+    grep -q "^$user:" /etc/group || printf '%s:x:1000:\n' "$user" >> /etc/group
+    printf '%s:x:1000:1000::/home/%s:/bin/sh\n' "$user" "$user" >> /etc/passwd
+    if [ -f /etc/shadow ]; then printf '%s:!:1::::::\n' "$user" >> /etc/shadow; fi
+    mkdir -p "/home/$user"
   fi
 fi
 if command -v usermod >/dev/null 2>&1 && grep -q '^sudo:' /etc/group; then

@@ -124,9 +124,13 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         Some(socket) => ssp_lxd::Client::new(socket)?,
         None => ssp_lxd::Client::from_env()?,
     };
-    match lxd.server().await {
-        Ok(server) => tracing::info!("LXD {} at {}", server.environment.server_version, lxd.socket().display()),
-        Err(e) => tracing::warn!("LXD is not reachable yet ({e}); the reconciler will keep trying"),
+    // Only a greeting: a busy or absent LXD must not keep the API from coming up.
+    match tokio::time::timeout(Duration::from_secs(5), lxd.server()).await {
+        Ok(Ok(server)) => {
+            tracing::info!("LXD {} at {}", server.environment.server_version, lxd.socket().display())
+        }
+        Ok(Err(e)) => tracing::warn!("LXD is not reachable yet ({e}); the reconciler will keep trying"),
+        Err(_) => tracing::warn!("LXD did not answer within 5 s; the reconciler will keep trying"),
     }
     let identity = tls::load_or_create(
         settings.raw.api.tls_cert.as_deref(),

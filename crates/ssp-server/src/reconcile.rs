@@ -104,6 +104,7 @@ pub struct Reconciler {
     parallelism: usize,
     handle: ReconcilerHandle,
     one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+    one_create_at_a_time: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Reconciler {
@@ -116,6 +117,7 @@ impl Reconciler {
             parallelism: parallelism.max(1),
             handle: ReconcilerHandle::default(),
             one_at_a_time: Arc::new(tokio::sync::Mutex::new(())),
+            one_create_at_a_time: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -263,21 +265,36 @@ impl Reconciler {
             }
             (ContainerPhase::Creating, None) => {
                 let request = instance::create_request(&row, &self.layout);
-                let operation = self.lxd.create_instance(&request).await?;
-                operation.wait(Some(OPERATION_TIMEOUT)).await?;
+                {
+                    // LXD 5.0.2 hands out isolated idmap ranges racily: concurrent creates got
+                    // overlapping ranges, or ranges outside /etc/subuid that then fail to start
+                    // ("newuidmap ... not allowed"). Creates go one at a time — in this process
+                    // and across every ssp process on this LXD; starts do not.
+                    let _one = self.one_create_at_a_time.lock().await;
+                    let _host_wide = HostLock::acquire(self.lxd.socket()).await?;
+                    let operation = self.lxd.create_instance(&request).await?;
+                    operation.wait(Some(OPERATION_TIMEOUT)).await?;
+                }
                 outcome.created = true;
                 let made = self.lxd.instance(&request.name).await?.value;
-                self.db.run(move |s| s.set_phase_of(&uid, ContainerPhase::Ready)).await?;
-                self.keep(&row, made, keys, &mut outcome).await?;
+                let advanced = self
+                    .db
+                    .run(move |s| s.advance_phase(&uid, ContainerPhase::Creating, ContainerPhase::Ready))
+                    .await?;
+                // Deleted meanwhile: the next pass removes what was just made.
+                if advanced {
+                    self.keep(&row, made, keys, &mut outcome).await?;
+                }
             }
-            (ContainerPhase::Creating | ContainerPhase::Lost, Some(existing)) => {
-                self.db.run(move |s| s.set_phase_of(&uid, ContainerPhase::Ready)).await?;
-                self.keep(&row, existing, keys, &mut outcome).await?;
+            (from @ (ContainerPhase::Creating | ContainerPhase::Lost), Some(existing)) => {
+                if self.db.run(move |s| s.advance_phase(&uid, from, ContainerPhase::Ready)).await? {
+                    self.keep(&row, existing, keys, &mut outcome).await?;
+                }
             }
             (ContainerPhase::Ready, Some(existing)) => self.keep(&row, existing, keys, &mut outcome).await?,
             (ContainerPhase::Ready, None) => {
-                self.db.run(move |s| s.set_phase_of(&uid, ContainerPhase::Lost)).await?;
-                outcome.lost = true;
+                outcome.lost =
+                    self.db.run(move |s| s.advance_phase(&uid, ContainerPhase::Ready, ContainerPhase::Lost)).await?;
             }
             (ContainerPhase::Lost, None) => {
                 return Err(StepError::Other(
@@ -386,6 +403,33 @@ impl Reconciler {
             Err(e) => return Err(e.into()),
         }
         Ok(())
+    }
+}
+
+/// An exclusive `flock` on a file named after the LXD socket, held until dropped, so ssp
+/// processes sharing one LXD daemon (as the tests do) create one instance at a time.
+struct HostLock {
+    _file: std::fs::File,
+}
+
+impl HostLock {
+    async fn acquire(socket: &std::path::Path) -> Result<Self, StepError> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        socket.hash(&mut hasher);
+        let path = std::env::temp_dir().join(format!("ssp-lxd-create-{:016x}.lock", hasher.finish()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StepError::Other(format!("opening {}: {e}", path.display())))?;
+        tokio::task::spawn_blocking(move || {
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map(|()| HostLock { _file: file })
+        })
+        .await
+        .map_err(|e| StepError::Other(format!("waiting for the create lock: {e}")))?
+        .map_err(|e| StepError::Other(format!("locking {}: {e}", path.display())))
     }
 }
 

@@ -271,6 +271,26 @@ impl Store {
         })
     }
 
+    /// Moves the container with this uid from phase `from` to `to`, only if it is still in
+    /// `from`: the reconciler's view may be stale (the API may have marked it `deleting`
+    /// meanwhile), and a stale write must not undo a newer intent. `false` when it was not.
+    pub fn advance_phase(&mut self, uid: &str, from: ContainerPhase, to: ContainerPhase) -> Result<bool> {
+        self.write(|tx| {
+            let object: Option<String> = tx
+                .query_row(
+                    "SELECT u.name || '/' || c.name FROM containers c JOIN users u ON u.id = c.owner_id
+                     WHERE c.uid = ?1 AND c.phase = ?2",
+                    params![uid, from.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(object) = object else { return Ok(false) };
+            tx.execute("UPDATE containers SET phase = ?2 WHERE uid = ?1", params![uid, to.as_str()])?;
+            record(tx, None, "container.phase", &object, Some(to.as_str()))?;
+            Ok(true)
+        })
+    }
+
     /// Forgets the container with this uid once LXD no longer has it; `false` if already gone.
     pub fn forget_container(&mut self, uid: &str) -> Result<bool> {
         self.write(|tx| {
@@ -350,5 +370,17 @@ mod tests {
         assert!(matches!(store.container("bob", "dev"), Err(Error::NotFound { .. })));
         store.remove_container(None, "alice", "dev").unwrap();
         assert!(store.all_containers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_stale_phase_change_never_undoes_a_delete() {
+        let mut store = Store::open_in_memory().unwrap();
+        alice(&mut store);
+        let made = store.create_container(None, &dev(None)).unwrap();
+        assert!(store.set_phase_of(&made.uid, ContainerPhase::Deleting).unwrap());
+        assert!(!store.advance_phase(&made.uid, ContainerPhase::Creating, ContainerPhase::Ready).unwrap());
+        assert_eq!(store.container("alice", "dev").unwrap().phase, ContainerPhase::Deleting);
+        assert!(store.forget_container(&made.uid).unwrap());
+        assert!(!store.forget_container(&made.uid).unwrap());
     }
 }

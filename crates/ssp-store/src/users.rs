@@ -113,8 +113,9 @@ impl Store {
                 ],
             )
             .map_err(unique("user", user.name.as_str()))?;
+            let id = tx.last_insert_rowid();
             record(tx, actor, "user.create", user.name.as_str(), Some(user.role.as_str()))?;
-            Ok(tx.last_insert_rowid())
+            Ok(id)
         })?;
         self.user_by_id(id)
     }
@@ -242,6 +243,18 @@ pub(crate) mod tests {
     pub(crate) fn alice(store: &mut Store) -> User {
         let new = NewUser { name: Name::parse("alice").unwrap(), role: Role::User, quota: quota() };
         store.create_user(Some("root"), &new).unwrap()
+    }
+
+    #[test]
+    fn create_answers_with_the_user_it_made_after_other_writes() {
+        let mut store = Store::open_in_memory().unwrap();
+        alice(&mut store);
+        store.log(Some("root"), "something", "else", None).unwrap();
+        store.log(Some("root"), "something", "else", None).unwrap();
+        let bob = NewUser { name: Name::parse("bob").unwrap(), role: Role::Admin, quota: quota() };
+        let created = store.create_user(None, &bob).unwrap();
+        assert_eq!(created.name.as_str(), "bob");
+        assert_eq!(created, store.user("bob").unwrap());
     }
 
     #[test]

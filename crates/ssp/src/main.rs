@@ -1,13 +1,17 @@
 //! `ssp`: the one binary of the Super Server Platform.
 //!
-//! Thin by design: it parses arguments, calls the library crates, and turns their results
-//! into tables, JSON and exit codes. Each command lives in its own file under `cmd/`.
+//! Thin by design: it parses arguments, calls the library crates or the daemon's API, and
+//! turns their results into tables, JSON and exit codes (listed in `output.rs`). Each command
+//! lives in its own file under `cmd/`; `client.rs` speaks to the daemon, `config.rs` remembers
+//! which daemon and how to log in to it.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod client;
 mod cmd;
+mod config;
 mod output;
 
 /// Share GPU servers: isolated system containers for every user, on the real LXD.
@@ -23,9 +27,31 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Log in to an ssp daemon: pin its certificate and keep the token.
+    Login(cmd::login::LoginArgs),
+    /// Forget the token (the daemon's URL and certificate are kept).
+    Logout,
+    /// Show who you are to the daemon, and what it runs.
+    Info,
+    /// Manage users, their roles and quotas (admin).
+    #[command(subcommand)]
+    User(cmd::user::UserCommand),
+    /// Manage SSH public keys.
+    #[command(subcommand)]
+    Key(cmd::key::KeyCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(cmd::token::TokenCommand),
+    /// Create, list, start, stop and delete containers.
+    #[command(subcommand)]
+    Container(cmd::container::ContainerCommand),
+    /// Run a command in a container and exit with its exit code.
+    Exec(cmd::exec::ExecArgs),
     /// Build, import and list container images.
     #[command(subcommand)]
     Image(cmd::image::ImageCommand),
+    /// Run the ssp daemon (API and reconciler).
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,13 +60,24 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return output::fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
+    let json = cli.json;
     let result = runtime.block_on(async {
+        let done = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);
         match cli.command {
-            Command::Image(command) => cmd::image::run(command, cli.json).await,
+            Command::Login(args) => done(cmd::login::login(args, json).await),
+            Command::Logout => done(cmd::login::logout()),
+            Command::Info => done(cmd::info::run(json).await),
+            Command::User(command) => done(cmd::user::run(command, json).await),
+            Command::Key(command) => done(cmd::key::run(command, json).await),
+            Command::Token(command) => done(cmd::token::run(command, json).await),
+            Command::Container(command) => done(cmd::container::run(command, json).await),
+            Command::Exec(args) => cmd::exec::run(args, json).await,
+            Command::Image(command) => done(cmd::image::run(command, json).await),
+            Command::Serve(args) => done(cmd::serve::run(args).await),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => output::fail(&e),
     }
 }

@@ -32,7 +32,7 @@ async fn image_build_imports_then_is_instant(lxd: &'static PrivateLxd) -> Result
     let report: serde_json::Value = serde_json::from_slice(&second.stdout).context("--json output is JSON")?;
     ensure!(report["imported"] == false && report["built"] == false, "second run did work: {report}");
 
-    let list = tokio::task::spawn_blocking(move || ssp(lxd, &["image", "list"])).await??;
+    let list = tokio::task::spawn_blocking(move || ssp(lxd, &["image", "list", "--local"])).await??;
     ensure!(list.status.success());
     let table = text(&list.stdout);
     ensure!(
@@ -65,7 +65,8 @@ async fn bad_input_is_refused_with_a_clear_error(lxd: &'static PrivateLxd) -> Re
     ensure!(!out.status.success());
     ensure!(lxd.client().images().await?.len() == before, "a refused build must not import anything");
 
-    let no_daemon = Command::new(ssp_binary()).args(["image", "list"]).env("LXD_DIR", "/nonexistent").output()?;
+    let no_daemon =
+        Command::new(ssp_binary()).args(["image", "list", "--local"]).env("LXD_DIR", "/nonexistent").output()?;
     ensure!(no_daemon.status.code() == Some(3), "unreachable LXD exit {:?}", no_daemon.status.code());
     ensure!(text(&no_daemon.stderr).contains("/nonexistent/unix.socket"), "{}", text(&no_daemon.stderr));
     Ok(())

@@ -160,7 +160,7 @@ pub async fn create(
         }
         return Err(e.into());
     }
-    let defaults = state.settings.default_resources.clone();
+    let defaults = state.settings.default_resources;
     let actor = caller.name.clone();
     let desired = convert::store_desired(request.state);
     let (status, row) = state

@@ -41,7 +41,7 @@ const RESERVED: [&str; 24] = [
     "nobody",
     "messagebus",
     "sshd",
-    "admin",
+    "sudo",
     "ssp",
     "operator",
     "systemd",
@@ -210,7 +210,7 @@ pub async fn update(
             let quota: Quota = match &request.quota {
                 Some(patch) => convert::patch_quota(&current.quota, patch)
                     .map_err(|e| ssp_store::Error::Conflict(e.to_string()))?,
-                None => current.quota.clone(),
+                None => current.quota,
             };
             let role = request.role.map(convert::store_role).unwrap_or(current.role);
             let loses_admin = current.role == ssp_store::Role::Admin

@@ -1,5 +1,9 @@
 //! `ssp image build|list|recipes`: images built offline from the recipes in `images/` and
-//! imported into the host's LXD. Host-side commands: they talk to the LXD socket directly.
+//! imported into the host's LXD.
+//!
+//! `build`, `recipes` and `list --local` are host-side commands: they talk to the LXD socket
+//! directly. A plain `list` asks the ssp daemon, which shows the images containers can be
+//! made from, to anyone logged in.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -24,8 +28,12 @@ pub enum ImageCommand {
         #[arg(long)]
         alias: Option<String>,
     },
-    /// List the images in LXD.
-    List,
+    /// List the images containers can be made from (from the ssp daemon).
+    List {
+        /// Ask the host's LXD directly instead of the ssp daemon (host-side, as root).
+        #[arg(long)]
+        local: bool,
+    },
     /// List the recipes this ssp can build.
     Recipes,
 }
@@ -33,7 +41,8 @@ pub enum ImageCommand {
 pub async fn run(command: ImageCommand, json: bool) -> anyhow::Result<()> {
     match command {
         ImageCommand::Build { recipe, alias } => build(&recipe, alias.as_deref(), json).await,
-        ImageCommand::List => list(json).await,
+        ImageCommand::List { local: true } => list_local(json).await,
+        ImageCommand::List { local: false } => list(json).await,
         ImageCommand::Recipes => recipes(json),
     }
 }
@@ -138,6 +147,29 @@ impl Reporter {
 }
 
 async fn list(json: bool) -> anyhow::Result<()> {
+    let client = super::connect()?;
+    let mut images = client.images().await.context("listing images")?;
+    images.sort_by(|a, b| a.name.cmp(&b.name));
+    if json {
+        return output::json(&images);
+    }
+    let rows: Vec<Vec<String>> = images
+        .iter()
+        .map(|image| {
+            vec![
+                image.name.clone(),
+                image.description.clone(),
+                image.fingerprint.chars().take(12).collect(),
+                output::human_bytes(image.size),
+                output::timestamp(Some(image.created_at)),
+            ]
+        })
+        .collect();
+    output::table(&["NAME", "DESCRIPTION", "FINGERPRINT", "SIZE", "CREATED"], &rows);
+    Ok(())
+}
+
+async fn list_local(json: bool) -> anyhow::Result<()> {
     let lxd = ssp_lxd::Client::from_env()?;
     let mut images = lxd.images().await?;
     images.sort_by(|a, b| a.aliases.first().map(|x| &x.name).cmp(&b.aliases.first().map(|x| &x.name)));

@@ -1,0 +1,29 @@
+//! `ssp info`: who the daemon takes you for, and what it is (version, backend, and the
+//! certificate fingerprint people compare at `ssp login`).
+
+use anyhow::Context;
+
+use crate::cmd::login::role_name;
+use crate::output;
+
+/// `ssp info`.
+pub async fn run(json: bool) -> anyhow::Result<()> {
+    let client = super::connect()?;
+    let info = client.info().await.context("asking the ssp daemon about itself")?;
+    if json {
+        return output::json(&info);
+    }
+    output::fields(&[
+        ("url", client.url()),
+        ("user", info.user),
+        ("role", role_name(info.role).to_string()),
+        ("server version", info.version),
+        ("client version", env!("CARGO_PKG_VERSION").to_string()),
+        ("backend", info.backend),
+        (
+            "tls fingerprint",
+            if info.tls_fingerprint.is_empty() { "-".into() } else { format!("SHA256 {}", info.tls_fingerprint) },
+        ),
+    ]);
+    Ok(())
+}

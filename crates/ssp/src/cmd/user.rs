@@ -1,0 +1,298 @@
+//! `ssp user add|list|show|set|disable|enable|remove`: accounts, roles and quotas (admin).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use ssp_api::{QuotaPatch, Role, User, UserCreate, UserUpdate};
+use ssp_core::names::Name;
+
+use crate::cmd::login::role_name;
+use crate::output::{self, InputError};
+
+/// `ssp user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user (admin).
+    Add {
+        /// Login name: lowercase letters, digits and '-', starting with a letter.
+        name: Name,
+        /// Make the user an admin.
+        #[arg(long)]
+        admin: bool,
+        /// An OpenSSH public key file to register (several keys a file, --key repeatable).
+        #[arg(long = "key", value_name = "FILE")]
+        keys: Vec<PathBuf>,
+        /// Read a web-portal password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        quota: QuotaArgs,
+    },
+    /// List users (admin).
+    List,
+    /// Show a user, their quota and what they hold.
+    Show {
+        /// The user.
+        name: Name,
+    },
+    /// Change a user's role, quota or password (admin).
+    Set {
+        /// The user.
+        name: Name,
+        /// New role.
+        #[arg(long)]
+        role: Option<RoleArg>,
+        /// Read a new web-portal password from standard input (empty input is refused;
+        /// `--remove-password` removes it).
+        #[arg(long, conflicts_with = "remove_password")]
+        password_stdin: bool,
+        /// Remove the web-portal password.
+        #[arg(long)]
+        remove_password: bool,
+        #[command(flatten)]
+        quota: QuotaArgs,
+    },
+    /// Disable a user: their tokens stop working at once; containers are kept (admin).
+    Disable {
+        /// The user.
+        name: Name,
+    },
+    /// Enable a disabled user again (admin).
+    Enable {
+        /// The user.
+        name: Name,
+    },
+    /// Remove a user (admin).
+    Remove {
+        /// The user.
+        name: Name,
+    },
+}
+
+/// A role on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// Manages users, sees everything.
+    Admin,
+    /// Manages their own keys, tokens and containers.
+    User,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::Admin => Role::Admin,
+            RoleArg::User => Role::User,
+        }
+    }
+}
+
+/// Quota limits on the command line; those not given keep their value (or the default).
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    /// Most containers at once.
+    #[arg(long, value_name = "N")]
+    max_containers: Option<u32>,
+    /// Most CPUs over all containers.
+    #[arg(long, value_name = "N")]
+    max_cpus: Option<u32>,
+    /// Most memory over all containers (e.g. 64GiB).
+    #[arg(long, value_name = "SIZE", value_parser = super::size)]
+    max_memory: Option<String>,
+    /// Most root disk over all containers (e.g. 500GiB).
+    #[arg(long, value_name = "SIZE", value_parser = super::size)]
+    max_disk: Option<String>,
+    /// Most GPUs over all containers.
+    #[arg(long, value_name = "N")]
+    max_gpus: Option<u32>,
+}
+
+impl QuotaArgs {
+    fn patch(self) -> QuotaPatch {
+        QuotaPatch {
+            max_containers: self.max_containers,
+            max_cpus: self.max_cpus,
+            max_memory: self.max_memory,
+            max_disk: self.max_disk,
+            max_gpus: self.max_gpus,
+        }
+    }
+}
+
+/// Runs `ssp user …`.
+pub async fn run(command: UserCommand, json: bool) -> anyhow::Result<()> {
+    let client = super::connect()?;
+    match command {
+        UserCommand::Add { name, admin, keys, password_stdin, quota } => {
+            let mut public_keys = Vec::new();
+            for file in &keys {
+                public_keys.extend(super::read_public_keys(file)?);
+            }
+            let password = if password_stdin { Some(super::secret_from_stdin("password")?) } else { None };
+            let create = UserCreate {
+                name: name.to_string(),
+                role: if admin { Role::Admin } else { Role::User },
+                keys: public_keys,
+                quota: quota.patch(),
+                password,
+            };
+            let user = client.create_user(&create).await.with_context(|| format!("creating user {name}"))?;
+            show_user(&user, json)
+        }
+        UserCommand::List => {
+            let mut users = client.users().await.context("listing users")?;
+            users.sort_by(|a, b| a.name.cmp(&b.name));
+            if json {
+                return output::json(&users);
+            }
+            output::table(
+                &["NAME", "ROLE", "STATE", "CONTAINERS", "CPUS", "MEMORY", "DISK", "GPUS", "KEYS"],
+                &users.iter().map(user_row).collect::<Vec<_>>(),
+            );
+            Ok(())
+        }
+        UserCommand::Show { name } => {
+            let user = client.user(name.as_str()).await.with_context(|| format!("showing user {name}"))?;
+            show_user(&user, json)
+        }
+        UserCommand::Set { name, role, password_stdin, remove_password, quota } => {
+            let quota = quota.patch();
+            let password = match (password_stdin, remove_password) {
+                (true, _) => Some(super::secret_from_stdin("password")?),
+                // The API removes the password when given an empty one.
+                (false, true) => Some(String::new()),
+                (false, false) => None,
+            };
+            let update = UserUpdate {
+                role: role.map(Role::from),
+                quota: (quota != QuotaPatch::default()).then_some(quota),
+                disabled: None,
+                password,
+            };
+            if update == UserUpdate::default() {
+                return Err(InputError(
+                    "nothing to change: give --role, a --max-… limit, --password-stdin or --remove-password".into(),
+                )
+                .into());
+            }
+            let user =
+                client.update_user(name.as_str(), &update).await.with_context(|| format!("changing user {name}"))?;
+            show_user(&user, json)
+        }
+        UserCommand::Disable { name } => set_disabled(&client, &name, true, json).await,
+        UserCommand::Enable { name } => set_disabled(&client, &name, false, json).await,
+        UserCommand::Remove { name } => {
+            client.delete_user(name.as_str()).await.with_context(|| format!("removing user {name}"))?;
+            if !json {
+                println!("user {name} removed");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn set_disabled(client: &crate::client::Client, name: &Name, disabled: bool, json: bool) -> anyhow::Result<()> {
+    let update = UserUpdate { disabled: Some(disabled), ..UserUpdate::default() };
+    let verb = if disabled { "disabling" } else { "enabling" };
+    let user = client.update_user(name.as_str(), &update).await.with_context(|| format!("{verb} user {name}"))?;
+    if json {
+        return output::json(&user);
+    }
+    println!("user {name} {}", if disabled { "disabled: their tokens no longer work" } else { "enabled" });
+    Ok(())
+}
+
+fn state(user: &User) -> &'static str {
+    if user.disabled {
+        "disabled"
+    } else {
+        "enabled"
+    }
+}
+
+/// `used/limit`.
+fn of(used: impl std::fmt::Display, limit: impl std::fmt::Display) -> String {
+    format!("{used}/{limit}")
+}
+
+fn user_row(user: &User) -> Vec<String> {
+    vec![
+        user.name.clone(),
+        role_name(user.role).into(),
+        state(user).into(),
+        of(user.usage.containers, user.quota.max_containers),
+        of(user.usage.cpus, user.quota.max_cpus),
+        of(&user.usage.memory, &user.quota.max_memory),
+        of(&user.usage.disk, &user.quota.max_disk),
+        of(user.usage.gpus, user.quota.max_gpus),
+        user.keys.to_string(),
+    ]
+}
+
+fn show_user(user: &User, json: bool) -> anyhow::Result<()> {
+    if json {
+        return output::json(user);
+    }
+    output::fields(&[
+        ("name", user.name.clone()),
+        ("role", role_name(user.role).into()),
+        ("state", state(user).into()),
+        ("password", if user.has_password { "set" } else { "none" }.into()),
+        ("ssh keys", user.keys.to_string()),
+        ("created", output::timestamp(Some(user.created_at))),
+        ("containers", of(user.usage.containers, user.quota.max_containers)),
+        ("cpus", of(user.usage.cpus, user.quota.max_cpus)),
+        ("memory", of(&user.usage.memory, &user.quota.max_memory)),
+        ("disk", of(&user.usage.disk, &user.quota.max_disk)),
+        ("gpus", of(user.usage.gpus, user.quota.max_gpus)),
+    ]);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use ssp_api::{Quota, Usage};
+
+    use super::*;
+
+    #[test]
+    fn a_user_row_shows_usage_against_quota() {
+        let user = User {
+            name: "alice".into(),
+            role: Role::User,
+            disabled: true,
+            has_password: false,
+            quota: Quota {
+                max_containers: 5,
+                max_cpus: 16,
+                max_memory: "64GiB".into(),
+                max_disk: "500GiB".into(),
+                max_gpus: 1,
+            },
+            usage: Usage { containers: 1, cpus: 2, memory: "4GiB".into(), disk: "50GiB".into(), gpus: 0 },
+            keys: 2,
+            created_at: 0,
+        };
+        assert_eq!(
+            user_row(&user),
+            ["alice", "user", "disabled", "1/5", "2/16", "4GiB/64GiB", "50GiB/500GiB", "0/1", "2"]
+        );
+    }
+
+    #[test]
+    fn quota_arguments_become_a_patch() {
+        let args = QuotaArgs {
+            max_containers: Some(3),
+            max_cpus: None,
+            max_memory: Some("8GiB".into()),
+            max_disk: None,
+            max_gpus: Some(0),
+        };
+        let patch = args.patch();
+        assert_eq!(patch.max_containers, Some(3));
+        assert_eq!(patch.max_memory.as_deref(), Some("8GiB"));
+        assert_eq!(patch.max_gpus, Some(0));
+        assert_eq!(patch.max_cpus, None);
+    }
+}

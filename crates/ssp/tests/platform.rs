@@ -1,0 +1,445 @@
+//! The control plane end to end: the real `ssp serve`, the real `ssp` CLI (over HTTPS with a
+//! pinned certificate, and as the host's root over the local socket), a private real LXD.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use ssp_testkit::{Platform, PrivateLxd};
+
+const KEY_ONE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIrKf1o0RwkJwqVjSVr1Kk8ACQpKfuTsWg+LO78esydY alice@laptop";
+const KEY_TWO: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHs1G9yDXrjqj3ogt1Eni0oHIDvFRfv9sYRXBwqtCtZ8 alice@desk";
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ssp"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn ok(output: Output, what: &str) -> Result<String> {
+    ensure!(
+        output.status.success(),
+        "{what} failed ({:?}): {}{}",
+        output.status.code(),
+        text(&output.stderr),
+        text(&output.stdout)
+    );
+    Ok(text(&output.stdout))
+}
+
+async fn platform(lxd: &'static PrivateLxd, image: &str) -> Result<Platform> {
+    lxd.ensure_image(image).await?;
+    let lxd_ref = lxd;
+    let image = image.to_string();
+    tokio::task::spawn_blocking(move || Platform::start(&binary(), lxd_ref, &image)).await?
+}
+
+/// Runs the CLI on a blocking thread (it waits for containers).
+async fn cli(platform: &Platform, config: &Path, args: &[&str]) -> Result<Output> {
+    let config = config.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let (binary, socket) = (binary(), platform.socket());
+    let _ = socket;
+    tokio::task::spawn_blocking(move || {
+        Ok(std::process::Command::new(binary)
+            .args(&args)
+            .env("SSP_CONFIG", config)
+            .env_remove("SSP_URL")
+            .env_remove("SSP_TOKEN")
+            .stdin(std::process::Stdio::null())
+            .output()?)
+    })
+    .await?
+}
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_error = String::new();
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_error = format!("{e:#}"),
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {timeout:?} {last_error}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The instances of `platform` in LXD, by `owner/name`.
+async fn lxd_containers(lxd: &PrivateLxd, platform_id: &str) -> Result<BTreeSet<String>> {
+    Ok(lxd
+        .client()
+        .instances()
+        .await?
+        .into_iter()
+        .filter(|i| i.config.get("user.ssp.platform").map(String::as_str) == Some(platform_id))
+        .map(|i| format!("{}/{}", i.config["user.ssp.owner"], i.config["user.ssp.name"]))
+        .collect())
+}
+
+fn platform_id(platform: &Platform) -> Result<String> {
+    Ok(std::fs::read_to_string(platform.dir().join("state/platform-id"))?.trim().to_string())
+}
+
+async fn a_user_runs_their_own_container_end_to_end(lxd: &'static PrivateLxd) -> Result<()> {
+    let platform = platform(lxd, "debian-12").await?;
+    let key_file = platform.dir().join("alice.pub");
+    std::fs::write(&key_file, format!("{KEY_ONE}\n"))?;
+    let alice = platform.user("alice", &["--key", key_file.to_str().context("path")?, "--max-gpus", "2"])?;
+
+    let users = ok(platform.root_cli(&["user", "list"])?, "user list")?;
+    ensure!(users.lines().any(|l| l.starts_with("alice")), "user list: {users}");
+
+    let started = Instant::now();
+    ok(
+        cli(
+            &platform,
+            &alice,
+            &[
+                "container",
+                "create",
+                "dev",
+                "--image",
+                "debian-12",
+                "--cpus",
+                "1",
+                "--memory",
+                "512MiB",
+                "--disk",
+                "2GiB",
+            ],
+        )
+        .await?,
+        "container create",
+    )?;
+    let created_in = started.elapsed();
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(cli(&platform, &alice, &["--json", "container", "show", "dev"]).await?, "show")?)?;
+    ensure!(shown["status"] == "Running" && shown["phase"] == "ready", "{shown}");
+
+    // The account and its keys are set up right after the first start.
+    eventually("alice's key inside", Duration::from_secs(90), || async {
+        let out = cli(&platform, &alice, &["exec", "dev", "--", "cat", ".ssh/authorized_keys"]).await?;
+        Ok(out.status.success() && text(&out.stdout).contains(KEY_ONE.rsplit_once(' ').map_or("", |p| p.0)))
+    })
+    .await?;
+    let who = ok(cli(&platform, &alice, &["exec", "dev", "--", "id", "-un"]).await?, "exec id")?;
+    ensure!(who.trim() == "alice", "runs as {who:?}");
+    let host = ok(cli(&platform, &alice, &["exec", "dev", "--", "hostname"]).await?, "exec hostname")?;
+    ensure!(host.trim() == "dev", "hostname {host:?}");
+    let sudo = ok(cli(&platform, &alice, &["exec", "dev", "--", "sudo", "-n", "id", "-u"]).await?, "sudo")?;
+    ensure!(sudo.trim() == "0", "sudo gives {sudo:?}");
+    let failing = cli(&platform, &alice, &["exec", "dev", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]).await?;
+    ensure!(failing.status.code() == Some(7), "exit code {:?}", failing.status.code());
+    ensure!(text(&failing.stdout) == "out\n" && text(&failing.stderr).contains("err"), "output mixed up");
+    eventually("sshd answers inside", Duration::from_secs(60), || async {
+        let out = cli(&platform, &alice, &["exec", "dev", "--root", "--", "systemctl", "is-active", "ssh"]).await?;
+        Ok(text(&out.stdout).trim() == "active")
+    })
+    .await?;
+
+    // What LXD got: unprivileged, isolated idmap, limits, tags, no raw keys.
+    let ours = platform_id(&platform)?;
+    let instance = lxd
+        .client()
+        .instances()
+        .await?
+        .into_iter()
+        .find(|i| {
+            i.config.get("user.ssp.owner").map(String::as_str) == Some("alice")
+                && i.config.get("user.ssp.platform") == Some(&ours)
+        })
+        .context("no LXD instance for alice")?;
+    let config = &instance.config;
+    ensure!(config["security.privileged"] == "false" && config["security.idmap.isolated"] == "true");
+    ensure!(config["limits.cpu"] == "1" && config["limits.memory"] == "512MiB", "{config:?}");
+    ensure!(instance.devices["root"]["size"] == "2GiB", "{:?}", instance.devices);
+    ensure!(!config.keys().any(|k| k.starts_with("raw.")), "raw keys: {config:?}");
+
+    // A new key reaches the container.
+    let second = platform.dir().join("second.pub");
+    std::fs::write(&second, KEY_TWO)?;
+    ok(cli(&platform, &alice, &["key", "add", second.to_str().context("path")?]).await?, "key add")?;
+    eventually("the new key inside", Duration::from_secs(30), || async {
+        let out = cli(&platform, &alice, &["exec", "dev", "--", "cat", ".ssh/authorized_keys"]).await?;
+        Ok(text(&out.stdout).contains("AAAAIHs1G9yDXrjqj3ogt1Eni0oHIDvFRfv9sYRXBwqtCtZ8"))
+    })
+    .await?;
+
+    ok(cli(&platform, &alice, &["container", "stop", "dev"]).await?, "stop")?;
+    let stopped = lxd.client().instance(&instance.name).await?.value;
+    ensure!(stopped.status == "Stopped", "after stop: {}", stopped.status);
+    ok(cli(&platform, &alice, &["container", "start", "dev"]).await?, "start")?;
+    ok(cli(&platform, &alice, &["container", "delete", "dev"]).await?, "delete")?;
+    ensure!(lxd_containers(lxd, &platform_id(&platform)?).await?.is_empty(), "instance left after delete");
+    eprintln!("create to running through ssp: {:.1} s", created_in.as_secs_f64());
+    Ok(())
+}
+
+async fn users_touch_only_their_own_containers(lxd: &'static PrivateLxd) -> Result<()> {
+    let platform = platform(lxd, "busybox").await?;
+    let alice = platform.user("alice", &[])?;
+    let bob = platform.user("bob", &[])?;
+    let bob_token = platform.token("bob")?;
+
+    let probes: [(&str, &str, Option<serde_json::Value>); 5] = [
+        ("GET", "/api/v1/containers/alice/box", None),
+        ("DELETE", "/api/v1/containers/alice/box", None),
+        ("PUT", "/api/v1/containers/alice/box/state", Some(serde_json::json!({"state": "stopped"}))),
+        ("POST", "/api/v1/containers/alice/box/restart", None),
+        ("POST", "/api/v1/containers/alice/box/exec", Some(serde_json::json!({"command": ["id"]}))),
+    ];
+    let mut before = Vec::new();
+    for (method, path, body) in &probes {
+        before.push(platform.request(method, path, Some(&bob_token), body.clone()).await?);
+    }
+    ok(cli(&platform, &alice, &["container", "create", "box"]).await?, "alice creates box")?;
+    for ((method, path, body), missing) in probes.iter().zip(&before) {
+        let foreign = platform.request(method, path, Some(&bob_token), body.clone()).await?;
+        ensure!(missing.status == 404, "{method} {path} on a missing container: {missing:?}");
+        ensure!(&foreign == missing, "{method} {path}: foreign {foreign:?} differs from missing {missing:?}");
+    }
+    let listed = ok(cli(&platform, &bob, &["--json", "container", "list"]).await?, "bob lists")?;
+    ensure!(!listed.contains("\"box\""), "bob sees alice's container: {listed}");
+    let stop = cli(&platform, &bob, &["container", "stop", "alice/box"]).await?;
+    ensure!(stop.status.code() == Some(4), "bob stopping alice/box: exit {:?}", stop.status.code());
+    let exec = cli(&platform, &bob, &["exec", "alice/box", "--", "id"]).await?;
+    ensure!(exec.status.code() == Some(4), "bob exec into alice/box: exit {:?}", exec.status.code());
+    let shown = ok(cli(&platform, &alice, &["--json", "container", "show", "box"]).await?, "alice shows")?;
+    ensure!(shown.contains("\"Running\""), "alice's container was touched: {shown}");
+
+    // Users: bob cannot read alice, list users, or make tokens for her.
+    let alice_user = platform.request("GET", "/api/v1/users/alice", Some(&bob_token), None).await?;
+    let ghost_user = platform.request("GET", "/api/v1/users/ghost", Some(&bob_token), None).await?;
+    ensure!(alice_user.status == 404 && ghost_user.status == 404, "{alice_user:?} {ghost_user:?}");
+    ensure!(alice_user.json()["error"]["code"] == ghost_user.json()["error"]["code"]);
+    let tokens =
+        platform.request("POST", "/api/v1/users/alice/tokens", Some(&bob_token), Some(serde_json::json!({}))).await?;
+    ensure!(tokens.status == 404, "bob made a token for alice: {tokens:?}");
+    let list = cli(&platform, &bob, &["user", "list"]).await?;
+    ensure!(list.status.code() == Some(5), "bob lists users: exit {:?}", list.status.code());
+
+    // Disabling a user stops their token at once.
+    ok(platform.root_cli(&["user", "disable", "bob"])?, "disable bob")?;
+    let after = platform.request("GET", "/api/v1/containers", Some(&bob_token), None).await?;
+    ensure!(after.status == 401, "disabled bob still gets {after:?}");
+    let denied = cli(&platform, &bob, &["container", "list"]).await?;
+    ensure!(denied.status.code() == Some(5), "disabled bob: exit {:?}", denied.status.code());
+    Ok(())
+}
+
+async fn quotas_and_bad_input_are_refused_clearly(lxd: &'static PrivateLxd) -> Result<()> {
+    let platform = platform(lxd, "busybox").await?;
+    let carol = platform.user("carol", &["--max-containers", "1", "--max-memory", "512MiB"])?;
+    let big = cli(&platform, &carol, &["container", "create", "big", "--memory", "1GiB", "--no-wait"]).await?;
+    ensure!(big.status.code() == Some(6), "over memory quota: exit {:?}", big.status.code());
+    ensure!(text(&big.stderr).contains("memory"), "message does not name the limit: {}", text(&big.stderr));
+    ok(cli(&platform, &carol, &["container", "create", "one", "--no-wait"]).await?, "first container")?;
+    let two = cli(&platform, &carol, &["container", "create", "two", "--no-wait"]).await?;
+    ensure!(two.status.code() == Some(6), "over container quota: exit {:?}", two.status.code());
+    ensure!(text(&two.stderr).contains("container"), "{}", text(&two.stderr));
+
+    for bad in ["Bad", "../etc", "a b", "x;rm", "-x", ""] {
+        let out = cli(&platform, &carol, &["container", "create", bad, "--no-wait"]).await?;
+        ensure!(out.status.code() == Some(2), "name {bad:?}: exit {:?} {}", out.status.code(), text(&out.stderr));
+    }
+    for bad in ["12XB", "-1GiB", "lots", "1.5.5GiB"] {
+        let out = cli(&platform, &carol, &["container", "create", "sized", "--memory", bad, "--no-wait"]).await?;
+        ensure!(out.status.code() == Some(2), "size {bad:?}: exit {:?} {}", out.status.code(), text(&out.stderr));
+    }
+    let image =
+        cli(&platform, &carol, &["container", "create", "img", "--image", "no-such-image", "--no-wait"]).await?;
+    ensure!(image.status.code() == Some(2), "unknown image: exit {:?}", image.status.code());
+    ensure!(text(&image.stderr).contains("busybox"), "does not say what exists: {}", text(&image.stderr));
+
+    // The API answers bad input with a 400 in its error format, and never passes unknown keys on.
+    let token = platform.token("carol")?;
+    let raw = platform
+        .request(
+            "POST",
+            "/api/v1/containers",
+            Some(&token),
+            Some(serde_json::json!({"name": "x", "config": {"raw.lxc": "x"}})),
+        )
+        .await?;
+    ensure!(raw.status == 400 || raw.status == 409, "unknown fields: {raw:?}");
+    let not_json = platform.request("POST", "/api/v1/containers", Some(&token), Some(serde_json::json!([1]))).await?;
+    ensure!(not_json.status == 400 && not_json.json()["error"]["code"] == "bad_request", "{not_json:?}");
+    let not_admin = cli(&platform, &carol, &["user", "add", "mallory"]).await?;
+    ensure!(not_admin.status.code() == Some(5), "non-admin adds a user: exit {:?}", not_admin.status.code());
+    let reserved = platform.root_cli(&["user", "add", "root"])?;
+    ensure!(reserved.status.code() == Some(2), "user named root: exit {:?}", reserved.status.code());
+    let no_token = platform.request("GET", "/api/v1/containers", Some("ssp_nonsense"), None).await?;
+    ensure!(no_token.status == 401, "{no_token:?}");
+    Ok(())
+}
+
+async fn the_reconciler_heals_drift(lxd: &'static PrivateLxd) -> Result<()> {
+    let platform = platform(lxd, "busybox").await?;
+    let dave = platform.user("dave", &[])?;
+    ok(cli(&platform, &dave, &["container", "create", "web"]).await?, "create")?;
+    let ours = platform_id(&platform)?;
+    let instance = lxd
+        .client()
+        .instances()
+        .await?
+        .into_iter()
+        .find(|i| i.config.get("user.ssp.platform") == Some(&ours))
+        .context("no instance")?
+        .name;
+
+    // An admin's hand on LXD races the reconciler's own repairs: retry what LXD refuses.
+    let by_hand = |args: &[&str]| -> Result<()> {
+        let mut last = None;
+        for _ in 0..20 {
+            match lxd.lxc(args) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(last.context("no attempt")?)
+    };
+    by_hand(&["config", "set", &instance, "security.privileged", "true"])?;
+    by_hand(&["config", "device", "add", &instance, "hostroot", "disk", "source=/", "path=/mnt/host"])?;
+    by_hand(&["stop", "--force", &instance])?;
+    eventually("drift repaired and running again", Duration::from_secs(60), || async {
+        let now = lxd.client().instance(&instance).await?.value;
+        Ok(now.status == "Running"
+            && now.config.get("security.privileged").map(String::as_str) == Some("false")
+            && !now.devices.contains_key("hostroot"))
+    })
+    .await?;
+
+    lxd.lxc(&["delete", "--force", &instance])?;
+    eventually("reported lost", Duration::from_secs(30), || async {
+        let out = cli(&platform, &dave, &["--json", "container", "show", "web"]).await?;
+        Ok(text(&out.stdout).contains("\"lost\""))
+    })
+    .await?;
+    ok(cli(&platform, &dave, &["container", "delete", "web"]).await?, "delete a lost container")?;
+    Ok(())
+}
+
+/// Pseudo-random numbers without a dependency: the clock's nanoseconds through xorshift.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Self {
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        eprintln!("crash test seed {seed}");
+        Self(seed | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+async fn kill_9_at_any_instant_then_lxd_and_the_database_agree(lxd: &'static PrivateLxd) -> Result<()> {
+    let platform = platform(lxd, "busybox").await?;
+    platform.user(
+        "erin",
+        &["--max-containers", "100", "--max-cpus", "100", "--max-memory", "100GiB", "--max-disk", "1TiB"],
+    )?;
+    let token = platform.token("erin")?;
+    let mut jitter = Jitter::new();
+    let mut acknowledged: BTreeSet<String> = BTreeSet::new();
+    let mut deleted: BTreeSet<String> = BTreeSet::new();
+    let rounds = 6;
+    for round in 0..rounds {
+        // A burst of creates and deletes in flight, then SIGKILL at a random instant.
+        let mut requests = Vec::new();
+        for i in 0..4 {
+            let name = format!("c{round}x{i}");
+            let body = serde_json::json!({"name": name, "idempotency_key": format!("k-{name}")});
+            requests.push((name, "POST", "/api/v1/containers".to_string(), Some(body)));
+        }
+        for name in acknowledged.iter().filter(|n| !deleted.contains(*n)).take(2) {
+            requests.push((name.clone(), "DELETE", format!("/api/v1/containers/erin/{name}"), None));
+        }
+        let platform_ref = &platform;
+        let token_ref = &token;
+        let in_flight =
+            futures_util::future::join_all(requests.into_iter().map(|(name, method, path, body)| async move {
+                let answer = platform_ref.request(method, &path, Some(token_ref), body).await;
+                (name, method, answer)
+            }));
+        let kill_after = Duration::from_millis(jitter.below(2500));
+        let answers = tokio::select! {
+            answers = in_flight => { tokio::time::sleep(kill_after).await; answers }
+            _ = tokio::time::sleep(kill_after) => Vec::new(),
+        };
+        for (name, method, answer) in answers {
+            if let Ok(answer) = answer {
+                match (method, answer.status) {
+                    ("POST", 200 | 201) => {
+                        acknowledged.insert(name);
+                    }
+                    ("DELETE", 202) => {
+                        deleted.insert(name);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        platform.kill();
+        platform.restart()?;
+    }
+
+    let report = platform.request("POST", "/api/v1/reconcile", None, None).await?;
+    ensure!(report.status == 200, "reconcile: {report:?}");
+    let listed = platform.request("GET", "/api/v1/containers?owner=erin", None, None).await?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&listed.body)?;
+    let in_database: BTreeSet<String> = rows
+        .iter()
+        .map(|c| format!("{}/{}", c["owner"].as_str().unwrap_or(""), c["name"].as_str().unwrap_or("")))
+        .collect();
+    for row in &rows {
+        ensure!(
+            row["phase"] == "ready" && row["status"] == "Running" && row["problem"].is_null(),
+            "not converged after one pass: {row}"
+        );
+    }
+    let report_json = report.json();
+    ensure!(report_json["failed"] == 0, "the pass failed somewhere: {report_json}");
+    let in_lxd = lxd_containers(lxd, &platform_id(&platform)?).await?;
+    ensure!(in_lxd == in_database, "LXD {in_lxd:?} and the database {in_database:?} disagree");
+    for name in acknowledged.difference(&deleted) {
+        ensure!(in_database.contains(&format!("erin/{name}")), "acknowledged create {name} is gone");
+    }
+    for name in &deleted {
+        ensure!(!in_database.contains(&format!("erin/{name}")), "acknowledged delete {name} came back");
+    }
+    eprintln!(
+        "crash test: {rounds} kills, {} creates and {} deletes acknowledged, {} containers agree; last pass {}",
+        acknowledged.len(),
+        deleted.len(),
+        in_lxd.len(),
+        report.body
+    );
+    Ok(())
+}
+
+ssp_testkit::lxd_tests![
+    a_user_runs_their_own_container_end_to_end,
+    users_touch_only_their_own_containers,
+    quotas_and_bad_input_are_refused_clearly,
+    the_reconciler_heals_drift,
+    kill_9_at_any_instant_then_lxd_and_the_database_agree,
+];
