@@ -75,3 +75,50 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(state)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use utoipa::OpenApi;
+
+    /// The committed document is the contract: a change to the API shows up in review as a
+    /// change to `openapi.json`. `SSP_UPDATE_OPENAPI=1 cargo test -p ssp-server` rewrites it.
+    #[test]
+    fn the_committed_openapi_document_matches_the_code() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+        let generated = super::ApiDoc::openapi().to_pretty_json().unwrap() + "\n";
+        if std::env::var_os("SSP_UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} is out of date: run `SSP_UPDATE_OPENAPI=1 cargo test -p ssp-server` and commit it",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn every_route_is_documented() {
+        let doc = super::ApiDoc::openapi();
+        let documented: Vec<String> = doc.paths.paths.keys().cloned().collect();
+        for path in [
+            "/api/v1/info",
+            "/api/v1/images",
+            "/api/v1/reconcile",
+            "/api/v1/users",
+            "/api/v1/users/{user}",
+            "/api/v1/users/{user}/keys",
+            "/api/v1/users/{user}/keys/{key}",
+            "/api/v1/users/{user}/tokens",
+            "/api/v1/users/{user}/tokens/{token}",
+            "/api/v1/containers",
+            "/api/v1/containers/{owner}/{name}",
+            "/api/v1/containers/{owner}/{name}/state",
+            "/api/v1/containers/{owner}/{name}/restart",
+            "/api/v1/containers/{owner}/{name}/exec",
+        ] {
+            assert!(documented.iter().any(|p| p == path), "{path} is not in the OpenAPI document");
+        }
+    }
+}
