@@ -105,9 +105,18 @@ ssp_ensure_admin() {
   ssp_as_root user add "$SSP_ADMIN" --admin "${keys[@]}" >/dev/null
 }
 
+ssp_cli_config_url() {
+  local file=${SSP_CONFIG:-${XDG_CONFIG_HOME:-$HOME/.config}/ssp/config.toml}
+  [ -f "$file" ] && sed -n 's/^url *= *"\(https:[^"]*\)".*/\1/p' "$file"
+}
+
 # Leaves this user's `ssp` logged in as the admin over HTTPS, pinned to the certificate.
 ssp_login_admin() {
-  if /usr/local/bin/ssp info >/dev/null 2>&1; then return 0; fi
+  # Logged in already means: the CLI's own config reaches the daemon as the admin (root's
+  # CLI would otherwise fall back to the socket, which is not a login).
+  local who
+  who=$(SSP_URL="" /usr/local/bin/ssp --json info 2>/dev/null | sed -n 's/.*"user": *"\([^"]*\)".*/\1/p')
+  if [ "$who" = "$SSP_ADMIN" ] && [ -n "$(ssp_cli_config_url)" ]; then return 0; fi
   ssp_log "logging the ssp CLI in as $SSP_ADMIN"
   local token
   token=$(ssp_as_root --json token create --user "$SSP_ADMIN" --name "cli-$(date +%Y%m%d%H%M%S)" |

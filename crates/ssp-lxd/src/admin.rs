@@ -7,7 +7,7 @@ use reqwest::Method;
 use crate::client::{seg, Body, Client, Tagged};
 use crate::error::Result;
 use crate::operation::Operation;
-use crate::wire::{Network, Profile, Resources, Server, StoragePool, StorageVolume};
+use crate::wire::{Network, OperationState, Profile, Resources, Server, StoragePool, StorageVolume};
 
 impl Client {
     /// What the daemon is (`GET /1.0`): version, API extensions, environment.
@@ -128,6 +128,18 @@ impl Client {
     /// Deletes a managed network (no instance or profile may use it).
     pub async fn delete_network(&self, name: &str) -> Result<()> {
         self.call(Method::DELETE, &format!("/1.0/networks/{}", seg(name)?), None::<()>).await
+    }
+
+    /// The operations still running, each ready to wait on (e.g. one a killed client started).
+    pub async fn running_operations(&self) -> Result<Vec<Operation>> {
+        let all: std::collections::BTreeMap<String, Vec<OperationState>> =
+            self.get("/1.0/operations?recursion=1").await?;
+        Ok(all
+            .into_iter()
+            .filter(|(status, _)| status == "running")
+            .flat_map(|(_, states)| states)
+            .map(|state| Operation::new(self.clone(), state))
+            .collect())
     }
 
     /// One operation by id (e.g. to follow one started elsewhere).

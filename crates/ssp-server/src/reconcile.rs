@@ -16,7 +16,7 @@
 //! recorded state (by the reconciler), so every acknowledged create exists after a crash and
 //! nothing in LXD is left without a row.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,12 @@ struct Outcome {
     lost: bool,
 }
 
+impl Outcome {
+    fn any(&self) -> bool {
+        self.created || self.started || self.stopped || self.repaired || self.account || self.deleted || self.lost
+    }
+}
+
 /// Shared with the API: wakes the reconciler and reads its per-container problems.
 #[derive(Debug, Clone, Default)]
 pub struct ReconcilerHandle {
@@ -105,7 +111,12 @@ pub struct Reconciler {
     handle: ReconcilerHandle,
     one_at_a_time: Arc<tokio::sync::Mutex<()>>,
     one_create_at_a_time: Arc<tokio::sync::Mutex<()>>,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// One container's work: its row, its instance if LXD has one, its owner's keys.
+type Work = (Container, Option<Instance>, Vec<String>);
 
 impl Reconciler {
     /// A reconciler over `db` and `lxd`.
@@ -118,6 +129,8 @@ impl Reconciler {
             handle: ReconcilerHandle::default(),
             one_at_a_time: Arc::new(tokio::sync::Mutex::new(())),
             one_create_at_a_time: Arc::new(tokio::sync::Mutex::new(())),
+            in_flight: Arc::new(Mutex::new(HashSet::new())),
+            slots: Arc::new(tokio::sync::Semaphore::new(parallelism.max(1))),
         }
     }
 
@@ -126,22 +139,23 @@ impl Reconciler {
         self.handle.clone()
     }
 
-    /// Runs passes forever: after every wake-up, LXD event, and at least every `interval`.
+    /// Runs forever: after every wake-up, LXD event, and at least every `interval`, observes
+    /// everything and dispatches work for each container that is not already being worked
+    /// on — without waiting for it, so a slow container (a first boot, an account set-up)
+    /// never delays the next one's create.
     pub async fn run(self, interval: Duration) {
         let events = self.clone();
         tokio::spawn(async move { events.follow_lxd_events().await });
         loop {
-            match self.pass().await {
-                Ok(report) if report != quiet(&report) => tracing::info!(?report, "reconcile pass"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!("reconcile pass failed: {e}"),
+            if let Err(e) = self.dispatch().await {
+                tracing::warn!("reconcile: {e}");
             }
             tokio::select! {
                 _ = self.handle.wake.notified() => {}
                 _ = tokio::time::sleep(interval) => {}
             }
-            // Let a burst of changes (or our own actions' events) settle into one pass.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Let a burst of changes (or our own actions' events) settle into one look.
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -169,10 +183,9 @@ impl Reconciler {
         }
     }
 
-    /// One full pass over every container; passes never overlap.
-    pub async fn pass(&self) -> Result<ReconcileReport, PassError> {
-        let _one = self.one_at_a_time.lock().await;
-        let started = Instant::now();
+    /// What ssp wants and what LXD has: each row with its instance and its owner's keys, and
+    /// the instances tagged with this platform that no row claims (orphans).
+    async fn observe(&self) -> Result<(Vec<Work>, HashMap<String, Instance>), PassError> {
         let (rows, keys) = self
             .db
             .run(|store| {
@@ -195,10 +208,7 @@ impl Reconciler {
             .filter(|i| i.config.get(TAG_PLATFORM) == Some(&self.layout.platform))
             .filter_map(|i| i.config.get(TAG_ID).cloned().map(|id| (id, i)))
             .collect();
-
-        let mut report =
-            ReconcileReport { containers: u32::try_from(rows.len()).unwrap_or(u32::MAX), ..Default::default() };
-        let work: Vec<(Container, Option<Instance>, Vec<String>)> = rows
+        let work = rows
             .into_iter()
             .map(|row| {
                 let found = ours.remove(&row.uid);
@@ -206,18 +216,89 @@ impl Reconciler {
                 (row, found, keys)
             })
             .collect();
-        let outcomes: Vec<(String, Result<Outcome, StepError>)> = futures_util::stream::iter(work)
-            .map(|(row, found, keys)| async move {
-                let uid = row.uid.clone();
-                (uid, self.converge(row, found, &keys).await)
+        Ok((work, ours))
+    }
+
+    /// Marks `uid` as being worked on; `false` if it already is.
+    fn claim(&self, uid: &str) -> bool {
+        self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid.to_string())
+    }
+
+    fn release(&self, uid: &str) {
+        self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
+    }
+
+    fn busy(&self) -> bool {
+        !self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
+    }
+
+    /// Converges one container under a parallelism slot and records its problem, if any.
+    async fn work_on(&self, (row, found, keys): Work) -> Result<Outcome, StepError> {
+        let uid = row.uid.clone();
+        let object = format!("{}/{}", row.owner, row.name);
+        let outcome = {
+            let _slot = self.slots.acquire().await;
+            self.converge(row, found, &keys).await
+        };
+        match &outcome {
+            Ok(done) => {
+                self.handle.set_problem(&uid, None);
+                if done.any() {
+                    tracing::info!(container = %object, ?done, "converged");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(container = %object, "not converged: {e}");
+                self.handle.set_problem(&uid, Some(e.to_string()));
+            }
+        }
+        self.release(&uid);
+        outcome
+    }
+
+    /// The loop's step: dispatch work for every idle container, remove orphans, return.
+    async fn dispatch(&self) -> Result<(), PassError> {
+        let _one = self.one_at_a_time.lock().await;
+        let (work, orphans) = self.observe().await?;
+        for item in work {
+            if !self.claim(&item.0.uid) {
+                continue;
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                // Whatever changed may call for a follow-up (a create is followed by a start).
+                if matches!(this.work_on(item).await, Ok(done) if done.any()) {
+                    this.handle.wake();
+                }
+            });
+        }
+        self.remove_orphans(orphans).await;
+        Ok(())
+    }
+
+    /// One full pass over every container, waiting for all of it (and for work dispatched
+    /// earlier): after it returns, LXD matches the database as far as it can be made to.
+    pub async fn pass(&self) -> Result<ReconcileReport, PassError> {
+        let _one = self.one_at_a_time.lock().await;
+        let started = Instant::now();
+        while self.busy() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (work, orphans) = self.observe().await?;
+        let mut report =
+            ReconcileReport { containers: u32::try_from(work.len()).unwrap_or(u32::MAX), ..Default::default() };
+        let outcomes: Vec<Result<Outcome, StepError>> = futures_util::stream::iter(work)
+            .map(|item| async move {
+                // Nothing else can claim while this pass holds the lock and the queue is empty.
+                self.claim(&item.0.uid);
+                self.work_on(item).await
             })
             .buffer_unordered(self.parallelism)
             .collect()
             .await;
-        for (uid, outcome) in outcomes {
+        for outcome in outcomes {
             match outcome {
                 Ok(outcome) => {
-                    self.handle.set_problem(&uid, None);
                     report.created += u32::from(outcome.created);
                     report.started += u32::from(outcome.started);
                     report.stopped += u32::from(outcome.stopped);
@@ -226,19 +307,22 @@ impl Reconciler {
                     report.deleted += u32::from(outcome.deleted);
                     report.lost += u32::from(outcome.lost);
                 }
-                Err(e) => {
-                    tracing::warn!(container = %uid, "not converged: {e}");
-                    self.handle.set_problem(&uid, Some(e.to_string()));
-                    report.failed += 1;
-                }
+                Err(_) => report.failed += 1,
             }
         }
-        // What is left carries our platform tag but has no row: a container whose row was
-        // removed, so nothing may keep it.
-        for (uid, orphan) in ours {
+        report.orphans_removed = self.remove_orphans(orphans).await;
+        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok(report)
+    }
+
+    /// Removes instances that carry this platform's tag but have no row: their row was
+    /// removed, so nothing may keep them.
+    async fn remove_orphans(&self, orphans: HashMap<String, Instance>) -> u32 {
+        let mut removed = 0;
+        for (uid, orphan) in orphans {
             match self.remove_instance(&orphan).await {
                 Ok(()) => {
-                    report.orphans_removed += 1;
+                    removed += 1;
                     let detail = format!("uid {uid}");
                     let name = orphan.name.clone();
                     self.db.run(move |s| s.log(None, "container.orphan-removed", &name, Some(&detail))).await.ok();
@@ -246,8 +330,7 @@ impl Reconciler {
                 Err(e) => tracing::warn!(instance = %orphan.name, "cannot remove orphan: {e}"),
             }
         }
-        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Ok(report)
+        removed
     }
 
     async fn converge(&self, row: Container, found: Option<Instance>, keys: &[String]) -> Result<Outcome, StepError> {
@@ -287,6 +370,10 @@ impl Reconciler {
                 }
             }
             (from @ (ContainerPhase::Creating | ContainerPhase::Lost), Some(existing)) => {
+                // Made by a predecessor that died: its create may still be running in LXD,
+                // and acting on a half-made instance wedges it ("Error" status).
+                self.wait_for_operations_on(&existing.name).await?;
+                let existing = self.lxd.instance(&existing.name).await?.value;
                 if self.db.run(move |s| s.advance_phase(&uid, from, ContainerPhase::Ready)).await? {
                     self.keep(&row, existing, keys, &mut outcome).await?;
                 }
@@ -304,6 +391,28 @@ impl Reconciler {
             }
         }
         Ok(outcome)
+    }
+
+    /// Waits for LXD operations still running on instance `name`.
+    async fn wait_for_operations_on(&self, name: &str) -> Result<(), StepError> {
+        let path = format!("/1.0/instances/{name}");
+        for operation in self.lxd.running_operations().await? {
+            let on_it = operation.state().resources.get("instances").is_some_and(|list| list.contains(&path))
+                || operation
+                    .state()
+                    .resources
+                    .get("containers")
+                    .is_some_and(|list| list.iter().any(|p| p == &format!("/1.0/containers/{name}")));
+            if on_it {
+                tracing::info!(instance = %name, operation = %operation.id(), "waiting for an operation a predecessor started");
+                match operation.wait(Some(OPERATION_TIMEOUT)).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => tracing::warn!(instance = %name, "an earlier operation on it failed: {e}"),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Keeps an existing instance at the row's desired shape and state.
@@ -330,6 +439,12 @@ impl Reconciler {
                     .await?
                     .wait(Some(START_TIMEOUT))
                     .await?;
+                outcome.started = true;
+            }
+            DesiredState::Running if existing.status == "Error" => {
+                // LXD leaves an instance whose start went wrong in "Error": stop it for real first.
+                self.lxd.stop_instance(&name, CLEAN_STOP_TIMEOUT, true).await.ok();
+                self.lxd.start_instance(&name, START_TIMEOUT).await?;
                 outcome.started = true;
             }
             DesiredState::Running if !running => {
@@ -431,10 +546,6 @@ impl HostLock {
         .map_err(|e| StepError::Other(format!("waiting for the create lock: {e}")))?
         .map_err(|e| StepError::Other(format!("locking {}: {e}", path.display())))
     }
-}
-
-fn quiet(report: &ReconcileReport) -> ReconcileReport {
-    ReconcileReport { duration_ms: report.duration_ms, containers: report.containers, ..Default::default() }
 }
 
 fn is_instance_event(event: &ssp_lxd::wire::Event) -> bool {
