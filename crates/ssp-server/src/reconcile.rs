@@ -359,13 +359,22 @@ impl Reconciler {
                     operation.wait(Some(OPERATION_TIMEOUT)).await?;
                 }
                 outcome.created = true;
-                let made = self.lxd.instance(&request.name).await?.value;
-                let advanced = self
-                    .db
-                    .run(move |s| s.advance_phase(&uid, ContainerPhase::Creating, ContainerPhase::Ready))
-                    .await?;
+                // Made exactly as desired: record it and start it at once, side by side.
+                let name = request.name.clone();
+                let start = async {
+                    if row.desired_state == DesiredState::Running {
+                        self.lxd.start_instance(&name, START_TIMEOUT).await.map(|()| true)
+                    } else {
+                        Ok(false)
+                    }
+                };
+                let record =
+                    self.db.run(move |s| s.advance_phase(&uid, ContainerPhase::Creating, ContainerPhase::Ready));
+                let (advanced, started) = tokio::join!(record, start);
+                outcome.started = started?;
                 // Deleted meanwhile: the next pass removes what was just made.
-                if advanced {
+                if advanced? {
+                    let made = self.lxd.instance(&name).await?.value;
                     self.keep(&row, made, keys, &mut outcome).await?;
                 }
             }
