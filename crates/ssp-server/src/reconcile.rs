@@ -33,6 +33,8 @@ use crate::instance::{self, Layout, TAG_ACCOUNT, TAG_ID, TAG_PLATFORM};
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const CLEAN_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
+const WORK_TIMEOUT: Duration = Duration::from_secs(600);
+const ACCOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What went wrong converging one container; kept as its `problem` until a pass succeeds.
 #[derive(Debug, thiserror::Error)]
@@ -75,13 +77,30 @@ impl Outcome {
 }
 
 /// Shared with the API: wakes the reconciler and reads its per-container problems.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReconcilerHandle {
     wake: Arc<Notify>,
     problems: Arc<Mutex<HashMap<String, String>>>,
+    progress: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for ReconcilerHandle {
+    fn default() -> Self {
+        Self { wake: Arc::default(), problems: Arc::default(), progress: Arc::new(tokio::sync::watch::channel(0).0) }
+    }
 }
 
 impl ReconcilerHandle {
+    /// Ticks whenever some container moved (made, started, stopped, removed, converged):
+    /// what API waits listen to instead of polling LXD.
+    pub fn progress(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.progress.subscribe()
+    }
+
+    fn moved(&self) {
+        self.progress.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Asks for a pass soon (changes made by the API).
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -238,7 +257,12 @@ impl Reconciler {
         let object = format!("{}/{}", row.owner, row.name);
         let outcome = {
             let _slot = self.slots.acquire().await;
-            self.converge(row, found, &keys).await
+            // A hung LXD call (an exec whose websocket never ends) must not hold this
+            // container's claim forever: give up, and the next pass tries again.
+            match tokio::time::timeout(WORK_TIMEOUT, self.converge(row, found, &keys)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(StepError::Other(format!("no answer from LXD within {} s", WORK_TIMEOUT.as_secs()))),
+            }
         };
         match &outcome {
             Ok(done) => {
@@ -253,6 +277,7 @@ impl Reconciler {
             }
         }
         self.release(&uid);
+        self.handle.moved();
         outcome
     }
 
@@ -372,6 +397,7 @@ impl Reconciler {
                     self.db.run(move |s| s.advance_phase(&uid, ContainerPhase::Creating, ContainerPhase::Ready));
                 let (advanced, started) = tokio::join!(record, start);
                 outcome.started = started?;
+                self.handle.moved();
                 // Deleted meanwhile: the next pass removes what was just made.
                 if advanced? {
                     let made = self.lxd.instance(&name).await?.value;
@@ -459,6 +485,7 @@ impl Reconciler {
             DesiredState::Running if !running => {
                 self.lxd.start_instance(&name, START_TIMEOUT).await?;
                 outcome.started = true;
+                self.handle.moved();
             }
             DesiredState::Stopped if running => {
                 self.stop(&name).await?;
@@ -492,8 +519,10 @@ impl Reconciler {
                 .map(|s| s.to_string())
                 .collect();
         let stdin = instance::authorized_keys(keys);
-        let output =
-            self.lxd.exec_output_with(name, &command, stdin.as_bytes(), ssp_lxd::ExecOptions::default()).await?;
+        let exec = self.lxd.exec_output_with(name, &command, stdin.as_bytes(), ssp_lxd::ExecOptions::default());
+        let output = tokio::time::timeout(ACCOUNT_TIMEOUT, exec)
+            .await
+            .map_err(|_| StepError::Other(format!("setting up account {} took over a minute", row.owner)))??;
         if output.exit_code != 0 {
             return Err(StepError::Other(format!(
                 "setting up account {} failed (exit {}): {}",

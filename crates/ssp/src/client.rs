@@ -407,6 +407,19 @@ impl Client {
         self.get(&path(&["containers", owner, name])).await
     }
 
+    /// `GET /containers/{owner}/{name}?wait=running|stopped`: answers once the container is
+    /// ready in that state or has a problem, or after `seconds` with what it is then.
+    pub async fn container_when(
+        &self,
+        owner: &str,
+        name: &str,
+        state: &str,
+        seconds: u64,
+    ) -> Result<api::Container, ApiError> {
+        let path = format!("{}?wait={state}&timeout={seconds}", path(&["containers", owner, name]));
+        Ok(self.send(Method::GET, &path, None::<&()>, |r| r.timeout(Duration::from_secs(seconds + 30))).await?.1)
+    }
+
     /// `DELETE /containers/{owner}/{name}`: deletion starts; the container is gone once a
     /// `GET` answers 404.
     pub async fn delete_container(&self, owner: &str, name: &str) -> Result<api::Container, ApiError> {

@@ -228,15 +228,57 @@ pub async fn create(
 }
 
 /// One container, with LXD's status and addresses.
-#[utoipa::path(get, path = "/api/v1/containers/{owner}/{name}", tag = "containers",
+#[utoipa::path(get, path = "/api/v1/containers/{owner}/{name}", tag = "containers", params(WaitQuery),
     responses((status = 200, body = api::Container), (status = 404, body = api::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
+    Query(wait): Query<WaitQuery>,
 ) -> ApiResult<Json<api::Container>> {
-    let row = visible(&state, &caller, &owner, &name).await?;
-    Ok(Json(view(&state, &row, true).await))
+    let Some(target) = wait.wait else {
+        let row = visible(&state, &caller, &owner, &name).await?;
+        return Ok(Json(view(&state, &row, true).await));
+    };
+    // Long poll: look again each time the reconciler moves something, not on a timer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.timeout.unwrap_or(60).min(300));
+    let mut progress = state.reconciler.progress();
+    loop {
+        progress.borrow_and_update();
+        let row = visible(&state, &caller, &owner, &name).await?;
+        let current = view(&state, &row, true).await;
+        let reached = current.phase == api::Phase::Ready
+            && match target {
+                WaitFor::Running => current.status == "Running",
+                WaitFor::Stopped => current.status == "Stopped",
+            };
+        if reached || current.problem.is_some() {
+            return Ok(Json(current));
+        }
+        match tokio::time::timeout_at(deadline, progress.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return Ok(Json(current)),
+        }
+    }
+}
+
+/// What `GET /api/v1/containers/{owner}/{name}?wait=` waits for.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WaitFor {
+    /// Ready and running.
+    Running,
+    /// Ready and stopped.
+    Stopped,
+}
+
+/// Optional long poll on a container.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct WaitQuery {
+    /// Answer once the container is ready and running (or stopped), or has a problem.
+    pub wait: Option<WaitFor>,
+    /// Longest wait in seconds (default 60, at most 300); the current state is answered then.
+    pub timeout: Option<u64>,
 }
 
 /// Marks a container for deletion; it answers 404 once the reconciler has removed it.

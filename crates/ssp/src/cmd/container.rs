@@ -321,7 +321,14 @@ async fn wait_for(
     let mut progress = Progress::new();
     let mut problem_since: Option<Instant> = None;
     loop {
-        let seen = match client.container(owner, name).await {
+        // For a state, the daemon holds the answer until the reconciler moves the container
+        // (a long poll); for a delete, plain polling until 404.
+        let look = match goal {
+            Goal::Ready(DesiredState::Running) => client.container_when(owner, name, "running", 10).await,
+            Goal::Ready(DesiredState::Stopped) => client.container_when(owner, name, "stopped", 10).await,
+            Goal::Gone => client.container(owner, name).await,
+        };
+        let seen = match look {
             Ok(container) => Some(container),
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e).with_context(|| format!("waiting for container {id} to be {}", goal.describe())),
