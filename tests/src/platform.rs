@@ -120,6 +120,34 @@ interval_secs = 2
         std::fs::read_to_string(self.dir.join("ssp.log")).unwrap_or_default()
     }
 
+    /// This installation's id, the `user.ssp.platform` tag on its LXD instances.
+    pub fn id(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(self.dir.join("state/platform-id"))?.trim().to_string())
+    }
+
+    /// Its containers as LXD has them, as `owner/name`.
+    pub async fn lxd_containers(&self, lxd: &PrivateLxd) -> Result<std::collections::BTreeSet<String>> {
+        let id = self.id()?;
+        Ok(lxd
+            .client()
+            .instances()
+            .await?
+            .into_iter()
+            .filter(|i| i.config.get("user.ssp.platform") == Some(&id))
+            .map(|i| {
+                let tag = |key: &str| i.config.get(key).cloned().unwrap_or_default();
+                format!("{}/{}", tag("user.ssp.owner"), tag("user.ssp.name"))
+            })
+            .collect())
+    }
+
+    /// Starts one on `lxd` from an async test, importing `image` first.
+    pub async fn start_async(binary: PathBuf, lxd: &'static PrivateLxd, image: &str) -> Result<Self> {
+        lxd.ensure_image(image).await?;
+        let image = image.to_string();
+        tokio::task::spawn_blocking(move || Platform::start(&binary, lxd, &image)).await?
+    }
+
     /// The local socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("ssp.sock")
