@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -137,6 +138,9 @@ impl ExecControl {
     }
 }
 
+/// How long connecting one exec stream may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The collected result of [`Client::exec_output`].
 #[derive(Debug, Clone)]
 pub struct ExecOutput {
@@ -228,29 +232,74 @@ impl Client {
         };
         let op_path = format!("/1.0/operations/{}/websocket", seg(operation.id())?);
         let connect = |fd: &str| -> Result<String> { Ok(format!("{op_path}?secret={}", seg(&secret(fd)?)?)) };
+        match self.connect_streams(&operation, &connect, options.pty.is_some()).await {
+            Ok((control_ws, streams)) => Ok(self.assemble(operation, control_ws, streams, options.pty.is_some())),
+            Err(e) => {
+                // The command starts only once every stream is connected, so nothing ran:
+                // cancel the operation and let the caller try again.
+                operation.cancel().await.ok();
+                Err(e)
+            }
+        }
+    }
 
-        let control_ws = self.websocket(&connect("control")?).await?;
+    async fn connect_streams(
+        &self,
+        operation: &Operation,
+        connect: &(dyn Fn(&str) -> Result<String> + Sync),
+        pty: bool,
+    ) -> Result<(Ws, Vec<Ws>)> {
+        let fds: &[&str] = if pty { &["0"] } else { &["0", "1", "2"] };
+        let mut streams = Vec::new();
+        let control = self.websocket_within(&connect("control")?, operation).await?;
+        for fd in fds {
+            streams.push(self.websocket_within(&connect(fd)?, operation).await?);
+        }
+        Ok((control, streams))
+    }
+
+    /// A websocket of `operation`, or an error after [`CONNECT_TIMEOUT`]: under load LXD 5.0.2
+    /// was seen holding such a connect for minutes before answering 404.
+    async fn websocket_within(&self, path: &str, operation: &Operation) -> Result<Ws> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.websocket(path)).await {
+            Ok(ws) => ws,
+            Err(_) => Err(Error::Timeout {
+                id: operation.id().to_string(),
+                description: "connecting the exec streams".into(),
+                after: CONNECT_TIMEOUT,
+            }),
+        }
+    }
+
+    fn assemble(&self, operation: Operation, control_ws: Ws, streams: Vec<Ws>, pty: bool) -> Exec {
+        let mut streams = streams.into_iter();
+
         let (control_sink, control_stream) = control_ws.split();
         let mut drains = vec![tokio::spawn(drain(control_stream))];
         let mut readers = Vec::new();
 
         let (stdout_tx, stdout) = mpsc::channel(64);
         let (stderr_tx, stderr) = mpsc::channel(64);
-        let stdin = if options.pty.is_some() {
-            let (sink, stream) = self.websocket(&connect("0")?).await?.split();
-            readers.push(tokio::spawn(forward(stream, stdout_tx, "exec pty")));
-            drop(stderr_tx);
-            ExecStdin { sink: Some(sink), shared_with_output: true }
-        } else {
-            let (sink, stdin_stream) = self.websocket(&connect("0")?).await?.split();
-            drains.push(tokio::spawn(drain(stdin_stream)));
-            let (_, out) = self.websocket(&connect("1")?).await?.split();
-            let (_, err) = self.websocket(&connect("2")?).await?.split();
-            readers.push(tokio::spawn(forward(out, stdout_tx, "exec stdout")));
-            readers.push(tokio::spawn(forward(err, stderr_tx, "exec stderr")));
-            ExecStdin { sink: Some(sink), shared_with_output: false }
+        let mut next = || streams.next().map(|ws| ws.split());
+        let stdin = match (pty, next()) {
+            (true, Some((sink, stream))) => {
+                readers.push(tokio::spawn(forward(stream, stdout_tx, "exec pty")));
+                drop(stderr_tx);
+                ExecStdin { sink: Some(sink), shared_with_output: true }
+            }
+            (false, Some((sink, stdin_stream))) => {
+                drains.push(tokio::spawn(drain(stdin_stream)));
+                if let Some((_, out)) = next() {
+                    readers.push(tokio::spawn(forward(out, stdout_tx, "exec stdout")));
+                }
+                if let Some((_, err)) = next() {
+                    readers.push(tokio::spawn(forward(err, stderr_tx, "exec stderr")));
+                }
+                ExecStdin { sink: Some(sink), shared_with_output: false }
+            }
+            (_, None) => ExecStdin { sink: None, shared_with_output: pty },
         };
-        Ok(Exec {
+        Exec {
             stdin,
             stdout,
             stderr,
@@ -258,7 +307,7 @@ impl Client {
             operation,
             readers,
             drains,
-        })
+        }
     }
 
     /// Runs `command` to completion with `stdin` as its input and collects its output.
@@ -275,7 +324,16 @@ impl Client {
         stdin: &[u8],
         options: ExecOptions,
     ) -> Result<ExecOutput> {
-        let mut exec = self.exec(name, command, options).await?;
+        // Connecting the streams can stall under load; nothing has run then, so try again.
+        let mut attempt = 0;
+        let mut exec = loop {
+            attempt += 1;
+            match self.exec(name, command, options.clone()).await {
+                Ok(exec) => break exec,
+                Err(Error::Timeout { .. }) if attempt < 3 => continue,
+                Err(e) => return Err(e),
+            }
+        };
         if !stdin.is_empty() {
             exec.stdin.write(Bytes::copy_from_slice(stdin)).await?;
         }

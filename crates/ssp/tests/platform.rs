@@ -115,7 +115,7 @@ async fn a_user_runs_their_own_container_end_to_end(lxd: &'static PrivateLxd) ->
     ensure!(shown["status"] == "Running" && shown["phase"] == "ready", "{shown}");
 
     // The account and its keys are set up right after the first start.
-    eventually("alice's key inside", Duration::from_secs(150), || async {
+    eventually("alice's key inside", Duration::from_secs(300), || async {
         let out = cli(&platform, &alice, &["exec", "dev", "--", "cat", ".ssh/authorized_keys"]).await?;
         Ok(out.status.success() && text(&out.stdout).contains(KEY_ONE.rsplit_once(' ').map_or("", |p| p.0)))
     })
