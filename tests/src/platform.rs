@@ -40,6 +40,12 @@ impl Answer {
 impl Platform {
     /// Starts `binary serve` against `lxd`, with `image` as the default image.
     pub fn start(binary: &Path, lxd: &PrivateLxd, image: &str) -> Result<Self> {
+        Self::start_with(binary, lxd, image, "")
+    }
+
+    /// Like [`Platform::start`], with `extra` appended to the generated `ssp.toml` (whole
+    /// sections, e.g. `"[gpu]\nemulate = 4\n"`), for suites that need more than the defaults.
+    pub fn start_with(binary: &Path, lxd: &PrivateLxd, image: &str, extra: &str) -> Result<Self> {
         let dir = lxd.dir().join(crate::unique_name("ssp"));
         std::fs::create_dir_all(&dir)?;
         let config = format!(
@@ -58,7 +64,7 @@ memory = "256MiB"
 disk = "1GiB"
 [reconcile]
 interval_secs = 2
-"#,
+{extra}"#,
             state = dir.join("state").display(),
             dir = dir.display(),
             lxd = lxd.socket().display(),
@@ -125,8 +131,8 @@ interval_secs = 2
         Ok(std::fs::read_to_string(self.dir.join("state/platform-id"))?.trim().to_string())
     }
 
-    /// Its containers as LXD has them, as `owner/name`.
-    pub async fn lxd_containers(&self, lxd: &PrivateLxd) -> Result<std::collections::BTreeSet<String>> {
+    /// The LXD instances this installation made (tagged with its id).
+    pub async fn lxd_instances(&self, lxd: &PrivateLxd) -> Result<Vec<ssp_lxd::wire::Instance>> {
         let id = self.id()?;
         Ok(lxd
             .client()
@@ -134,6 +140,15 @@ interval_secs = 2
             .await?
             .into_iter()
             .filter(|i| i.config.get("user.ssp.platform") == Some(&id))
+            .collect())
+    }
+
+    /// Its containers as LXD has them, as `owner/name`.
+    pub async fn lxd_containers(&self, lxd: &PrivateLxd) -> Result<std::collections::BTreeSet<String>> {
+        Ok(self
+            .lxd_instances(lxd)
+            .await?
+            .into_iter()
             .map(|i| {
                 let tag = |key: &str| i.config.get(key).cloned().unwrap_or_default();
                 format!("{}/{}", tag("user.ssp.owner"), tag("user.ssp.name"))
@@ -143,9 +158,14 @@ interval_secs = 2
 
     /// Starts one on `lxd` from an async test, importing `image` first.
     pub async fn start_async(binary: PathBuf, lxd: &'static PrivateLxd, image: &str) -> Result<Self> {
+        Self::start_async_with(binary, lxd, image, "").await
+    }
+
+    /// [`Platform::start_with`] from async code.
+    pub async fn start_async_with(binary: PathBuf, lxd: &'static PrivateLxd, image: &str, extra: &str) -> Result<Self> {
         lxd.ensure_image(image).await?;
-        let image = image.to_string();
-        tokio::task::spawn_blocking(move || Platform::start(&binary, lxd, &image)).await?
+        let (image, extra) = (image.to_string(), extra.to_string());
+        tokio::task::spawn_blocking(move || Platform::start_with(&binary, lxd, &image, &extra)).await?
     }
 
     /// The local socket.
@@ -179,15 +199,16 @@ interval_secs = 2
             .output()?)
     }
 
-    /// The CLI with the config file `config` (made by `ssp login`).
+    /// The CLI with the config file `config` (made by `ssp login`), ready to run.
+    pub fn cli_command(&self, config: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command.args(args).env("SSP_CONFIG", config).env_remove("SSP_URL").env_remove("SSP_TOKEN").stdin(Stdio::null());
+        command
+    }
+
+    /// Runs the CLI with the config file `config` (made by `ssp login`).
     pub fn cli(&self, config: &Path, args: &[&str]) -> Result<Output> {
-        Ok(Command::new(&self.binary)
-            .args(args)
-            .env("SSP_CONFIG", config)
-            .env_remove("SSP_URL")
-            .env_remove("SSP_TOKEN")
-            .stdin(Stdio::null())
-            .output()?)
+        Ok(self.cli_command(config, args).output()?)
     }
 
     /// Makes user `name` (keys from `key_file` if given) and logs a CLI in as them over

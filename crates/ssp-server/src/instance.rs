@@ -7,8 +7,6 @@
 //! isolated idmap (its own 65536 ids), has no profile (so nothing outside ssp shapes it) and
 //! no `raw.*` key.
 
-use std::collections::BTreeMap;
-
 use sha2::{Digest, Sha256};
 use ssp_lxd::wire::{ConfigMap, DeviceMap, Instance, InstancePut, InstancesPost};
 use ssp_store::Container;
@@ -44,6 +42,20 @@ pub struct Layout {
     pub platform: String,
 }
 
+/// What shapes a container beyond its own row: config keys and devices that other tables
+/// call for (GPU leases, shares, volumes, the gateway's socket), each computed by the
+/// module that owns that table, and the owner's SSH keys. The reconciler gathers one per
+/// container per pass (`attachments.rs`); everything here must already be checked values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attachments {
+    /// Extra config keys; they cannot override the keys ssp always sets.
+    pub config: ConfigMap,
+    /// Extra devices; they cannot replace `root` or `eth0`.
+    pub devices: DeviceMap,
+    /// The owner's public keys, one canonical line each.
+    pub keys: Vec<String>,
+}
+
 /// The LXD instance name: readable (`alice-dev-…`) and unique through the uid's first
 /// eight hex digits, within LXD's 63 characters. Identity still comes from the tags.
 pub fn lxd_name(row: &Container) -> String {
@@ -54,8 +66,8 @@ pub fn lxd_name(row: &Container) -> String {
 }
 
 /// The config keys ssp sets.
-pub fn desired_config(row: &Container, layout: &Layout) -> ConfigMap {
-    let mut config = BTreeMap::new();
+pub fn desired_config(row: &Container, layout: &Layout, extra: &Attachments) -> ConfigMap {
+    let mut config = extra.config.clone();
     let mut set = |key: &str, value: String| {
         config.insert(key.to_string(), value);
     };
@@ -72,11 +84,11 @@ pub fn desired_config(row: &Container, layout: &Layout) -> ConfigMap {
     config
 }
 
-/// The devices ssp sets: the root disk (sized) and `eth0` on the bridge.
-pub fn desired_devices(row: &Container, layout: &Layout) -> DeviceMap {
+/// The devices ssp sets: the root disk (sized), `eth0` on the bridge, and the attachments'.
+pub fn desired_devices(row: &Container, layout: &Layout, extra: &Attachments) -> DeviceMap {
     let device =
         |pairs: &[(&str, String)]| -> ConfigMap { pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() };
-    let mut devices = BTreeMap::new();
+    let mut devices = extra.devices.clone();
     devices.insert(
         "root".to_string(),
         device(&[
@@ -94,10 +106,10 @@ pub fn desired_devices(row: &Container, layout: &Layout) -> DeviceMap {
 }
 
 /// The create request: stopped, no profiles, everything local.
-pub fn create_request(row: &Container, layout: &Layout) -> InstancesPost {
+pub fn create_request(row: &Container, layout: &Layout, extra: &Attachments) -> InstancesPost {
     let mut request = InstancesPost::container_from_alias(lxd_name(row), row.image.clone());
-    request.config = desired_config(row, layout);
-    request.devices = desired_devices(row, layout);
+    request.config = desired_config(row, layout, extra);
+    request.devices = desired_devices(row, layout, extra);
     request.profiles = Some(Vec::new());
     request.description = format!("ssp container {}/{}", row.owner, row.name);
     request.start = false;
@@ -111,9 +123,9 @@ fn owned(key: &str) -> bool {
 
 /// The instance with ssp's keys and devices restored, or `None` when nothing drifted. Keys
 /// ssp does not own (`volatile.*`, `image.*`, …) are kept as LXD has them.
-pub fn repair(instance: &Instance, row: &Container, layout: &Layout) -> Option<InstancePut> {
-    let want_config = desired_config(row, layout);
-    let want_devices = desired_devices(row, layout);
+pub fn repair(instance: &Instance, row: &Container, layout: &Layout, extra: &Attachments) -> Option<InstancePut> {
+    let want_config = desired_config(row, layout, extra);
+    let want_devices = desired_devices(row, layout, extra);
     let mut config: ConfigMap =
         instance.config.iter().filter(|(k, _)| !owned(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
     config.extend(want_config);
@@ -236,7 +248,7 @@ mod tests {
 
     #[test]
     fn the_instance_is_unprivileged_isolated_limited_and_tagged() {
-        let request = create_request(&row(), &layout());
+        let request = create_request(&row(), &layout(), &Attachments::default());
         let config = &request.config;
         assert_eq!(config["security.privileged"], "false");
         assert_eq!(config["security.idmap.isolated"], "true");
@@ -252,18 +264,18 @@ mod tests {
 
     #[test]
     fn drift_is_repaired_and_foreign_keys_kept() {
-        let request = create_request(&row(), &layout());
+        let request = create_request(&row(), &layout(), &Attachments::default());
         let mut instance =
             Instance { config: request.config.clone(), devices: request.devices.clone(), ..Instance::default() };
         instance.config.insert("volatile.eth0.hwaddr".into(), "00:16:3e:00:00:01".into());
         instance.config.insert(TAG_ACCOUNT.into(), "abc".into());
-        assert!(repair(&instance, &row(), &layout()).is_none());
+        assert!(repair(&instance, &row(), &layout(), &Attachments::default()).is_none());
 
         instance.config.insert("security.privileged".into(), "true".into());
         instance.config.insert("raw.lxc".into(), "lxc.apparmor.profile=unconfined".into());
         instance.config.insert("limits.memory".into(), "64GiB".into());
         instance.devices.insert("host".into(), [("type".to_string(), "disk".to_string())].into());
-        let fixed = repair(&instance, &row(), &layout()).unwrap();
+        let fixed = repair(&instance, &row(), &layout(), &Attachments::default()).unwrap();
         assert_eq!(fixed.config["security.privileged"], "false");
         assert!(!fixed.config.contains_key("raw.lxc"));
         assert_eq!(fixed.config["volatile.eth0.hwaddr"], "00:16:3e:00:00:01");

@@ -7,6 +7,7 @@
 //! nor SQL (that is `ssp-store`).
 
 pub mod api;
+pub mod attachments;
 pub mod auth;
 pub mod config;
 pub mod convert;
@@ -87,10 +88,7 @@ fn platform_id(state_dir: &Path) -> Result<String, ServeError> {
         Err(e) => return Err(io_error(format!("reading {}", path.display()))(e)),
     }
     let mut bytes = [0u8; 8];
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(io_error("reading /dev/urandom"))?;
+    getrandom::fill(&mut bytes).map_err(|e| io_error("drawing a platform id")(std::io::Error::other(e.to_string())))?;
     let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, format!("{id}\n")).map_err(io_error(format!("writing {}", temporary.display())))?;

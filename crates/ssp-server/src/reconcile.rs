@@ -16,7 +16,7 @@
 //! recorded state (by the reconciler), so every acknowledged create exists after a crash and
 //! nothing in LXD is left without a row.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,8 +27,9 @@ use ssp_lxd::StateAction;
 use ssp_store::{Container, ContainerPhase, DesiredState};
 use tokio::sync::Notify;
 
+use crate::attachments;
 use crate::db::Db;
-use crate::instance::{self, Layout, TAG_ACCOUNT, TAG_ID, TAG_PLATFORM};
+use crate::instance::{self, Attachments, Layout, TAG_ACCOUNT, TAG_ID, TAG_PLATFORM};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const CLEAN_STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -134,8 +135,8 @@ pub struct Reconciler {
     slots: Arc<tokio::sync::Semaphore>,
 }
 
-/// One container's work: its row, its instance if LXD has one, its owner's keys.
-type Work = (Container, Option<Instance>, Vec<String>);
+/// One container's work: its row, its instance if LXD has one, what else shapes it.
+type Work = (Container, Option<Instance>, Attachments);
 
 impl Reconciler {
     /// A reconciler over `db` and `lxd`.
@@ -202,21 +203,16 @@ impl Reconciler {
         }
     }
 
-    /// What ssp wants and what LXD has: each row with its instance and its owner's keys, and
+    /// What ssp wants and what LXD has: each row with its instance and its attachments, and
     /// the instances tagged with this platform that no row claims (orphans).
     async fn observe(&self) -> Result<(Vec<Work>, HashMap<String, Instance>), PassError> {
-        let (rows, keys) = self
+        let layout = self.layout.clone();
+        let (rows, mut attachments) = self
             .db
-            .run(|store| {
+            .run(move |store| {
                 let rows = store.all_containers()?;
-                let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                for row in &rows {
-                    if !keys.contains_key(row.owner.as_str()) {
-                        let lines = store.keys(row.owner.as_str())?.into_iter().map(|k| k.public_key).collect();
-                        keys.insert(row.owner.as_str().to_string(), lines);
-                    }
-                }
-                Ok((rows, keys))
+                let attachments = attachments::load(store, &rows, &layout)?;
+                Ok((rows, attachments))
             })
             .await?;
         let mut ours: HashMap<String, Instance> = self
@@ -231,8 +227,8 @@ impl Reconciler {
             .into_iter()
             .map(|row| {
                 let found = ours.remove(&row.uid);
-                let keys = keys.get(row.owner.as_str()).cloned().unwrap_or_default();
-                (row, found, keys)
+                let extra = attachments.remove(&row.uid).unwrap_or_default();
+                (row, found, extra)
             })
             .collect();
         Ok((work, ours))
@@ -252,14 +248,14 @@ impl Reconciler {
     }
 
     /// Converges one container under a parallelism slot and records its problem, if any.
-    async fn work_on(&self, (row, found, keys): Work) -> Result<Outcome, StepError> {
+    async fn work_on(&self, (row, found, extra): Work) -> Result<Outcome, StepError> {
         let uid = row.uid.clone();
         let object = format!("{}/{}", row.owner, row.name);
         let outcome = {
             let _slot = self.slots.acquire().await;
             // A hung LXD call (an exec whose websocket never ends) must not hold this
             // container's claim forever: give up, and the next pass tries again.
-            match tokio::time::timeout(WORK_TIMEOUT, self.converge(row, found, &keys)).await {
+            match tokio::time::timeout(WORK_TIMEOUT, self.converge(row, found, &extra)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(StepError::Other(format!("no answer from LXD within {} s", WORK_TIMEOUT.as_secs()))),
             }
@@ -358,7 +354,12 @@ impl Reconciler {
         removed
     }
 
-    async fn converge(&self, row: Container, found: Option<Instance>, keys: &[String]) -> Result<Outcome, StepError> {
+    async fn converge(
+        &self,
+        row: Container,
+        found: Option<Instance>,
+        extra: &Attachments,
+    ) -> Result<Outcome, StepError> {
         let mut outcome = Outcome::default();
         let uid = row.uid.clone();
         match (row.phase, found) {
@@ -372,7 +373,7 @@ impl Reconciler {
                 outcome.deleted = true;
             }
             (ContainerPhase::Creating, None) => {
-                let request = instance::create_request(&row, &self.layout);
+                let request = instance::create_request(&row, &self.layout, extra);
                 {
                     // LXD 5.0.2 hands out isolated idmap ranges racily: concurrent creates got
                     // overlapping ranges, or ranges outside /etc/subuid that then fail to start
@@ -401,7 +402,7 @@ impl Reconciler {
                 // Deleted meanwhile: the next pass removes what was just made.
                 if advanced? {
                     let made = self.lxd.instance(&name).await?.value;
-                    self.keep(&row, made, keys, &mut outcome).await?;
+                    self.keep(&row, made, extra, &mut outcome).await?;
                 }
             }
             (from @ (ContainerPhase::Creating | ContainerPhase::Lost), Some(existing)) => {
@@ -410,10 +411,10 @@ impl Reconciler {
                 self.wait_for_operations_on(&existing.name).await?;
                 let existing = self.lxd.instance(&existing.name).await?.value;
                 if self.db.run(move |s| s.advance_phase(&uid, from, ContainerPhase::Ready)).await? {
-                    self.keep(&row, existing, keys, &mut outcome).await?;
+                    self.keep(&row, existing, extra, &mut outcome).await?;
                 }
             }
-            (ContainerPhase::Ready, Some(existing)) => self.keep(&row, existing, keys, &mut outcome).await?,
+            (ContainerPhase::Ready, Some(existing)) => self.keep(&row, existing, extra, &mut outcome).await?,
             (ContainerPhase::Ready, None) => {
                 outcome.lost =
                     self.db.run(move |s| s.advance_phase(&uid, ContainerPhase::Ready, ContainerPhase::Lost)).await?;
@@ -455,11 +456,11 @@ impl Reconciler {
         &self,
         row: &Container,
         mut existing: Instance,
-        keys: &[String],
+        extra: &Attachments,
         outcome: &mut Outcome,
     ) -> Result<(), StepError> {
         let name = existing.name.clone();
-        if let Some(put) = instance::repair(&existing, row, &self.layout) {
+        if let Some(put) = instance::repair(&existing, row, &self.layout, extra) {
             self.lxd.update_instance(&name, &put, None).await?.wait(Some(OPERATION_TIMEOUT)).await?;
             outcome.repaired = true;
             let object = format!("{}/{}", row.owner, row.name);
@@ -495,9 +496,9 @@ impl Reconciler {
             _ => {}
         }
         if row.desired_state == DesiredState::Running {
-            let digest = instance::account_digest(row, keys);
+            let digest = instance::account_digest(row, &extra.keys);
             if existing.config.get(TAG_ACCOUNT) != Some(&digest) {
-                self.set_up_account(&name, row, keys).await?;
+                self.set_up_account(&name, row, &extra.keys).await?;
                 let current = self.lxd.instance(&name).await?;
                 let mut put = current.value.to_put();
                 put.config.insert(TAG_ACCOUNT.into(), digest);

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest, Sha256};
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +103,7 @@ pub fn load_or_create(
         .collect::<Result<_, _>>()
         .map_err(|e| pem_error(&cert_path, e.to_string()))?;
     let leaf = chain.first().ok_or_else(|| pem_error(&cert_path, "no certificate in the file".into()))?;
-    let fingerprint = fingerprint(leaf.as_ref());
+    let fingerprint = ssp_core::fingerprint::certificate(leaf.as_ref());
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| pem_error(&key_path, e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -113,11 +112,6 @@ pub fn load_or_create(
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsIdentity { config: Arc::new(config), fingerprint, cert_path })
-}
-
-/// SHA-256 of DER bytes as `AB:CD:…`.
-pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
 #[cfg(test)]

@@ -224,11 +224,6 @@ impl Store {
         self.update_container(actor, owner, name, "desired_state", state.as_str(), "container.state")
     }
 
-    /// Records the reconciler's progress.
-    pub fn set_phase(&mut self, owner: &str, name: &str, phase: ContainerPhase) -> Result<()> {
-        self.update_container(None, owner, name, "phase", phase.as_str(), "container.phase")
-    }
-
     fn update_container(
         &mut self,
         actor: Option<&str>,
@@ -256,18 +251,8 @@ impl Store {
     /// Records the reconciler's progress on the container with this uid; `false` when there is
     /// no such row (deleted meanwhile), which is not an error for the reconciler.
     pub fn set_phase_of(&mut self, uid: &str, phase: ContainerPhase) -> Result<bool> {
-        self.write(|tx| {
-            let object: Option<String> = tx
-                .query_row(
-                    "SELECT u.name || '/' || c.name FROM containers c JOIN users u ON u.id = c.owner_id WHERE c.uid = ?1",
-                    [uid],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(object) = object else { return Ok(false) };
-            tx.execute("UPDATE containers SET phase = ?2 WHERE uid = ?1", params![uid, phase.as_str()])?;
-            record(tx, None, "container.phase", &object, Some(phase.as_str()))?;
-            Ok(true)
+        self.change_by_uid(uid, None, "container.phase", phase.as_str(), |tx| {
+            tx.execute("UPDATE containers SET phase = ?2 WHERE uid = ?1", params![uid, phase.as_str()])
         })
     }
 
@@ -275,51 +260,41 @@ impl Store {
     /// `from`: the reconciler's view may be stale (the API may have marked it `deleting`
     /// meanwhile), and a stale write must not undo a newer intent. `false` when it was not.
     pub fn advance_phase(&mut self, uid: &str, from: ContainerPhase, to: ContainerPhase) -> Result<bool> {
-        self.write(|tx| {
-            let object: Option<String> = tx
-                .query_row(
-                    "SELECT u.name || '/' || c.name FROM containers c JOIN users u ON u.id = c.owner_id
-                     WHERE c.uid = ?1 AND c.phase = ?2",
-                    params![uid, from.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(object) = object else { return Ok(false) };
-            tx.execute("UPDATE containers SET phase = ?2 WHERE uid = ?1", params![uid, to.as_str()])?;
-            record(tx, None, "container.phase", &object, Some(to.as_str()))?;
-            Ok(true)
+        self.change_by_uid(uid, Some(from), "container.phase", to.as_str(), |tx| {
+            tx.execute("UPDATE containers SET phase = ?2 WHERE uid = ?1", params![uid, to.as_str()])
         })
     }
 
     /// Forgets the container with this uid once LXD no longer has it; `false` if already gone.
     pub fn forget_container(&mut self, uid: &str) -> Result<bool> {
+        self.change_by_uid(uid, None, "container.remove", uid, |tx| {
+            tx.execute("DELETE FROM containers WHERE uid = ?1", [uid])
+        })
+    }
+
+    /// Runs `change` on the row with this uid if it exists and (with `only_in`) is in that
+    /// phase, journaling `action` with `detail`; `false` when no row qualified.
+    fn change_by_uid(
+        &mut self,
+        uid: &str,
+        only_in: Option<ContainerPhase>,
+        action: &str,
+        detail: &str,
+        change: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<usize>,
+    ) -> Result<bool> {
         self.write(|tx| {
             let object: Option<String> = tx
                 .query_row(
-                    "SELECT u.name || '/' || c.name FROM containers c JOIN users u ON u.id = c.owner_id WHERE c.uid = ?1",
-                    [uid],
+                    "SELECT u.name || '/' || c.name FROM containers c JOIN users u ON u.id = c.owner_id
+                     WHERE c.uid = ?1 AND (?2 IS NULL OR c.phase = ?2)",
+                    params![uid, only_in.map(ContainerPhase::as_str)],
                     |r| r.get(0),
                 )
                 .optional()?;
             let Some(object) = object else { return Ok(false) };
-            tx.execute("DELETE FROM containers WHERE uid = ?1", [uid])?;
-            record(tx, None, "container.remove", &object, Some(uid))?;
+            change(tx)?;
+            record(tx, None, action, &object, Some(detail))?;
             Ok(true)
-        })
-    }
-
-    /// Forgets a container (once LXD no longer has it).
-    pub fn remove_container(&mut self, actor: Option<&str>, owner: &str, name: &str) -> Result<()> {
-        let object = format!("{owner}/{name}");
-        self.write(|tx| {
-            let n = tx.execute(
-                "DELETE FROM containers WHERE name = ?2 AND owner_id = (SELECT id FROM users WHERE name = ?1)",
-                params![owner, name],
-            )?;
-            if n == 0 {
-                return Err(Error::NotFound { kind: "container", name: object.clone() });
-            }
-            record(tx, actor, "container.remove", &object, None)
         })
     }
 }
@@ -363,12 +338,13 @@ mod tests {
         assert_eq!(store.containers_of("alice").unwrap().len(), 1);
 
         store.set_desired_state(None, "alice", "dev", DesiredState::Stopped).unwrap();
-        store.set_phase("alice", "dev", ContainerPhase::Ready).unwrap();
+        let uid = store.container("alice", "dev").unwrap().uid;
+        assert!(store.advance_phase(&uid, ContainerPhase::Creating, ContainerPhase::Ready).unwrap());
         let now = store.container("alice", "dev").unwrap();
         assert_eq!((now.desired_state, now.phase), (DesiredState::Stopped, ContainerPhase::Ready));
         assert!(matches!(store.remove_user(None, "alice"), Err(Error::Conflict(_))), "owners of containers stay");
         assert!(matches!(store.container("bob", "dev"), Err(Error::NotFound { .. })));
-        store.remove_container(None, "alice", "dev").unwrap();
+        assert!(store.forget_container(&uid).unwrap());
         assert!(store.all_containers().unwrap().is_empty());
     }
 

@@ -21,8 +21,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use ssp_api as api;
+use ssp_core::fingerprint::certificate as certificate_fingerprint;
 
 use crate::config::{Settings, LOGIN_HINT};
 
@@ -589,7 +589,10 @@ impl ServerCertVerifier for PinnedVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let pinned = self.pinned.as_ref().ok_or_else(|| other_error(NothingPinned))?;
         if end_entity.as_ref() != pinned.as_ref() {
-            return Err(other_error(PinMismatch { presented: fingerprint(end_entity), pinned: fingerprint(pinned) }));
+            return Err(other_error(PinMismatch {
+                presented: certificate_fingerprint(end_entity),
+                pinned: certificate_fingerprint(pinned),
+            }));
         }
         let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_name(&parsed, server_name)?;
@@ -701,12 +704,6 @@ pub async fn fetch_certificate(url: &Url) -> Result<CertificateDer<'static>, Api
 
 // --- certificates as text ----------------------------------------------------------------
 
-/// SHA-256 of a certificate's DER, as uppercase hex pairs joined by `:` (openssl's form).
-pub fn fingerprint(certificate: &[u8]) -> String {
-    let digest = Sha256::digest(certificate);
-    digest.iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
-}
-
 /// A fingerprint reduced to lowercase hex digits, so `AB:CD…`, `abcd…` and `SHA256:ab cd`
 /// compare equal.
 pub fn normalize_fingerprint(text: &str) -> String {
@@ -788,7 +785,7 @@ mod tests {
     #[test]
     fn fingerprints_compare_in_any_common_form() {
         let der = b"not really a certificate";
-        let print = fingerprint(der);
+        let print = certificate_fingerprint(der);
         assert_eq!(print.len(), 32 * 3 - 1);
         assert!(print.chars().all(|c| c == ':' || c.is_ascii_digit() || c.is_ascii_uppercase()));
         let plain = normalize_fingerprint(&print);

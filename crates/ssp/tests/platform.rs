@@ -38,20 +38,8 @@ async fn platform(lxd: &'static PrivateLxd, image: &str) -> Result<Platform> {
 
 /// Runs the CLI on a blocking thread (it waits for containers).
 async fn cli(platform: &Platform, config: &Path, args: &[&str]) -> Result<Output> {
-    let config = config.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let (binary, socket) = (binary(), platform.socket());
-    let _ = socket;
-    tokio::task::spawn_blocking(move || {
-        Ok(std::process::Command::new(binary)
-            .args(&args)
-            .env("SSP_CONFIG", config)
-            .env_remove("SSP_URL")
-            .env_remove("SSP_TOKEN")
-            .stdin(std::process::Stdio::null())
-            .output()?)
-    })
-    .await?
+    let mut command = platform.cli_command(config, args);
+    tokio::task::spawn_blocking(move || Ok(command.output()?)).await?
 }
 
 async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
@@ -72,10 +60,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-fn platform_id(platform: &Platform) -> Result<String> {
-    platform.id()
 }
 
 async fn a_user_runs_their_own_container_end_to_end(lxd: &'static PrivateLxd) -> Result<()> {
@@ -127,7 +111,12 @@ async fn a_user_runs_their_own_container_end_to_end(lxd: &'static PrivateLxd) ->
     let sudo = ok(cli(&platform, &alice, &["exec", "dev", "--", "sudo", "-n", "id", "-u"]).await?, "sudo")?;
     ensure!(sudo.trim() == "0", "sudo gives {sudo:?}");
     let failing = cli(&platform, &alice, &["exec", "dev", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]).await?;
-    ensure!(failing.status.code() == Some(7), "exit code {:?}", failing.status.code());
+    ensure!(
+        failing.status.code() == Some(7),
+        "exit code {:?}, stderr {:?}",
+        failing.status.code(),
+        text(&failing.stderr)
+    );
     ensure!(text(&failing.stdout) == "out\n" && text(&failing.stderr).contains("err"), "output mixed up");
     eventually("sshd answers inside", Duration::from_secs(60), || async {
         let out = cli(&platform, &alice, &["exec", "dev", "--root", "--", "systemctl", "is-active", "ssh"]).await?;
@@ -136,16 +125,11 @@ async fn a_user_runs_their_own_container_end_to_end(lxd: &'static PrivateLxd) ->
     .await?;
 
     // What LXD got: unprivileged, isolated idmap, limits, tags, no raw keys.
-    let ours = platform_id(&platform)?;
-    let instance = lxd
-        .client()
-        .instances()
+    let instance = platform
+        .lxd_instances(lxd)
         .await?
         .into_iter()
-        .find(|i| {
-            i.config.get("user.ssp.owner").map(String::as_str) == Some("alice")
-                && i.config.get("user.ssp.platform") == Some(&ours)
-        })
+        .find(|i| i.config.get("user.ssp.owner").map(String::as_str) == Some("alice"))
         .context("no LXD instance for alice")?;
     let config = &instance.config;
     ensure!(config["security.privileged"] == "false" && config["security.idmap.isolated"] == "true");
@@ -275,15 +259,7 @@ async fn the_reconciler_heals_drift(lxd: &'static PrivateLxd) -> Result<()> {
     let platform = platform(lxd, "busybox").await?;
     let dave = platform.user("dave", &[])?;
     ok(cli(&platform, &dave, &["container", "create", "web"]).await?, "create")?;
-    let ours = platform_id(&platform)?;
-    let instance = lxd
-        .client()
-        .instances()
-        .await?
-        .into_iter()
-        .find(|i| i.config.get("user.ssp.platform") == Some(&ours))
-        .context("no instance")?
-        .name;
+    let instance = platform.lxd_instances(lxd).await?.into_iter().next().context("no instance")?.name;
 
     // An admin's hand on LXD races the reconciler's own repairs: retry what LXD refuses.
     let by_hand = |args: &[&str]| -> Result<()> {

@@ -71,19 +71,12 @@ pub fn hash_password(password: &str) -> ApiResult<String> {
         return Err(ApiError::BadRequest("a password needs at least 8 characters".into()));
     }
     let mut salt = [0u8; 16];
-    getrandom(&mut salt)?;
+    getrandom::fill(&mut salt).map_err(|e| ApiError::Internal(format!("no randomness: {e}")))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| ApiError::Internal(format!("salt: {e}")))?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
-}
-
-fn getrandom(buffer: &mut [u8]) -> ApiResult<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buffer))
-        .map_err(|e| ApiError::Internal(format!("no randomness: {e}")))
 }
 
 /// The API view of `name`, with usage.

@@ -118,7 +118,7 @@ async fn certificate_for(
     }
     let certificate = client::fetch_certificate(url).await?;
     if let Some(expected) = expected {
-        let presented = client::fingerprint(&certificate);
+        let presented = ssp_core::fingerprint::certificate(&certificate);
         if client::normalize_fingerprint(&presented) != client::normalize_fingerprint(expected) {
             bail!(
                 "refusing to log in: the server at {} presented certificate SHA256 {presented}, not the expected {expected}; \
@@ -134,7 +134,7 @@ async fn certificate_for(
 /// returns the fingerprint in the daemon's spelling (what `ssp info` on the server shows).
 /// A mismatch means something between us and the daemon terminates TLS.
 fn check_reported_fingerprint(certificate: &CertificateDer<'_>, reported: &str) -> anyhow::Result<String> {
-    let seen = client::fingerprint(certificate);
+    let seen = ssp_core::fingerprint::certificate(certificate);
     if reported.is_empty() {
         return Ok(seen);
     }
@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn the_reported_fingerprint_must_match_the_seen_one() -> anyhow::Result<()> {
         let certificate = CertificateDer::from(b"certificate bytes".to_vec());
-        let seen = client::fingerprint(&certificate);
+        let seen = ssp_core::fingerprint::certificate(&certificate);
         assert_eq!(check_reported_fingerprint(&certificate, "")?, seen);
         let lower = seen.to_lowercase();
         assert_eq!(check_reported_fingerprint(&certificate, &lower)?, lower, "the daemon's spelling is kept");
