@@ -11,6 +11,7 @@
 //! It must not touch the host's own LXD daemon or any object it did not create.
 
 pub mod daemon;
+pub mod e2e;
 mod harness;
 pub mod platform;
 

@@ -6,7 +6,14 @@
 //! travel as plain strings and are checked by the server, so a bad one gets a 400 that says
 //! what is allowed rather than a deserialization error.
 
+mod gpu;
+
 use std::collections::BTreeMap;
+
+pub use gpu::{
+    ContainerGpuUsage, Gpu, GpuAllowlist, GpuAsk, GpuGrant, GpuHolder, GpuList, GpuProcess, GpuUpdate, GpuUsage,
+    UserGpuUsage,
+};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -258,6 +265,9 @@ pub struct ContainerCreate {
     /// making a second (also taken from the `Idempotency-Key` header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// GPUs to grant it; none unless given. Granted with the create or the create is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<GpuAsk>,
 }
 
 /// `PUT /api/v1/containers/{owner}/{name}/state`.
@@ -294,6 +304,12 @@ pub struct Container {
     /// The last problem the reconciler met with it, until it is solved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Host indices of the GPUs it holds, in the order it sees them (GPU0, GPU1, …).
+    #[serde(default)]
+    pub gpus: Vec<u32>,
+    /// The last GPU health probe after a start: `healthy`, or what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_health: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
 }

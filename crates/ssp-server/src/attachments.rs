@@ -10,8 +10,11 @@ use ssp_store::{Container, Store};
 use crate::instance::{Attachments, Layout};
 
 /// The attachments of every row in `rows`, by container uid.
-pub fn load(store: &Store, rows: &[Container], _layout: &Layout) -> ssp_store::Result<HashMap<String, Attachments>> {
+pub fn load(store: &Store, rows: &[Container], layout: &Layout) -> ssp_store::Result<HashMap<String, Attachments>> {
     let mut keys_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut gpus_of = store.gpus_by_container()?;
+    let inventory: Vec<_> =
+        if gpus_of.is_empty() { Vec::new() } else { store.gpus()?.into_iter().map(|g| g.record).collect() };
     let mut all = HashMap::with_capacity(rows.len());
     for row in rows {
         let owner = row.owner.as_str();
@@ -19,7 +22,13 @@ pub fn load(store: &Store, rows: &[Container], _layout: &Layout) -> ssp_store::R
             let lines = store.keys(owner)?.into_iter().map(|k| k.public_key).collect();
             keys_of.insert(owner.to_string(), lines);
         }
-        let attachments = Attachments { keys: keys_of[owner].clone(), ..Attachments::default() };
+        let mut attachments = Attachments { keys: keys_of[owner].clone(), ..Attachments::default() };
+        if let Some(held) = gpus_of.remove(&row.uid) {
+            let (config, devices) = crate::gpu::attachments(&held, &inventory, &layout.gpu);
+            attachments.config.extend(config);
+            attachments.devices.extend(devices);
+            attachments.gpus = held;
+        }
         all.insert(row.uid.clone(), attachments);
     }
     Ok(all)

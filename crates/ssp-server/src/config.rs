@@ -54,6 +54,46 @@ pub struct Config {
     pub quota: QuotaConfig,
     /// The reconciler.
     pub reconcile: ReconcileConfig,
+    /// GPUs.
+    pub gpu: GpuConfig,
+}
+
+/// GPUs: where they come from, how often they are sampled, and idle reclaim.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GpuConfig {
+    /// Emulate this many GPUs instead of reading real ones (0: real GPUs through NVML, if
+    /// any). `SSP_GPU_EMULATE` in the daemon's environment overrides it.
+    pub emulate: u32,
+    /// Where emulated device nodes are made (must lie under `/dev`).
+    pub emulated_dev_dir: PathBuf,
+    /// Emulated telemetry script; `state_dir/gpu-telemetry.json` when absent.
+    pub telemetry_script: Option<PathBuf>,
+    /// Seconds between telemetry samples (usage, idle tracking, lease expiry).
+    pub sample_interval_secs: u64,
+    /// Take back GPUs that stay idle (off by default).
+    pub idle_reclaim: bool,
+    /// Below this utilization (percent) a GPU counts as idle.
+    pub idle_threshold_percent: u32,
+    /// A GPU idle this long (seconds) is detached.
+    pub idle_after_secs: u64,
+    /// The holder is warned this long (seconds) before an idle GPU is detached.
+    pub idle_warning_secs: u64,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        Self {
+            emulate: 0,
+            emulated_dev_dir: ssp_gpu::emulated::DEFAULT_DEV_DIR.into(),
+            telemetry_script: None,
+            sample_interval_secs: 10,
+            idle_reclaim: false,
+            idle_threshold_percent: 5,
+            idle_after_secs: 4 * 3600,
+            idle_warning_secs: 3600,
+        }
+    }
 }
 
 /// The API's listeners.
@@ -133,6 +173,7 @@ impl Default for Config {
             defaults: DefaultsConfig::default(),
             quota: QuotaConfig::default(),
             reconcile: ReconcileConfig::default(),
+            gpu: GpuConfig::default(),
         }
     }
 }
@@ -220,6 +261,17 @@ impl Settings {
         if raw.defaults.cpus == 0 {
             return Err(invalid("defaults.cpus must be at least 1".into()));
         }
+        if raw.gpu.sample_interval_secs == 0 || raw.gpu.idle_threshold_percent > 100 {
+            return Err(invalid(
+                "gpu.sample_interval_secs must be at least 1 and gpu.idle_threshold_percent at most 100".into(),
+            ));
+        }
+        if raw.gpu.idle_warning_secs >= raw.gpu.idle_after_secs {
+            return Err(invalid("gpu.idle_warning_secs must be less than gpu.idle_after_secs".into()));
+        }
+        if raw.gpu.emulate > ssp_gpu::emulated::MAX_EMULATED {
+            return Err(invalid(format!("gpu.emulate is at most {}", ssp_gpu::emulated::MAX_EMULATED)));
+        }
         if raw.reconcile.interval_secs == 0 || raw.reconcile.parallelism == 0 {
             return Err(invalid("reconcile.interval_secs and reconcile.parallelism must be at least 1".into()));
         }
@@ -247,6 +299,11 @@ impl Settings {
     /// The state database.
     pub fn database_path(&self) -> PathBuf {
         self.raw.state_dir.join("ssp.db")
+    }
+
+    /// The emulated telemetry script.
+    pub fn telemetry_script(&self) -> PathBuf {
+        self.raw.gpu.telemetry_script.clone().unwrap_or_else(|| self.raw.state_dir.join("gpu-telemetry.json"))
     }
 }
 

@@ -95,6 +95,8 @@ pub fn container(
         status: status.unwrap_or("Missing").into(),
         addresses,
         problem,
+        gpus: Vec::new(),
+        gpu_health: None,
         created_at: row.created_at,
     }
 }

@@ -78,7 +78,9 @@ impl From<ssp_store::Error> for ApiError {
     fn from(error: ssp_store::Error) -> Self {
         match error {
             ssp_store::Error::NotFound { kind, name } => ApiError::not_found(kind, &name),
-            ssp_store::Error::Exists { .. } | ssp_store::Error::Conflict(_) => ApiError::Conflict(error.to_string()),
+            ssp_store::Error::Exists { .. } | ssp_store::Error::Conflict(_) | ssp_store::Error::Refused(_) => {
+                ApiError::Conflict(error.to_string())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

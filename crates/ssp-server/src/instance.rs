@@ -29,7 +29,10 @@ pub const OWNER_UID: u32 = 1000;
 const MAX_PROCESSES: &str = "10000";
 
 /// Config key prefixes ssp owns: any key under them that ssp did not set is drift.
-const OWNED_PREFIXES: [&str; 4] = ["limits.", "security.", "raw.", "user.ssp."];
+const OWNED_PREFIXES: [&str; 5] = ["limits.", "security.", "raw.", "user.ssp.", "nvidia."];
+
+/// Tags the reconciler records on an instance as it works (not part of the desired shape).
+const RECORDED_TAGS: [&str; 2] = [TAG_ACCOUNT, crate::gpu::TAG_GPU_HEALTH];
 
 /// Where containers go in LXD.
 #[derive(Debug, Clone)]
@@ -40,6 +43,8 @@ pub struct Layout {
     pub network: String,
     /// This installation's id (`user.ssp.platform`).
     pub platform: String,
+    /// How GPU leases become devices.
+    pub gpu: crate::gpu::GpuPlumbing,
 }
 
 /// What shapes a container beyond its own row: config keys and devices that other tables
@@ -54,6 +59,8 @@ pub struct Attachments {
     pub devices: DeviceMap,
     /// The owner's public keys, one canonical line each.
     pub keys: Vec<String>,
+    /// Host indices of the GPUs it holds.
+    pub gpus: std::collections::BTreeSet<u32>,
 }
 
 /// The LXD instance name: readable (`alice-dev-…`) and unique through the uid's first
@@ -118,7 +125,7 @@ pub fn create_request(row: &Container, layout: &Layout, extra: &Attachments) -> 
 
 /// Whether `key` is one ssp owns (and so must match exactly).
 fn owned(key: &str) -> bool {
-    key != TAG_ACCOUNT && OWNED_PREFIXES.iter().any(|prefix| key.starts_with(prefix))
+    !RECORDED_TAGS.contains(&key) && OWNED_PREFIXES.iter().any(|prefix| key.starts_with(prefix))
 }
 
 /// The instance with ssp's keys and devices restored, or `None` when nothing drifted. Keys
@@ -233,7 +240,12 @@ mod tests {
     }
 
     fn layout() -> Layout {
-        Layout { pool: "default".into(), network: "sspbr0".into(), platform: "p1".into() }
+        Layout {
+            pool: "default".into(),
+            network: "sspbr0".into(),
+            platform: "p1".into(),
+            gpu: crate::gpu::GpuPlumbing::default(),
+        }
     }
 
     #[test]

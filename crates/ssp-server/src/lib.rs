@@ -13,6 +13,7 @@ pub mod config;
 pub mod convert;
 pub mod db;
 pub mod error;
+pub mod gpu;
 pub mod instance;
 pub mod reconcile;
 pub mod tls;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub reconciler_pass: Reconciler,
     /// The API certificate's fingerprint.
     pub tls_fingerprint: String,
+    /// The host's GPUs and their telemetry.
+    pub gpus: gpu::Gpus,
 }
 
 /// Why the daemon could not start.
@@ -71,6 +74,9 @@ pub enum ServeError {
     /// The LXD client could not be made.
     #[error("LXD: {0}")]
     Lxd(#[from] ssp_lxd::Error),
+    /// The GPU inventory could not be set up.
+    #[error("GPUs: {0}")]
+    Gpu(#[from] ssp_gpu::Error),
 }
 
 fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -136,9 +142,18 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         &state_dir,
         &settings.raw.api.tls_names,
     )?;
-    let layout = Layout { pool: settings.pool.as_str().into(), network: settings.network.as_str().into(), platform };
+    let gpus = gpu::Gpus::open(&settings, &lxd).await?;
+    let records = gpus.records();
+    db.run(move |store| store.sync_gpus(&records)).await?;
+    let layout = Layout {
+        pool: settings.pool.as_str().into(),
+        network: settings.network.as_str().into(),
+        platform,
+        gpu: gpus.plumbing(),
+    };
     let reconciler = Reconciler::new(db.clone(), lxd.clone(), layout, settings.raw.reconcile.parallelism);
     let settings = Arc::new(settings);
+    let (state_db, state_lxd) = (db.clone(), lxd.clone());
     let state = AppState {
         db,
         lxd,
@@ -146,6 +161,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         reconciler: reconciler.handle(),
         reconciler_pass: reconciler.clone(),
         tls_fingerprint: identity.fingerprint.clone(),
+        gpus: gpus.clone(),
     };
     let router = api::router(state);
 
@@ -180,6 +196,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         tls_fingerprint: identity.fingerprint.clone(),
     };
 
+    tokio::spawn(gpus.run(state_db, state_lxd, reconciler.handle()));
     tokio::spawn(reconciler.run(Duration::from_secs(settings.raw.reconcile.interval_secs)));
     tokio::spawn(accept_unix(unix, router.clone()));
     if let Some(tcp) = tcp {

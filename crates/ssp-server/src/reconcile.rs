@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 
 use crate::attachments;
 use crate::db::Db;
+use crate::gpu;
 use crate::instance::{self, Attachments, Layout, TAG_ACCOUNT, TAG_ID, TAG_PLATFORM};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -82,12 +83,18 @@ impl Outcome {
 pub struct ReconcilerHandle {
     wake: Arc<Notify>,
     problems: Arc<Mutex<HashMap<String, String>>>,
+    gpu_health: Arc<Mutex<HashMap<String, String>>>,
     progress: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Default for ReconcilerHandle {
     fn default() -> Self {
-        Self { wake: Arc::default(), problems: Arc::default(), progress: Arc::new(tokio::sync::watch::channel(0).0) }
+        Self {
+            wake: Arc::default(),
+            problems: Arc::default(),
+            gpu_health: Arc::default(),
+            progress: Arc::new(tokio::sync::watch::channel(0).0),
+        }
     }
 }
 
@@ -110,6 +117,19 @@ impl ReconcilerHandle {
     /// The last problem with container `uid`, if it is not converged.
     pub fn problem(&self, uid: &str) -> Option<String> {
         self.problems.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(uid).cloned()
+    }
+
+    /// The last GPU health probe of container `uid`: `healthy`, or what failed.
+    pub fn gpu_health(&self, uid: &str) -> Option<String> {
+        self.gpu_health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(uid).cloned()
+    }
+
+    fn set_gpu_health(&self, uid: &str, health: Option<String>) {
+        let mut map = self.gpu_health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match health {
+            Some(text) => map.insert(uid.to_string(), text),
+            None => map.remove(uid),
+        };
     }
 
     fn set_problem(&self, uid: &str, problem: Option<String>) {
@@ -509,8 +529,54 @@ impl Reconciler {
                     .await?;
                 outcome.account = true;
             }
+            self.check_gpus(&name, row, extra).await?;
         }
         Ok(())
+    }
+
+    /// After each start (and each change of its GPUs), probes inside that the container sees
+    /// exactly its GPUs; a failed probe re-plugs them and is tried again on the next pass.
+    async fn check_gpus(&self, name: &str, row: &Container, extra: &Attachments) -> Result<(), StepError> {
+        if extra.gpus.is_empty() {
+            self.handle.set_gpu_health(&row.uid, None);
+            return Ok(());
+        }
+        let current = self.lxd.instance(name).await?;
+        if current.value.status != "Running" {
+            return Ok(());
+        }
+        let digest = gpu::health_digest(&current.value.devices, &current.value.last_used_at);
+        if current.value.config.get(gpu::TAG_GPU_HEALTH) == Some(&digest) {
+            return Ok(());
+        }
+        let kind = if self.layout.gpu.emulated { "emulated" } else { "nvidia" };
+        let expected = extra.gpus.len().to_string();
+        let command: Vec<String> =
+            ["sh", "-c", gpu::PROBE_SCRIPT, "ssp-gpu-probe", &expected, kind].iter().map(|s| s.to_string()).collect();
+        let exec = self.lxd.exec_output_with(name, &command, &[], ssp_lxd::ExecOptions::default());
+        let output = tokio::time::timeout(ACCOUNT_TIMEOUT, exec)
+            .await
+            .map_err(|_| StepError::Other("the GPU health probe took over a minute".into()))??;
+        let object = format!("{}/{}", row.owner, row.name);
+        if output.exit_code == 0 {
+            self.handle.set_gpu_health(&row.uid, Some("healthy".into()));
+            let mut put = current.value.to_put();
+            put.config.insert(gpu::TAG_GPU_HEALTH.into(), digest);
+            self.lxd.update_instance(name, &put, current.etag.as_deref()).await?.wait(Some(OPERATION_TIMEOUT)).await?;
+            let detail = format!("gpus {expected}");
+            self.db.run(move |s| s.log(None, "gpu.healthy", &object, Some(&detail))).await?;
+            return Ok(());
+        }
+        let why = format!("{}{}", output.stdout_text().trim(), output.stderr_text().trim());
+        self.handle.set_gpu_health(&row.uid, Some(format!("unhealthy: {why}")));
+        // Re-plug: take the GPU devices out, then let the next pass's repair put them back.
+        let mut put = current.value.to_put();
+        put.devices.retain(|device, _| !device.starts_with("gpu"));
+        self.lxd.update_instance(name, &put, current.etag.as_deref()).await?.wait(Some(OPERATION_TIMEOUT)).await?;
+        let detail = why.clone();
+        self.db.run(move |s| s.log(None, "gpu.unhealthy", &object, Some(&detail))).await?;
+        self.handle.wake();
+        Err(StepError::Other(format!("GPU health probe failed ({why}); its GPUs were re-plugged and are probed again")))
     }
 
     async fn set_up_account(&self, name: &str, row: &Container, keys: &[String]) -> Result<(), StepError> {

@@ -95,6 +95,17 @@ pub struct NewContainer {
     pub desired_state: DesiredState,
     /// A client's key: repeating a create with the same key returns the first one.
     pub idempotency_key: Option<String>,
+    /// GPUs to grant with it: granted in the same transaction, or the create is refused.
+    pub gpus: Option<GpuGrant>,
+}
+
+/// GPUs asked for with a new container.
+#[derive(Debug, Clone)]
+pub struct GpuGrant {
+    /// Which GPUs.
+    pub request: ssp_core::gpu::GpuRequest,
+    /// When the lease ends by itself (seconds since the epoch), if ever.
+    pub expires_at: Option<i64>,
 }
 
 const SELECT: &str =
@@ -186,7 +197,11 @@ impl Store {
                 ],
             )
             .map_err(unique("container", &object))?;
-            record(tx, actor, "container.create", &object, Some(&uid))
+            record(tx, actor, "container.create", &object, Some(&uid))?;
+            if let Some(gpus) = &new.gpus {
+                crate::gpus::grant_in(tx, actor, &uid, &gpus.request, gpus.expires_at)?;
+            }
+            Ok(())
         })?;
         self.container(new.owner.as_str(), new.name.as_str())
     }
@@ -268,6 +283,7 @@ impl Store {
     /// Forgets the container with this uid once LXD no longer has it; `false` if already gone.
     pub fn forget_container(&mut self, uid: &str) -> Result<bool> {
         self.change_by_uid(uid, None, "container.remove", uid, |tx| {
+            crate::gpus::end_all_in(tx, uid, "removed")?;
             tx.execute("DELETE FROM containers WHERE uid = ?1", [uid])
         })
     }
@@ -315,6 +331,7 @@ mod tests {
             disk: ByteSize::parse("50GiB").unwrap(),
             desired_state: DesiredState::Running,
             idempotency_key: key.map(str::to_owned),
+            gpus: None,
         }
     }
 

@@ -14,6 +14,7 @@
 //! secrets in the clear: API tokens are stored as SHA-256 hashes.
 
 mod containers;
+mod gpus;
 mod journal;
 mod keys;
 mod tokens;
@@ -24,7 +25,8 @@ use std::path::Path;
 use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
-pub use containers::{Container, ContainerPhase, DesiredState, NewContainer};
+pub use containers::{Container, ContainerPhase, DesiredState, GpuGrant, NewContainer};
+pub use gpus::{Gpu, GpuHours, GpuRecord, Lease};
 pub use journal::JournalEntry;
 pub use keys::SshKey;
 pub use tokens::{Token, TOKEN_PREFIX};
@@ -58,6 +60,9 @@ pub enum Error {
     /// A migration failed.
     #[error("migrating the state database: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    /// The GPU allocator said no; the message says why and what is free.
+    #[error("{0}")]
+    Refused(String),
     /// The OS random source failed.
     #[error("no randomness for a new secret: {0}")]
     Random(String),
@@ -67,7 +72,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("migrations/0001_initial.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("migrations/0001_initial.sql")),
+        M::up(include_str!("migrations/0002_gpus.sql")),
+    ])
 }
 
 /// The state database.
@@ -139,7 +147,7 @@ mod tests {
     fn migrations_are_valid_and_applied() {
         migrations().validate().unwrap();
         let store = Store::open_in_memory().unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), 2);
     }
 
     #[test]
@@ -154,6 +162,6 @@ mod tests {
             assert_eq!(sync, 2, "synchronous=FULL");
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), 2);
     }
 }

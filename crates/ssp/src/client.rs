@@ -453,6 +453,40 @@ impl Client {
     pub async fn images(&self) -> Result<Vec<api::Image>, ApiError> {
         self.get(&path(&["images"])).await
     }
+
+    /// `GET /gpus`.
+    pub async fn gpus(&self) -> Result<api::GpuList, ApiError> {
+        self.get(&path(&["gpus"])).await
+    }
+
+    /// `GET /gpus/usage`.
+    pub async fn gpu_usage(&self) -> Result<api::GpuUsage, ApiError> {
+        self.get(&path(&["gpus", "usage"])).await
+    }
+
+    /// `POST /containers/{owner}/{name}/gpus`.
+    pub async fn attach_gpus(&self, owner: &str, name: &str, ask: &api::GpuAsk) -> Result<api::GpuGrant, ApiError> {
+        self.call(Method::POST, &path(&["containers", owner, name, "gpus"]), ask).await
+    }
+
+    /// `DELETE /containers/{owner}/{name}/gpus/{index}`.
+    pub async fn detach_gpu(&self, owner: &str, name: &str, index: u32) -> Result<(), ApiError> {
+        self.delete(&path(&["containers", owner, name, "gpus", &index.to_string()])).await
+    }
+
+    /// `PATCH /gpus/{index}` (admin).
+    pub async fn update_gpu(&self, index: u32, update: &api::GpuUpdate) -> Result<(), ApiError> {
+        self.exchange(Method::PATCH, &path(&["gpus", &index.to_string()]), Some(update), |r| r.timeout(REQUEST_TIMEOUT))
+            .await
+            .map(|_| ())
+    }
+
+    /// `PUT /users/{user}/gpu-allowlist` (admin).
+    pub async fn set_gpu_allowlist(&self, user: &str, list: &api::GpuAllowlist) -> Result<(), ApiError> {
+        self.exchange(Method::PUT, &path(&["users", user, "gpu-allowlist"]), Some(list), |r| r.timeout(REQUEST_TIMEOUT))
+            .await
+            .map(|_| ())
+    }
 }
 
 /// Characters escaped in a path segment or query value: anything that could end the segment

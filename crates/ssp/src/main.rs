@@ -47,6 +47,9 @@ enum Command {
     Container(cmd::container::ContainerCommand),
     /// Run a command in a container and exit with its exit code.
     Exec(cmd::exec::ExecArgs),
+    /// See GPUs and who holds them; attach and detach them; usage; admin marks.
+    #[command(subcommand)]
+    Gpu(cmd::gpu::GpuCommand),
     /// Build, import and list container images.
     #[command(subcommand)]
     Image(cmd::image::ImageCommand),
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
             Command::Container(command) => done(cmd::container::run(command, json).await),
             Command::Exec(args) => cmd::exec::run(args, json).await,
             Command::Image(command) => done(cmd::image::run(command, json).await),
+            Command::Gpu(command) => done(cmd::gpu::run(command, json).await),
             Command::Serve(args) => done(cmd::serve::run(args).await),
         }
     });

@@ -32,7 +32,7 @@ pub struct ListQuery {
 }
 
 /// The row for `owner/name` if the caller may see it; otherwise the same not-found answer.
-async fn visible(state: &AppState, caller: &Caller, owner: &str, name: &str) -> ApiResult<Container> {
+pub(crate) async fn visible(state: &AppState, caller: &Caller, owner: &str, name: &str) -> ApiResult<Container> {
     let object = format!("{owner}/{name}");
     if !caller.is_admin() && caller.name != owner {
         return Err(ApiError::not_found("container", &object));
@@ -46,6 +46,20 @@ async fn visible(state: &AppState, caller: &Caller, owner: &str, name: &str) -> 
 
 /// The API view: the row plus LXD's status and addresses.
 async fn view(state: &AppState, row: &Container, with_addresses: bool) -> api::Container {
+    let mut container = lxd_view(state, row, with_addresses).await;
+    let uid = row.uid.clone();
+    container.gpus = match state.db.run(move |s| s.leases_of(&uid)).await {
+        Ok(leases) => leases.into_iter().map(|l| l.gpu).collect(),
+        Err(e) => {
+            tracing::warn!("reading GPU leases: {e}");
+            Vec::new()
+        }
+    };
+    container.gpu_health = state.reconciler.gpu_health(&row.uid);
+    container
+}
+
+async fn lxd_view(state: &AppState, row: &Container, with_addresses: bool) -> api::Container {
     let lxd_name = instance::lxd_name(row);
     let problem = state.reconciler.problem(&row.uid);
     if row.phase == ContainerPhase::Creating {
@@ -147,6 +161,7 @@ pub async fn create(
         )?),
         None => request.idempotency_key.as_deref().map(check_idempotency_key).transpose()?,
     };
+    let gpus = request.gpus.as_ref().map(super::gpus::gpu_grant).transpose()?;
     let requested = PartialResources {
         cpus: request.cpus,
         memory: request.memory.as_deref().map(ByteSize::parse_nonzero).transpose()?,
@@ -181,6 +196,7 @@ pub async fn create(
                                 disk: existing.disk,
                                 desired_state: desired,
                                 idempotency_key: Some(key.clone()),
+                                gpus: None,
                             },
                         )
                         .map(|c| (StatusCode::OK, c))
@@ -218,6 +234,7 @@ pub async fn create(
                     disk: resources.disk,
                     desired_state: desired,
                     idempotency_key: idempotency_key.clone(),
+                    gpus: gpus.clone(),
                 },
             );
             Ok(created.map(|c| (StatusCode::CREATED, c)).map_err(ApiError::from))

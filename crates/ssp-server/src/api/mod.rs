@@ -2,6 +2,7 @@
 //! call it) and the OpenAPI document generated from the handlers and wire types.
 
 pub mod containers;
+pub mod gpus;
 pub mod keys;
 pub mod system;
 pub mod tokens;
@@ -25,6 +26,7 @@ use crate::AppState;
         tokens::list, tokens::create, tokens::revoke,
         containers::list, containers::create, containers::show, containers::delete,
         containers::set_state, containers::restart, containers::exec,
+        gpus::list, gpus::usage, gpus::attach, gpus::detach, gpus::update, gpus::allowlist,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -68,7 +70,13 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{owner}/{name}", get(containers::show).delete(containers::delete))
         .route("/containers/{owner}/{name}/state", put(containers::set_state))
         .route("/containers/{owner}/{name}/restart", post(containers::restart))
-        .route("/containers/{owner}/{name}/exec", post(containers::exec));
+        .route("/containers/{owner}/{name}/exec", post(containers::exec))
+        .route("/containers/{owner}/{name}/gpus", post(gpus::attach))
+        .route("/containers/{owner}/{name}/gpus/{index}", axum::routing::delete(gpus::detach))
+        .route("/gpus", get(gpus::list))
+        .route("/gpus/usage", get(gpus::usage))
+        .route("/gpus/{index}", axum::routing::patch(gpus::update))
+        .route("/users/{user}/gpu-allowlist", put(gpus::allowlist));
     Router::new()
         .nest(ssp_api::API_PREFIX, v1)
         .fallback(not_found)
@@ -117,6 +125,12 @@ mod tests {
             "/api/v1/containers/{owner}/{name}/state",
             "/api/v1/containers/{owner}/{name}/restart",
             "/api/v1/containers/{owner}/{name}/exec",
+            "/api/v1/containers/{owner}/{name}/gpus",
+            "/api/v1/containers/{owner}/{name}/gpus/{index}",
+            "/api/v1/gpus",
+            "/api/v1/gpus/usage",
+            "/api/v1/gpus/{index}",
+            "/api/v1/users/{user}/gpu-allowlist",
         ] {
             assert!(documented.iter().any(|p| p == path), "{path} is not in the OpenAPI document");
         }

@@ -45,6 +45,8 @@ pub enum ContainerCommand {
         /// Create it stopped.
         #[arg(long)]
         stopped: bool,
+        #[command(flatten)]
+        gpus: super::gpu::GpuArgs,
         /// Repeating a create with the same key yields the first one's container, so a
         /// script may retry safely.
         #[arg(long, value_name = "KEY")]
@@ -111,7 +113,7 @@ pub struct WaitArgs {
 pub async fn run(command: ContainerCommand, json: bool) -> anyhow::Result<()> {
     let client = super::connect()?;
     match command {
-        ContainerCommand::Create { container, image, cpus, memory, disk, stopped, idempotency_key, wait } => {
+        ContainerCommand::Create { container, image, cpus, memory, disk, stopped, gpus, idempotency_key, wait } => {
             let desired = if stopped { DesiredState::Stopped } else { DesiredState::Running };
             let create = ContainerCreate {
                 name: container.name.to_string(),
@@ -123,6 +125,7 @@ pub async fn run(command: ContainerCommand, json: bool) -> anyhow::Result<()> {
                 disk,
                 state: desired,
                 idempotency_key: None,
+                gpus: gpus.ask(false)?,
             };
             let (created, made) = client
                 .create_container(&create, idempotency_key.as_deref())
@@ -411,6 +414,8 @@ fn show(container: &Container) {
         ("memory", container.memory.clone()),
         ("disk", container.disk.clone()),
         ("addresses", if container.addresses.is_empty() { "-".into() } else { container.addresses.join(", ") }),
+        ("gpus", super::gpu::held(&container.gpus)),
+        ("gpu health", container.gpu_health.clone().unwrap_or_else(|| "-".into())),
         ("problem", container.problem.clone().unwrap_or_else(|| "-".into())),
         ("created", output::timestamp(Some(container.created_at))),
     ]);
@@ -433,6 +438,8 @@ mod tests {
             status: status.into(),
             addresses: vec![],
             problem: problem.map(str::to_string),
+            gpus: vec![],
+            gpu_health: None,
             created_at: 0,
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod container;
 pub mod exec;
+pub mod gpu;
 pub mod image;
 pub mod info;
 pub mod key;

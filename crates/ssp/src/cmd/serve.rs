@@ -20,6 +20,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let settings = ssp_server::Settings::load(&args.config)?;
+    let mut settings = ssp_server::Settings::load(&args.config)?;
+    // `SSP_GPU_EMULATE=4 scripts/up` switches a platform to emulated GPUs without editing
+    // its configuration.
+    if let Ok(text) = std::env::var("SSP_GPU_EMULATE") {
+        let count: u32 = text.trim().parse().with_context(|| format!("SSP_GPU_EMULATE={text:?} is not a count"))?;
+        let mut raw = settings.raw.clone();
+        raw.gpu.emulate = count;
+        settings = ssp_server::Settings::check(raw, &args.config)?;
+    }
     ssp_server::serve(settings).await.context("ssp serve")
 }

@@ -1,0 +1,589 @@
+//! GPUs in the daemon: which source they come from, how a container's leases become LXD
+//! devices, the health probe after a start, and the sampling loop that accounts usage per
+//! container, ends expired leases and reclaims idle GPUs.
+//!
+//! Leases live in the store and are granted there (the allocator is `ssp_core::gpu`); this
+//! module only turns them into devices and watches them. A lease that ends here is ended in
+//! the store first, then the reconciler is woken to unplug the device — the same path as a
+//! user's detach — and the holder is told inside the container.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use ssp_gpu::{GpuSample, GpuSource};
+use ssp_lxd::wire::{ConfigMap, DeviceMap};
+use ssp_store::{GpuRecord, Lease};
+
+use crate::config::Settings;
+use crate::db::Db;
+use crate::instance;
+use crate::reconcile::ReconcilerHandle;
+
+/// Set by the reconciler once the GPUs of a container passed the health probe after its
+/// last start: a digest of its GPU devices and its start time.
+pub const TAG_GPU_HEALTH: &str = "user.ssp.gpu-health";
+
+/// Where the host's driver userspace goes inside a container, when ssp provides it.
+const DRIVER_PATH: &str = "/usr/local/nvidia";
+
+/// How containers get the NVIDIA userspace that matches the host's driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverUserspace {
+    /// Nothing to add (emulated GPUs, or no GPUs).
+    None,
+    /// LXD's `nvidia.runtime=true` (the host has `libnvidia-container`).
+    NvidiaRuntime,
+    /// A read-only copy of the host's driver libraries and tools, mounted at
+    /// `/usr/local/nvidia`.
+    HostLibraries {
+        /// The host folder (`state_dir/nvidia-driver/<version>`).
+        folder: PathBuf,
+    },
+}
+
+/// What the reconciler needs to turn leases into devices.
+#[derive(Debug, Clone)]
+pub struct GpuPlumbing {
+    /// Emulated GPUs (`unix-char` devices) rather than real cards (`gpu` devices).
+    pub emulated: bool,
+    /// Where emulated nodes are.
+    pub dev_dir: PathBuf,
+    /// Driver userspace for real cards.
+    pub driver: DriverUserspace,
+}
+
+impl Default for GpuPlumbing {
+    fn default() -> Self {
+        Self { emulated: true, dev_dir: ssp_gpu::emulated::DEFAULT_DEV_DIR.into(), driver: DriverUserspace::None }
+    }
+}
+
+/// The config keys and devices that give a container the GPUs it holds (`held`, host
+/// indices): inside they are numbered from 0 in host order, so host GPU2,3 become GPU0,1.
+pub fn attachments(held: &BTreeSet<u32>, inventory: &[GpuRecord], plumbing: &GpuPlumbing) -> (ConfigMap, DeviceMap) {
+    let mut config = ConfigMap::new();
+    let mut devices = DeviceMap::new();
+    let pairs =
+        |list: &[(&str, String)]| -> ConfigMap { list.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() };
+    for (host, inside) in ssp_core::gpu::container_numbering(held) {
+        let Some(gpu) = inventory.iter().find(|g| g.index == host) else { continue };
+        let device = match (&gpu.pci, gpu.emulated) {
+            (Some(pci), false) => {
+                pairs(&[("type", "gpu".into()), ("gputype", "physical".into()), ("pci", pci.clone())])
+            }
+            _ => pairs(&[
+                ("type", "unix-char".into()),
+                ("source", emulated_node(host, plumbing)),
+                ("path", format!("/dev/nvidia{inside}")),
+                ("mode", "0666".into()),
+            ]),
+        };
+        devices.insert(format!("gpu{host}"), device);
+    }
+    if devices.is_empty() || plumbing.emulated {
+        return (config, devices);
+    }
+    match &plumbing.driver {
+        DriverUserspace::None => {}
+        DriverUserspace::NvidiaRuntime => {
+            config.insert("nvidia.runtime".into(), "true".into());
+            config.insert("nvidia.driver.capabilities".into(), "compute,utility".into());
+        }
+        DriverUserspace::HostLibraries { folder } => {
+            devices.insert(
+                "nvidia-driver".into(),
+                pairs(&[
+                    ("type", "disk".into()),
+                    ("source", folder.display().to_string()),
+                    ("path", DRIVER_PATH.into()),
+                    ("readonly", "true".into()),
+                ]),
+            );
+        }
+    }
+    (config, devices)
+}
+
+fn emulated_node(host: u32, plumbing: &GpuPlumbing) -> String {
+    plumbing.dev_dir.join(format!("nvidia{host}")).display().to_string()
+}
+
+/// The digest recorded in [`TAG_GPU_HEALTH`]: the GPU devices and the start they were
+/// probed after.
+pub fn health_digest(devices: &DeviceMap, last_used_at: &str) -> String {
+    let mut hash = Sha256::new();
+    for (name, device) in devices.iter().filter(|(name, _)| name.starts_with("gpu") || *name == "nvidia-driver") {
+        hash.update(name.as_bytes());
+        for (k, v) in device {
+            hash.update([0]);
+            hash.update(k.as_bytes());
+            hash.update([1]);
+            hash.update(v.as_bytes());
+        }
+    }
+    hash.update([2]);
+    hash.update(last_used_at.as_bytes());
+    hash.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The probe run inside after a start. Emulated: the expected nodes `/dev/nvidia0..N-1` are
+/// character devices and there are no others. Real: `nvidia-smi -L` lists exactly N GPUs
+/// (after making ssp's driver copy known to the dynamic linker, where ssp provides it).
+pub const PROBE_SCRIPT: &str = r#"set -u
+expected="$1"; kind="$2"
+if [ "$kind" = emulated ]; then
+  n=0
+  for d in /dev/nvidia[0-9]*; do
+    [ -e "$d" ] || continue
+    [ -c "$d" ] || { echo "$d is not a character device"; exit 1; }
+    n=$((n + 1))
+  done
+  k=0
+  while [ "$k" -lt "$expected" ]; do
+    [ -c "/dev/nvidia$k" ] || { echo "/dev/nvidia$k is missing"; exit 1; }
+    k=$((k + 1))
+  done
+  [ "$n" -eq "$expected" ] || { echo "$n GPU nodes inside, $expected expected"; exit 1; }
+  exit 0
+fi
+if [ -d /usr/local/nvidia/lib ]; then
+  echo /usr/local/nvidia/lib > /etc/ld.so.conf.d/ssp-nvidia.conf
+  ldconfig 2>/dev/null || true
+  [ -x /usr/local/nvidia/bin/nvidia-smi ] && ln -sf /usr/local/nvidia/bin/nvidia-smi /usr/local/bin/nvidia-smi
+fi
+command -v nvidia-smi >/dev/null 2>&1 || { echo "nvidia-smi is not available inside"; exit 1; }
+listed=$(nvidia-smi -L 2>&1) || { echo "nvidia-smi failed: $listed"; exit 1; }
+n=$(printf '%s\n' "$listed" | grep -c '^GPU ')
+[ "$n" -eq "$expected" ] || { echo "nvidia-smi lists $n GPUs, $expected expected"; exit 1; }
+"#;
+
+/// Tells the container's people something: appended to `/var/log/ssp/notices` and written
+/// to every terminal open inside. The message comes from ssp's own text and numbers only.
+pub const NOTICE_SCRIPT: &str = r#"set -u
+mkdir -p /var/log/ssp
+printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" >> /var/log/ssp/notices
+for t in /dev/pts/[0-9]*; do
+  [ -c "$t" ] && printf '\r\n[ssp] %s\r\n' "$1" > "$t" 2>/dev/null
+done
+exit 0
+"#;
+
+/// Telemetry as last sampled, and idle tracking per lease.
+#[derive(Debug, Default)]
+struct Live {
+    samples: Vec<GpuSample>,
+    sampled_at: Option<i64>,
+    idle_since: HashMap<i64, Instant>,
+    warned: HashSet<i64>,
+}
+
+/// The daemon's GPUs: their source, the last telemetry, and the loop that watches leases.
+#[derive(Clone)]
+pub struct Gpus {
+    source: Option<Arc<dyn GpuSource>>,
+    inventory: Arc<Vec<ssp_gpu::GpuInfo>>,
+    plumbing: GpuPlumbing,
+    live: Arc<Mutex<Live>>,
+    settings: crate::config::GpuConfig,
+}
+
+impl std::fmt::Debug for Gpus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpus").field("source", &self.kind()).field("gpus", &self.inventory.len()).finish()
+    }
+}
+
+impl Gpus {
+    /// No GPUs at all.
+    pub fn none(settings: &Settings) -> Self {
+        Self {
+            source: None,
+            inventory: Arc::default(),
+            plumbing: GpuPlumbing::default(),
+            live: Arc::default(),
+            settings: settings.raw.gpu.clone(),
+        }
+    }
+
+    /// Picks the source: the emulated inventory when configured, else NVML when the driver
+    /// is there (kept to the cards LXD also sees), else none.
+    pub async fn open(settings: &Settings, lxd: &ssp_lxd::Client) -> Result<Self, ssp_gpu::Error> {
+        let config = &settings.raw.gpu;
+        if config.emulate > 0 {
+            let emulated = ssp_gpu::emulated::Emulated::new(
+                config.emulate,
+                &config.emulated_dev_dir,
+                &settings.telemetry_script(),
+            )?;
+            let inventory = emulated.inventory()?;
+            tracing::info!(
+                "{} emulated GPUs (nodes under {}, telemetry from {})",
+                inventory.len(),
+                config.emulated_dev_dir.display(),
+                settings.telemetry_script().display()
+            );
+            return Ok(Self {
+                source: Some(Arc::new(emulated)),
+                inventory: Arc::new(inventory),
+                plumbing: GpuPlumbing {
+                    emulated: true,
+                    dev_dir: config.emulated_dev_dir.clone(),
+                    driver: DriverUserspace::None,
+                },
+                live: Arc::default(),
+                settings: config.clone(),
+            });
+        }
+        let nvml = match ssp_gpu::nvml::Nvml::open() {
+            Ok(nvml) => nvml,
+            Err(e) => {
+                tracing::info!("no GPUs: {e}");
+                return Ok(Self::none(settings));
+            }
+        };
+        let cards = match lxd.resources().await {
+            Ok(resources) => resources.gpu.cards,
+            Err(e) => {
+                tracing::warn!("LXD resources unreadable ({e}); trusting NVML's GPU list alone");
+                Vec::new()
+            }
+        };
+        let inventory = ssp_gpu::merge_with_lxd(nvml.inventory()?, &cards);
+        let driver = if which("nvidia-container-cli").is_some() {
+            DriverUserspace::NvidiaRuntime
+        } else {
+            let version = nvml.driver_version()?;
+            match copy_driver_userspace(&settings.raw.state_dir, &version) {
+                Ok(folder) => DriverUserspace::HostLibraries { folder },
+                Err(e) => {
+                    tracing::warn!("cannot copy the driver's libraries for containers: {e}");
+                    DriverUserspace::None
+                }
+            }
+        };
+        tracing::info!("{} NVIDIA GPUs through NVML; driver userspace: {driver:?}", inventory.len());
+        Ok(Self {
+            source: Some(Arc::new(nvml)),
+            inventory: Arc::new(inventory),
+            plumbing: GpuPlumbing { emulated: false, dev_dir: config.emulated_dev_dir.clone(), driver },
+            live: Arc::default(),
+            settings: config.clone(),
+        })
+    }
+
+    /// `nvml`, `emulated` or `none`.
+    pub fn kind(&self) -> &'static str {
+        self.source.as_ref().map_or("none", |s| s.kind())
+    }
+
+    /// How leases become devices.
+    pub fn plumbing(&self) -> GpuPlumbing {
+        self.plumbing.clone()
+    }
+
+    /// The inventory as the store records it.
+    pub fn records(&self) -> Vec<GpuRecord> {
+        self.inventory
+            .iter()
+            .map(|g| GpuRecord {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                model: g.model.clone(),
+                memory: g.memory,
+                pci: g.pci.clone(),
+                emulated: g.emulated,
+            })
+            .collect()
+    }
+
+    /// The last samples and when they were taken.
+    pub fn samples(&self) -> (Vec<GpuSample>, Option<i64>) {
+        let live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (live.samples.clone(), live.sampled_at)
+    }
+
+    /// Samples, ends expired leases and reclaims idle GPUs, every `sample_interval_secs`.
+    pub async fn run(self, db: Db, lxd: ssp_lxd::Client, reconciler: ReconcilerHandle) {
+        if self.source.is_none() {
+            return;
+        }
+        let mut ticker = tokio::time::interval(Duration::from_secs(self.settings.sample_interval_secs));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(e) = self.tick(&db, &lxd, &reconciler).await {
+                tracing::warn!("GPU sampling: {e}");
+            }
+        }
+    }
+
+    async fn tick(&self, db: &Db, lxd: &ssp_lxd::Client, reconciler: &ReconcilerHandle) -> Result<(), String> {
+        let Some(source) = self.source.clone() else { return Ok(()) };
+        let samples = tokio::task::spawn_blocking(move || source.sample())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        {
+            let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            live.samples = samples.clone();
+            live.sampled_at = Some(unix_now());
+        }
+        let now = unix_now();
+        let (expired, leases) =
+            db.run(move |s| Ok((s.expired_leases(now)?, s.active_leases()?))).await.map_err(|e| e.to_string())?;
+        let mut ended = false;
+        for lease in expired {
+            if self.end(db, &lease, "expired").await? {
+                ended = true;
+                let text = format!(
+                    "Your lease on GPU {} for {}/{} has ended; the GPU was detached (the container keeps running).",
+                    lease.gpu, lease.owner, lease.container
+                );
+                notify(db, lxd, &lease, &text).await;
+            }
+        }
+        if self.settings.idle_reclaim {
+            ended |= self.reclaim_idle(db, lxd, &samples, &leases).await?;
+        }
+        if ended {
+            reconciler.wake();
+        }
+        Ok(())
+    }
+
+    /// Ends `lease` in the store with `reason`; `false` if it had ended already.
+    async fn end(&self, db: &Db, lease: &Lease, reason: &'static str) -> Result<bool, String> {
+        let (uid, gpu) = (lease.container_uid.clone(), lease.gpu);
+        db.run(move |s| s.end_lease(None, &uid, gpu, reason)).await.map_err(|e| e.to_string())
+    }
+
+    async fn reclaim_idle(
+        &self,
+        db: &Db,
+        lxd: &ssp_lxd::Client,
+        samples: &[GpuSample],
+        leases: &[Lease],
+    ) -> Result<bool, String> {
+        let after = Duration::from_secs(self.settings.idle_after_secs);
+        let warn_at = after.saturating_sub(Duration::from_secs(self.settings.idle_warning_secs));
+        let now = Instant::now();
+        let mut to_warn = Vec::new();
+        let mut to_reclaim = Vec::new();
+        {
+            let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let active: HashSet<i64> = leases.iter().map(|l| l.id).collect();
+            live.idle_since.retain(|id, _| active.contains(id));
+            live.warned.retain(|id| active.contains(id));
+            for lease in leases {
+                let busy = samples
+                    .iter()
+                    .find(|s| s.index == lease.gpu)
+                    .is_some_and(|s| s.utilization >= self.settings.idle_threshold_percent);
+                if busy {
+                    live.idle_since.insert(lease.id, now);
+                    live.warned.remove(&lease.id);
+                    continue;
+                }
+                let since = *live.idle_since.entry(lease.id).or_insert(now);
+                let idle = now.duration_since(since);
+                if idle >= after {
+                    to_reclaim.push(lease.clone());
+                } else if idle >= warn_at && live.warned.insert(lease.id) {
+                    to_warn.push((lease.clone(), after - idle));
+                }
+            }
+        }
+        for (lease, left) in to_warn {
+            let text = format!(
+                "GPU {} of {}/{} has been idle; it will be detached in about {} s unless it is used.",
+                lease.gpu,
+                lease.owner,
+                lease.container,
+                left.as_secs()
+            );
+            notify(db, lxd, &lease, &text).await;
+            let (object, detail) = (format!("{}/{}", lease.owner, lease.container), format!("gpu {}", lease.gpu));
+            db.run(move |s| s.log(None, "gpu.idle-warning", &object, Some(&detail)))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let mut ended = false;
+        for lease in to_reclaim {
+            if self.end(db, &lease, "idle").await? {
+                ended = true;
+                let text = format!(
+                    "GPU {} of {}/{} stayed idle and was detached (the container keeps running); ask for it again when you need it.",
+                    lease.gpu, lease.owner, lease.container
+                );
+                notify(db, lxd, &lease, &text).await;
+            }
+        }
+        Ok(ended)
+    }
+}
+
+/// Runs [`NOTICE_SCRIPT`] in the lease's container; a stopped or busy container just misses
+/// the terminal part (the journal has the event either way).
+async fn notify(db: &Db, lxd: &ssp_lxd::Client, lease: &Lease, text: &str) {
+    let (owner, name) = (lease.owner.clone(), lease.container.clone());
+    let Ok(row) = db.run(move |s| s.container(&owner, &name)).await else { return };
+    let command: Vec<String> = ["sh", "-c", NOTICE_SCRIPT, "ssp-notice", text].iter().map(|s| s.to_string()).collect();
+    let name = instance::lxd_name(&row);
+    let exec = lxd.exec_output_with(&name, &command, &[], ssp_lxd::ExecOptions::default());
+    match tokio::time::timeout(Duration::from_secs(30), exec).await {
+        Ok(Ok(output)) if output.exit_code == 0 => {}
+        Ok(Ok(output)) => tracing::debug!("notice in {}: exit {}", row.name, output.exit_code),
+        Ok(Err(e)) => tracing::debug!("notice in {}: {e}", row.name),
+        Err(_) => tracing::debug!("notice in {}: timed out", row.name),
+    }
+}
+
+/// Each sampled process with the container it runs in (`owner/name`), by host PID, read
+/// from its cgroup under `proc_root`.
+pub fn place_processes(
+    samples: &[GpuSample],
+    containers_by_instance: &BTreeMap<String, String>,
+    proc_root: &Path,
+) -> BTreeMap<u32, Option<String>> {
+    let mut placed = BTreeMap::new();
+    for process in samples.iter().flat_map(|s| &s.processes) {
+        placed.entry(process.pid).or_insert_with(|| {
+            ssp_gpu::cgroup::instance_of_pid(proc_root, process.pid)
+                .and_then(|instance| containers_by_instance.get(&instance).cloned())
+        });
+    }
+    placed
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
+}
+
+/// Driver files a CUDA program and `nvidia-smi` need (by library name prefix).
+const DRIVER_LIBRARIES: [&str; 10] = [
+    "libnvidia-ml.so",
+    "libcuda.so",
+    "libcudadebugger.so",
+    "libnvidia-ptxjitcompiler.so",
+    "libnvidia-nvvm.so",
+    "libnvidia-gpucomp.so",
+    "libnvidia-allocator.so",
+    "libnvidia-cfg.so",
+    "libnvidia-opencl.so",
+    "libnvidia-pkcs11.so",
+];
+
+/// Copies the host driver's userspace (the libraries above as `ldconfig -p` finds them,
+/// and `nvidia-smi`) into `state_dir/nvidia-driver/<version>`, once per driver version:
+/// containers mount it read-only, so their libraries always match the host's kernel module.
+fn copy_driver_userspace(state_dir: &Path, version: &str) -> Result<PathBuf, String> {
+    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+        return Err(format!("driver version {version:?} is not a plain version"));
+    }
+    let folder = state_dir.join("nvidia-driver").join(version);
+    if folder.join(".complete").exists() {
+        return Ok(folder);
+    }
+    let listing = std::process::Command::new("ldconfig").arg("-p").output().map_err(|e| format!("ldconfig -p: {e}"))?;
+    let text = String::from_utf8_lossy(&listing.stdout);
+    let lib = folder.join("lib");
+    let bin = folder.join("bin");
+    std::fs::create_dir_all(&lib).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
+    let mut copied = 0;
+    for line in text.lines() {
+        let Some((name, path)) = line.trim().split_once(" => ") else { continue };
+        let soname = name.split_whitespace().next().unwrap_or_default();
+        if !line.contains("x86-64") && !line.contains("AArch64") {
+            continue;
+        }
+        if DRIVER_LIBRARIES.iter().any(|prefix| soname.starts_with(prefix)) {
+            let target = lib.join(soname);
+            if !target.exists() {
+                std::fs::copy(path.trim(), &target).map_err(|e| format!("copying {path}: {e}"))?;
+                copied += 1;
+            }
+        }
+    }
+    if let Some(smi) = which("nvidia-smi") {
+        std::fs::copy(&smi, bin.join("nvidia-smi")).map_err(|e| format!("copying {}: {e}", smi.display()))?;
+    }
+    if copied == 0 {
+        return Err("ldconfig lists no NVIDIA driver libraries".into());
+    }
+    std::fs::write(folder.join(".complete"), version).map_err(|e| e.to_string())?;
+    Ok(folder)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn record(index: u32, emulated: bool) -> GpuRecord {
+        GpuRecord {
+            index,
+            uuid: format!("GPU-{index}"),
+            model: "m".into(),
+            memory: 1,
+            pci: (!emulated).then(|| format!("0000:0{index}:00.0")),
+            emulated,
+        }
+    }
+
+    #[test]
+    fn emulated_leases_become_unix_char_nodes_numbered_from_zero() {
+        let inventory: Vec<_> = (0..4).map(|i| record(i, true)).collect();
+        let (config, devices) = attachments(&[2, 3].into(), &inventory, &GpuPlumbing::default());
+        assert!(config.is_empty());
+        assert_eq!(devices.len(), 2);
+        assert_eq!(devices["gpu2"]["type"], "unix-char");
+        assert_eq!(devices["gpu2"]["source"], "/dev/ssp-gpu/nvidia2");
+        assert_eq!(devices["gpu2"]["path"], "/dev/nvidia0");
+        assert_eq!(devices["gpu3"]["path"], "/dev/nvidia1");
+        // A lease on a GPU the inventory no longer has gives no device.
+        assert!(attachments(&[7].into(), &inventory, &GpuPlumbing::default()).1.is_empty());
+    }
+
+    #[test]
+    fn real_cards_pass_by_pci_with_the_drivers_userspace() {
+        let inventory: Vec<_> = (0..2).map(|i| record(i, false)).collect();
+        let runtime = GpuPlumbing { emulated: false, driver: DriverUserspace::NvidiaRuntime, ..GpuPlumbing::default() };
+        let (config, devices) = attachments(&[1].into(), &inventory, &runtime);
+        assert_eq!(devices["gpu1"]["type"], "gpu");
+        assert_eq!(devices["gpu1"]["pci"], "0000:01:00.0");
+        assert_eq!(config["nvidia.runtime"], "true");
+        let copy = GpuPlumbing {
+            emulated: false,
+            driver: DriverUserspace::HostLibraries { folder: "/x/550".into() },
+            ..GpuPlumbing::default()
+        };
+        let (config, devices) = attachments(&[0].into(), &inventory, &copy);
+        assert!(config.is_empty());
+        assert_eq!(devices["nvidia-driver"]["readonly"], "true");
+        // No GPUs, nothing at all.
+        let (config, devices) = attachments(&BTreeSet::new(), &inventory, &runtime);
+        assert!(config.is_empty() && devices.is_empty());
+    }
+
+    #[test]
+    fn the_health_digest_follows_devices_and_starts() {
+        let inventory: Vec<_> = (0..4).map(|i| record(i, true)).collect();
+        let (_, two) = attachments(&[2, 3].into(), &inventory, &GpuPlumbing::default());
+        let (_, one) = attachments(&[2].into(), &inventory, &GpuPlumbing::default());
+        let a = health_digest(&two, "2026-01-01T00:00:00Z");
+        assert_eq!(a, health_digest(&two, "2026-01-01T00:00:00Z"));
+        assert_ne!(a, health_digest(&one, "2026-01-01T00:00:00Z"));
+        assert_ne!(a, health_digest(&two, "2026-01-02T00:00:00Z"));
+    }
+}

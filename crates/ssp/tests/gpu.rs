@@ -1,0 +1,227 @@
+//! GPUs end to end with the emulated inventory: the real `ssp serve` with `[gpu] emulate = 4`
+//! (real character devices 195:N under a folder of /dev), the real CLI, a private real LXD.
+//! Exact assignment and isolation inside the container, refusals that say what is free,
+//! hot detach, a lease that expires, usage placed by cgroup for processes that really run in
+//! the container, and idle reclaim driven by scripted telemetry — firing on the idle GPU and
+//! not on the busy ones.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+use ssp_testkit::e2e::{cli, eventually, ok, text};
+use ssp_testkit::{Platform, PrivateLxd};
+
+/// Where this suite's emulated nodes go (removed at the end).
+const DEV_DIR: &str = "/dev/ssp-gpu-test";
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ssp"))
+}
+
+/// Host GPU nodes visible inside `container`: `(name, major, minor)`, from `ls -l /dev`.
+async fn nodes_inside(platform: &Platform, config: &Path, container: &str) -> Result<Vec<(String, u32, u32)>> {
+    let listing = ok(cli(platform, config, &["exec", container, "--", "ls", "-l", "/dev"]).await?, "ls /dev")?;
+    let mut nodes = Vec::new();
+    for line in listing.lines().filter(|l| l.starts_with('c')) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(name) = fields.last().filter(|n| n.starts_with("nvidia")) else { continue };
+        // `crw-rw-rw-  1 root root  195,   2 Nov 25 03:40 nvidia0`
+        let numbers = line.split_once("root").map(|(_, rest)| rest.replace("root", "")).unwrap_or_default();
+        let (major, minor) = numbers.trim().split_once(',').context("major,minor")?;
+        let minor = minor.split_whitespace().next().context("minor")?;
+        nodes.push((name.to_string(), major.trim().parse()?, minor.parse()?));
+    }
+    nodes.sort();
+    Ok(nodes)
+}
+
+async fn shown(platform: &Platform, config: &Path, container: &str) -> Result<Value> {
+    let out = ok(cli(platform, config, &["--json", "container", "show", container]).await?, "container show")?;
+    Ok(serde_json::from_str(&out)?)
+}
+
+fn script(platform: &Platform, telemetry: Value) -> Result<()> {
+    let path = platform.dir().join("state/gpu-telemetry.json");
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, telemetry.to_string())?;
+    std::fs::rename(&temporary, &path)?;
+    Ok(())
+}
+
+fn busy(indices: &[u32]) -> Value {
+    json!({ "gpus": indices.iter().map(|i| json!({"index": i, "utilization": 60})).collect::<Vec<_>>() })
+}
+
+/// The host PID of the process whose command line is `argv` and which runs in `instance`.
+fn host_pid_of(argv: &[&str], instance: &str) -> Result<u32> {
+    let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if cmdline == wanted && ssp_gpu::cgroup::instance_of_pid(Path::new("/proc"), pid).as_deref() == Some(instance) {
+            return Ok(pid);
+        }
+    }
+    anyhow::bail!("no process {argv:?} in {instance}")
+}
+
+async fn notices(platform: &Platform, config: &Path, container: &str) -> Result<String> {
+    let out =
+        cli(platform, config, &["exec", container, "--", "sh", "-c", "cat /var/log/ssp/notices 2>/dev/null"]).await?;
+    Ok(text(&out.stdout))
+}
+
+async fn gpus_exactly_as_granted(lxd: &'static PrivateLxd) -> Result<()> {
+    let extra = format!(
+        "[gpu]\nemulate = 4\nemulated_dev_dir = \"{DEV_DIR}\"\nsample_interval_secs = 1\nidle_reclaim = true\n\
+         idle_threshold_percent = 10\nidle_after_secs = 8\nidle_warning_secs = 4\n"
+    );
+    let platform = Platform::start_async_with(binary(), lxd, "busybox", &extra).await?;
+    let result = scenario(&platform, lxd).await;
+    std::fs::remove_dir_all(DEV_DIR).ok();
+    result.map_err(|e| {
+        let log = platform.log();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        e.context(format!("ssp serve's log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")))
+    })
+}
+
+async fn scenario(platform: &Platform, lxd: &'static PrivateLxd) -> Result<()> {
+    // Everything busy until a step says otherwise, so idle reclaim waits for its own step.
+    script(platform, busy(&[0, 1, 2, 3]))?;
+    let alice = platform.user("alice", &["--max-gpus", "3"])?;
+    let bob = platform.user("bob", &["--max-gpus", "3"])?;
+    let bob_token = platform.token("bob")?;
+
+    // What bob gets for alice's container before it exists: after, it must be the same.
+    let ask = Some(json!({"indices": [2]}));
+    let attach_path = "/api/v1/containers/alice/dev/gpus";
+    let detach_path = "/api/v1/containers/alice/dev/gpus/2";
+    let attach_missing = platform.request("POST", attach_path, Some(&bob_token), ask.clone()).await?;
+    let detach_missing = platform.request("DELETE", detach_path, Some(&bob_token), None).await?;
+
+    // Exactly host GPUs 2 and 3, seen inside as nvidia0 and nvidia1, and no others.
+    ok(cli(platform, &alice, &["container", "create", "dev", "--gpu", "2,3"]).await?, "alice creates dev")?;
+    let nodes = nodes_inside(platform, &alice, "dev").await?;
+    ensure!(nodes == vec![("nvidia0".into(), 195, 2), ("nvidia1".into(), 195, 3)], "inside alice/dev: {nodes:?}");
+    eventually("the GPU health probe passes", Duration::from_secs(60), || async {
+        Ok(shown(platform, &alice, "dev").await?["gpu_health"] == "healthy")
+    })
+    .await?;
+    ensure!(shown(platform, &alice, "dev").await?["gpus"] == json!([2, 3]));
+
+    // Another user cannot get them, and is told what is free; the refused create leaves nothing.
+    let refused = cli(platform, &bob, &["container", "create", "box", "--gpu", "3"]).await?;
+    ensure!(refused.status.code() == Some(6), "bob asking for GPU 3: exit {:?}", refused.status.code());
+    let message = text(&refused.stderr);
+    ensure!(message.contains("GPU 3 is in use") && message.contains("free for you: 0,1"), "{message}");
+    let gone = cli(platform, &bob, &["container", "show", "box"]).await?;
+    ensure!(gone.status.code() == Some(4), "a refused create left a container");
+    let over = cli(platform, &bob, &["container", "create", "box", "--gpus", "4"]).await?;
+    ensure!(text(&over.stderr).contains("GPU quota exceeded"), "{}", text(&over.stderr));
+    ok(cli(platform, &bob, &["container", "create", "box", "--gpus", "2"]).await?, "bob creates box")?;
+    ensure!(shown(platform, &bob, "box").await?["gpus"] == json!([0, 1]));
+    // Bob cannot touch alice's GPUs: her container answers exactly like a missing one.
+    let foreign = platform.request("POST", attach_path, Some(&bob_token), ask).await?;
+    ensure!(foreign.status == 404 && foreign == attach_missing, "{foreign:?} vs {attach_missing:?}");
+    let detach = platform.request("DELETE", detach_path, Some(&bob_token), None).await?;
+    ensure!(detach.status == 404 && detach == detach_missing, "{detach:?} vs {detach_missing:?}");
+
+    // Hot detach: the node goes, the container keeps running.
+    ok(cli(platform, &alice, &["gpu", "detach", "dev", "--gpu", "3"]).await?, "detach 3")?;
+    eventually("GPU 3 leaves alice/dev", Duration::from_secs(60), || async {
+        Ok(nodes_inside(platform, &alice, "dev").await? == vec![("nvidia0".into(), 195, 2)])
+    })
+    .await?;
+    ensure!(shown(platform, &alice, "dev").await?["status"] == "Running");
+
+    // A lease that ends detaches by itself and tells the user inside.
+    let grant =
+        ok(cli(platform, &alice, &["--json", "gpu", "attach", "dev", "--gpu", "3", "--for", "15s"]).await?, "lease")?;
+    let grant: Value = serde_json::from_str(&grant)?;
+    ensure!(grant["holds"] == json!([2, 3]) && grant["expires_at"].is_i64(), "{grant}");
+    eventually("the leased GPU is plugged in", Duration::from_secs(15), || async {
+        Ok(nodes_inside(platform, &alice, "dev").await?.len() == 2)
+    })
+    .await?;
+    eventually("the lease ends and GPU 3 is detached", Duration::from_secs(60), || async {
+        Ok(nodes_inside(platform, &alice, "dev").await? == vec![("nvidia0".into(), 195, 2)])
+    })
+    .await?;
+    let told = notices(platform, &alice, "dev").await?;
+    ensure!(told.contains("Your lease on GPU 3 for alice/dev has ended"), "notices: {told}");
+
+    // Usage: a process that really runs in alice/dev, and one on the host, placed by cgroup.
+    ok(
+        cli(platform, &alice, &["exec", "dev", "--", "sh", "-c", "setsid sleep 6061 </dev/null >/dev/null 2>&1 &"])
+            .await?,
+        "start a process",
+    )?;
+    let instance = platform
+        .lxd_instances(lxd)
+        .await?
+        .into_iter()
+        .find(|i| i.config.get("user.ssp.owner").map(String::as_str) == Some("alice"))
+        .context("alice's instance")?
+        .name;
+    let mut pid = None;
+    eventually("the process shows on the host", Duration::from_secs(30), || {
+        let found = host_pid_of(&["sleep", "6061"], &instance).ok();
+        pid = found;
+        async move { Ok(found.is_some()) }
+    })
+    .await?;
+    let pid = pid.context("pid")?;
+    let mut telemetry = busy(&[0, 1, 2, 3]);
+    telemetry["gpus"][2]["processes"] = json!([{"pid": pid, "memory": 1 << 30}]);
+    telemetry["gpus"][0]["processes"] = json!([{"pid": std::process::id(), "memory": 1 << 20}]);
+    script(platform, telemetry)?;
+    eventually("usage shows alice's process", Duration::from_secs(30), || async {
+        let usage = ok(cli(platform, &alice, &["--json", "gpu", "usage"]).await?, "gpu usage")?;
+        let usage: Value = serde_json::from_str(&usage)?;
+        let dev =
+            usage["containers"].as_array().and_then(|c| c.iter().find(|c| c["container"] == "alice/dev")).cloned();
+        Ok(dev.is_some_and(|d| d["memory_used"] == json!(1u64 << 30) && d["processes"][0]["pid"] == json!(pid))
+            && usage["users"][0]["user"] == "alice")
+    })
+    .await?;
+    let listed: Value = serde_json::from_str(&ok(cli(platform, &alice, &["--json", "gpu", "list"]).await?, "list")?)?;
+    ensure!(listed["source"] == "emulated" && listed["gpus"].as_array().map(Vec::len) == Some(4), "{listed}");
+    ensure!(listed["gpus"][2]["processes"][0]["container"] == "alice/dev", "{listed}");
+    ensure!(listed["gpus"][0]["holders"][0]["owner"] == "bob", "{listed}");
+    ensure!(listed["gpus"][0]["holders"][0].get("container").is_none(), "alice sees bob's container name");
+    ensure!(listed["gpus"][0]["processes"] == json!([]), "alice sees a host process: {listed}");
+    let as_admin: Value = serde_json::from_str(&ok(platform.root_cli(&["--json", "gpu", "list"])?, "admin list")?)?;
+    ensure!(as_admin["gpus"][0]["processes"][0]["pid"] == json!(std::process::id()), "{as_admin}");
+    ensure!(as_admin["gpus"][0]["processes"][0].get("container").is_none(), "a host process placed in a container");
+    let bob_view: Value = serde_json::from_str(&ok(cli(platform, &bob, &["--json", "gpu", "usage"]).await?, "bob")?)?;
+    ensure!(!bob_view.to_string().contains("alice"), "bob sees alice's usage: {bob_view}");
+
+    // Idle reclaim: alice's GPU 2 goes idle and is taken back after a warning; bob's busy
+    // GPUs stay with him.
+    script(platform, busy(&[0, 1]))?;
+    eventually("the idle GPU is reclaimed", Duration::from_secs(90), || async {
+        Ok(shown(platform, &alice, "dev").await?["gpus"] == json!([]))
+    })
+    .await?;
+    eventually("its node leaves the container", Duration::from_secs(60), || async {
+        Ok(nodes_inside(platform, &alice, "dev").await?.is_empty())
+    })
+    .await?;
+    let told = notices(platform, &alice, "dev").await?;
+    let warned = told.find("has been idle").context(format!("no idle warning: {told}"))?;
+    let reclaimed = told.find("stayed idle and was detached").context(format!("no reclaim notice: {told}"))?;
+    ensure!(warned < reclaimed, "warned after the fact: {told}");
+    ensure!(shown(platform, &bob, "box").await?["gpus"] == json!([0, 1]), "bob's busy GPUs were reclaimed");
+    ensure!(shown(platform, &alice, "dev").await?["status"] == "Running");
+
+    let hours: Value = serde_json::from_str(&ok(platform.root_cli(&["--json", "gpu", "usage"])?, "hours")?)?;
+    let users = hours["users"].as_array().context("users")?;
+    ensure!(users.iter().any(|u| u["user"] == "alice" && u["holding"] == 0 && u["gpu_hours"].as_f64() > Some(0.0)));
+    ensure!(users.iter().any(|u| u["user"] == "bob" && u["holding"] == 2));
+    Ok(())
+}
+
+ssp_testkit::lxd_tests![gpus_exactly_as_granted];

@@ -1,0 +1,55 @@
+//! Small helpers every black-box suite uses: output as text, "it succeeded or say why",
+//! running the CLI off the async runtime, and waiting for a condition with a deadline (a
+//! deadline only bounds how long a broken run hangs; nothing asserts on speed).
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Result};
+
+use crate::Platform;
+
+/// Bytes as (lossy) text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The command's stdout if it succeeded; otherwise an error with its exit code and output.
+pub fn ok(output: Output, what: &str) -> Result<String> {
+    ensure!(
+        output.status.success(),
+        "{what} failed ({:?}): {}{}",
+        output.status.code(),
+        text(&output.stderr),
+        text(&output.stdout)
+    );
+    Ok(text(&output.stdout))
+}
+
+/// Runs the CLI as the user whose config is `config`, on a blocking thread.
+pub async fn cli(platform: &Platform, config: &Path, args: &[&str]) -> Result<Output> {
+    let mut command = platform.cli_command(config, args);
+    tokio::task::spawn_blocking(move || Ok(command.output()?)).await?
+}
+
+/// Checks until `check` says yes, failing with `what` (and the last error) after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_error = String::new();
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_error = format!("{e:#}"),
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {timeout:?} {last_error}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
