@@ -41,6 +41,23 @@ max_gpus = 0
 TOML
 }
 
+SSP_ENV_FILE=${SSP_ENV_FILE:-/etc/ssp/ssp.env}
+
+# Remembers daemon settings given in the environment of `scripts/up` (today
+# SSP_GPU_EMULATE=N: emulate N GPUs; 0 turns emulation off), so the next start keeps them.
+ssp_write_env() {
+  [ -n "${SSP_GPU_EMULATE:-}" ] || return 0
+  case "$SSP_GPU_EMULATE" in
+    *[!0-9]* | "") ssp_die "SSP_GPU_EMULATE must be a number of GPUs, not '$SSP_GPU_EMULATE'" ;;
+  esac
+  mkdir -p "$(dirname "$SSP_ENV_FILE")"
+  touch "$SSP_ENV_FILE"
+  grep -v '^SSP_GPU_EMULATE=' "$SSP_ENV_FILE" >"$SSP_ENV_FILE.new" || true
+  echo "SSP_GPU_EMULATE=$SSP_GPU_EMULATE" >>"$SSP_ENV_FILE.new"
+  mv "$SSP_ENV_FILE.new" "$SSP_ENV_FILE"
+  ssp_log "GPUs: emulating $SSP_GPU_EMULATE (remembered in $SSP_ENV_FILE)"
+}
+
 ssp_daemon_pid() {
   local pid
   pid=$(cat /run/ssp/ssp.pid 2>/dev/null) || return 1
@@ -58,6 +75,7 @@ After=network-online.target lxd.service snap.lxd.daemon.service
 Wants=lxd.service
 
 [Service]
+EnvironmentFile=-$SSP_ENV_FILE
 ExecStart=/usr/local/bin/ssp serve --config $SSP_CONFIG_FILE
 Restart=always
 RestartSec=2
@@ -80,7 +98,10 @@ UNIT
     fi
     ssp_log "starting the ssp daemon (log: /var/log/ssp.log)"
     mkdir -p /run/ssp
-    setsid /usr/local/bin/ssp serve --config "$SSP_CONFIG_FILE" </dev/null >>/var/log/ssp.log 2>&1 &
+    (
+      if [ -f "$SSP_ENV_FILE" ]; then set -a; . "$SSP_ENV_FILE"; set +a; fi
+      exec setsid /usr/local/bin/ssp serve --config "$SSP_CONFIG_FILE" </dev/null >>/var/log/ssp.log 2>&1
+    ) &
     echo $! >/run/ssp/ssp.pid
   fi
   for _ in $(seq 300); do

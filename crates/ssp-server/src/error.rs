@@ -92,6 +92,9 @@ impl From<ssp_lxd::Error> for ApiError {
             ssp_lxd::Error::Connect { .. } => {
                 ApiError::Unavailable(format!("the LXD daemon is not reachable ({error}); an admin must start it"))
             }
+            ssp_lxd::Error::Timeout { .. } => {
+                ApiError::Unavailable(format!("LXD did not answer in time ({error}); try again shortly"))
+            }
             other => ApiError::Internal(format!("LXD: {other}")),
         }
     }

@@ -3,11 +3,11 @@
 //! The SIGKILL crash test lives in `crash.rs`, with an LXD daemon of its own: its storm of
 //! creates, deletes and kills must not slow these tests' containers.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
+use ssp_testkit::e2e::{cli, eventually, ok, text};
 use ssp_testkit::{Platform, PrivateLxd};
 
 const KEY_ONE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIrKf1o0RwkJwqVjSVr1Kk8ACQpKfuTsWg+LO78esydY alice@laptop";
@@ -17,49 +17,8 @@ fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ssp"))
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(output: Output, what: &str) -> Result<String> {
-    ensure!(
-        output.status.success(),
-        "{what} failed ({:?}): {}{}",
-        output.status.code(),
-        text(&output.stderr),
-        text(&output.stdout)
-    );
-    Ok(text(&output.stdout))
-}
-
 async fn platform(lxd: &'static PrivateLxd, image: &str) -> Result<Platform> {
     Platform::start_async(binary(), lxd, image).await
-}
-
-/// Runs the CLI on a blocking thread (it waits for containers).
-async fn cli(platform: &Platform, config: &Path, args: &[&str]) -> Result<Output> {
-    let mut command = platform.cli_command(config, args);
-    tokio::task::spawn_blocking(move || Ok(command.output()?)).await?
-}
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last_error = String::new();
-    loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last_error = format!("{e:#}"),
-        }
-        if Instant::now() > deadline {
-            bail!("{what}: not within {timeout:?} {last_error}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 async fn a_user_runs_their_own_container_end_to_end(lxd: &'static PrivateLxd) -> Result<()> {

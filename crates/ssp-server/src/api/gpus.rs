@@ -42,18 +42,11 @@ pub(crate) fn gpu_grant(ask: &api::GpuAsk) -> ApiResult<ssp_store::GpuGrant> {
     let expires_at = match &ask.duration {
         Some(text) => {
             let duration = ssp_core::duration::parse(text).map_err(ApiError::BadRequest)?;
-            Some(unix_now() + i64::try_from(duration.as_secs()).unwrap_or(i64::MAX / 2))
+            Some(gpu::unix_now() + i64::try_from(duration.as_secs()).unwrap_or(i64::MAX / 2))
         }
         None => None,
     };
     Ok(ssp_store::GpuGrant { request, expires_at })
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Which container each LXD instance is (`owner/name`), to place GPU processes.

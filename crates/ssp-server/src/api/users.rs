@@ -90,7 +90,7 @@ pub fn view(store: &Store, name: &str) -> Result<api::User, ssp_store::Error> {
         cpus: held.iter().map(|c| c.cpus).sum(),
         memory: ByteSize::from_bytes(held.iter().map(|c| c.memory.bytes()).sum()).to_string(),
         disk: ByteSize::from_bytes(held.iter().map(|c| c.disk.bytes()).sum()).to_string(),
-        gpus: 0,
+        gpus: u32::try_from(store.active_leases()?.iter().filter(|l| l.owner == name).count()).unwrap_or(u32::MAX),
     };
     Ok(api::User {
         name: user.name.as_str().into(),
