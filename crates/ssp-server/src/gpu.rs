@@ -484,6 +484,24 @@ const DRIVER_LIBRARIES: [&str; 10] = [
     "libnvidia-pkcs11.so",
 ];
 
+/// The driver libraries in `ldconfig -p` output, as (soname, path), for this machine's
+/// architecture only.
+fn driver_files(listing: &str) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for line in listing.lines() {
+        let Some((name, path)) = line.trim().split_once(" => ") else { continue };
+        if !line.contains("x86-64") && !line.contains("AArch64") {
+            continue;
+        }
+        let soname = name.split_whitespace().next().unwrap_or_default();
+        let plain = soname.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if plain && DRIVER_LIBRARIES.iter().any(|prefix| soname.starts_with(prefix)) {
+            files.push((soname.to_string(), path.trim().to_string()));
+        }
+    }
+    files
+}
+
 /// Copies the host driver's userspace (the libraries above as `ldconfig -p` finds them,
 /// and `nvidia-smi`) into `state_dir/nvidia-driver/<version>`, once per driver version:
 /// containers mount it read-only, so their libraries always match the host's kernel module.
@@ -496,24 +514,16 @@ fn copy_driver_userspace(state_dir: &Path, version: &str) -> Result<PathBuf, Str
         return Ok(folder);
     }
     let listing = std::process::Command::new("ldconfig").arg("-p").output().map_err(|e| format!("ldconfig -p: {e}"))?;
-    let text = String::from_utf8_lossy(&listing.stdout);
     let lib = folder.join("lib");
     let bin = folder.join("bin");
     std::fs::create_dir_all(&lib).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
     let mut copied = 0;
-    for line in text.lines() {
-        let Some((name, path)) = line.trim().split_once(" => ") else { continue };
-        let soname = name.split_whitespace().next().unwrap_or_default();
-        if !line.contains("x86-64") && !line.contains("AArch64") {
-            continue;
-        }
-        if DRIVER_LIBRARIES.iter().any(|prefix| soname.starts_with(prefix)) {
-            let target = lib.join(soname);
-            if !target.exists() {
-                std::fs::copy(path.trim(), &target).map_err(|e| format!("copying {path}: {e}"))?;
-                copied += 1;
-            }
+    for (soname, path) in driver_files(&String::from_utf8_lossy(&listing.stdout)) {
+        let target = lib.join(&soname);
+        if !target.exists() {
+            std::fs::copy(&path, &target).map_err(|e| format!("copying {path}: {e}"))?;
+            copied += 1;
         }
     }
     if let Some(smi) = which("nvidia-smi") {
@@ -575,6 +585,24 @@ mod tests {
         // No GPUs, nothing at all.
         let (config, devices) = attachments(&BTreeSet::new(), &inventory, &runtime);
         assert!(config.is_empty() && devices.is_empty());
+    }
+
+    #[test]
+    fn driver_libraries_are_picked_from_ldconfig() {
+        let listing = "\t1234 libs found in cache `/etc/ld.so.cache'
+\tlibnvidia-ml.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libnvidia-ml.so.1
+\tlibcuda.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libcuda.so.1
+\tlibcuda.so.1 (libc6) => /lib/i386-linux-gnu/libcuda.so.1
+\tlibc.so.6 (libc6,x86-64) => /lib/x86_64-linux-gnu/libc.so.6
+";
+        let files = driver_files(listing);
+        assert_eq!(
+            files,
+            vec![
+                ("libnvidia-ml.so.1".to_string(), "/lib/x86_64-linux-gnu/libnvidia-ml.so.1".to_string()),
+                ("libcuda.so.1".to_string(), "/lib/x86_64-linux-gnu/libcuda.so.1".to_string()),
+            ]
+        );
     }
 
     #[test]
