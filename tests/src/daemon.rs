@@ -193,12 +193,20 @@ async fn empty_daemon(lxd: &Client, bridge: &str) -> Vec<anyhow::Error> {
     match lxd.instances().await {
         Ok(instances) => {
             for instance in instances {
-                if instance.is_running() {
+                // Not only "Running": an instance whose start went wrong may say "Error" and
+                // still hold its processes.
+                if instance.status != "Stopped" {
                     if let Err(e) = lxd.stop_instance(&instance.name, Duration::from_secs(1), true).await {
                         errors.push(anyhow::anyhow!("stopping {}: {e}", instance.name));
                     }
                 }
-                let result = async { lxd.delete_instance(&instance.name).await?.wait(wait).await }.await;
+                let delete = || async { lxd.delete_instance(&instance.name).await?.wait(wait).await };
+                let mut result = delete().await;
+                if result.is_err() {
+                    // A start still in flight when the status was read: stop it again, once.
+                    lxd.stop_instance(&instance.name, Duration::from_secs(5), true).await.ok();
+                    result = delete().await;
+                }
                 if let Err(e) = result {
                     errors.push(anyhow::anyhow!("deleting {}: {e}", instance.name));
                 }

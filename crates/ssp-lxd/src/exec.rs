@@ -141,6 +141,10 @@ impl ExecControl {
 /// How long connecting one exec stream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How often a collected exec is tried when its streams cannot be connected: LXD 5.0.2 was
+/// seen stalling every exec on a daemon for two to three minutes, then recovering.
+const CONNECT_ATTEMPTS: u32 = 8;
+
 /// The collected result of [`Client::exec_output`].
 #[derive(Debug, Clone)]
 pub struct ExecOutput {
@@ -330,7 +334,7 @@ impl Client {
             attempt += 1;
             match self.exec(name, command, options.clone()).await {
                 Ok(exec) => break exec,
-                Err(Error::Timeout { .. }) if attempt < 3 => continue,
+                Err(Error::Timeout { .. }) if attempt < CONNECT_ATTEMPTS => continue,
                 Err(e) => return Err(e),
             }
         };

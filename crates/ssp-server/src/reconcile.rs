@@ -36,7 +36,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const CLEAN_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
 const WORK_TIMEOUT: Duration = Duration::from_secs(600);
-const ACCOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Inside work (account set-up, the GPU probe) rides out LXD's exec stalls (see `ssp-lxd`).
+const ACCOUNT_TIMEOUT: Duration = Duration::from_secs(200);
 
 /// What went wrong converging one container; kept as its `problem` until a pass succeeds.
 #[derive(Debug, thiserror::Error)]
@@ -556,7 +557,7 @@ impl Reconciler {
         let exec = self.lxd.exec_output_with(name, &command, &[], ssp_lxd::ExecOptions::default());
         let output = tokio::time::timeout(ACCOUNT_TIMEOUT, exec)
             .await
-            .map_err(|_| StepError::Other("the GPU health probe took over a minute".into()))??;
+            .map_err(|_| StepError::Other("the GPU health probe got no answer from LXD in time".into()))??;
         let object = format!("{}/{}", row.owner, row.name);
         if output.exit_code == 0 {
             self.handle.set_gpu_health(&row.uid, Some("healthy".into()));
@@ -587,9 +588,9 @@ impl Reconciler {
                 .collect();
         let stdin = instance::authorized_keys(keys);
         let exec = self.lxd.exec_output_with(name, &command, stdin.as_bytes(), ssp_lxd::ExecOptions::default());
-        let output = tokio::time::timeout(ACCOUNT_TIMEOUT, exec)
-            .await
-            .map_err(|_| StepError::Other(format!("setting up account {} took over a minute", row.owner)))??;
+        let output = tokio::time::timeout(ACCOUNT_TIMEOUT, exec).await.map_err(|_| {
+            StepError::Other(format!("setting up account {} took over {} s", row.owner, ACCOUNT_TIMEOUT.as_secs()))
+        })??;
         if output.exit_code != 0 {
             return Err(StepError::Other(format!(
                 "setting up account {} failed (exit {}): {}",
