@@ -10,6 +10,10 @@ use anyhow::{bail, ensure, Result};
 
 use crate::Platform;
 
+/// How long a check that needs LXD exec inside a container may keep trying: LXD 5.0.2 was
+/// seen stalling every exec on a daemon for minutes at a time, more so on a loaded machine.
+pub const EXEC_PATIENCE: Duration = Duration::from_secs(240);
+
 /// Bytes as (lossy) text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -10,12 +10,8 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
-use ssp_testkit::e2e::{cli, eventually, ok, text};
+use ssp_testkit::e2e::{cli, eventually, ok, text, EXEC_PATIENCE};
 use ssp_testkit::{Platform, PrivateLxd};
-
-/// How long a check that runs commands inside may keep trying: LXD 5.0.2 was seen stalling
-/// every exec on a host for minutes at a time (more than once in this suite's runs).
-const EXEC_PATIENCE: Duration = Duration::from_secs(240);
 
 /// Where this suite's emulated nodes go (removed at the end).
 const DEV_DIR: &str = "/dev/ssp-gpu-test";

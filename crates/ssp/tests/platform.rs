@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use ssp_testkit::e2e::{cli, eventually, ok, text};
+use ssp_testkit::e2e::{cli, eventually, ok, text, EXEC_PATIENCE};
 use ssp_testkit::{Platform, PrivateLxd};
 
 const KEY_ONE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIrKf1o0RwkJwqVjSVr1Kk8ACQpKfuTsWg+LO78esydY alice@laptop";
@@ -77,7 +77,7 @@ async fn a_user_runs_their_own_container_end_to_end(lxd: &'static PrivateLxd) ->
         text(&failing.stderr)
     );
     ensure!(text(&failing.stdout) == "out\n" && text(&failing.stderr).contains("err"), "output mixed up");
-    eventually("sshd answers inside", Duration::from_secs(60), || async {
+    eventually("sshd answers inside", EXEC_PATIENCE, || async {
         let out = cli(&platform, &alice, &["exec", "dev", "--root", "--", "systemctl", "is-active", "ssh"]).await?;
         Ok(text(&out.stdout).trim() == "active")
     })
@@ -100,7 +100,7 @@ async fn a_user_runs_their_own_container_end_to_end(lxd: &'static PrivateLxd) ->
     let second = platform.dir().join("second.pub");
     std::fs::write(&second, KEY_TWO)?;
     ok(cli(&platform, &alice, &["key", "add", second.to_str().context("path")?]).await?, "key add")?;
-    eventually("the new key inside", Duration::from_secs(30), || async {
+    eventually("the new key inside", EXEC_PATIENCE, || async {
         let out = cli(&platform, &alice, &["exec", "dev", "--", "cat", ".ssh/authorized_keys"]).await?;
         Ok(text(&out.stdout).contains("AAAAIHs1G9yDXrjqj3ogt1Eni0oHIDvFRfv9sYRXBwqtCtZ8"))
     })
