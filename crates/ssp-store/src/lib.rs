@@ -14,8 +14,11 @@
 //! secrets in the clear: API tokens are stored as SHA-256 hashes.
 
 mod containers;
+mod homes;
 mod journal;
 mod keys;
+mod shares;
+mod snapshots;
 mod tokens;
 mod users;
 
@@ -25,6 +28,9 @@ use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
 pub use containers::{Container, ContainerPhase, DesiredState, NewContainer};
+pub use homes::{Home, HomePhase};
+pub use shares::{NewShare, Share};
+pub use snapshots::{Schedule, SnapshotRow};
 pub use journal::JournalEntry;
 pub use keys::SshKey;
 pub use tokens::{Token, TOKEN_PREFIX};
@@ -67,7 +73,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("migrations/0001_initial.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("migrations/0001_initial.sql")),
+        M::up(include_str!("migrations/0004_storage.sql")),
+    ])
 }
 
 /// The state database.
@@ -135,11 +144,15 @@ pub(crate) fn unique(kind: &'static str, name: &str) -> impl FnOnce(rusqlite::Er
 mod tests {
     use super::*;
 
+    fn migrations_count() -> i64 {
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/migrations")).unwrap().count() as i64
+    }
+
     #[test]
     fn migrations_are_valid_and_applied() {
         migrations().validate().unwrap();
         let store = Store::open_in_memory().unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), migrations_count());
     }
 
     #[test]
@@ -154,6 +167,6 @@ mod tests {
             assert_eq!(sync, 2, "synchronous=FULL");
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), migrations_count());
     }
 }
