@@ -134,12 +134,7 @@ pub fn due(every_secs: u64, last: Option<i64>, now: i64) -> bool {
 pub fn scheduled_name(t: i64) -> String {
     let (year, month, day) = civil_from_days(day_of(t));
     let secs = t.rem_euclid(DAY);
-    format!(
-        "{SCHEDULED_PREFIX}{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
-        secs / 3600,
-        (secs % 3600) / 60,
-        secs % 60
-    )
+    format!("{SCHEDULED_PREFIX}{year:04}{month:02}{day:02}-{:02}{:02}{:02}", secs / 3600, (secs % 3600) / 60, secs % 60)
 }
 
 /// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).

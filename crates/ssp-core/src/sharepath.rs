@@ -119,8 +119,22 @@ mod tests {
             assert!(ContainerPath::parse(ok).is_ok(), "{ok:?}");
         }
         for bad in [
-            "", "/", "/shares", "/shares/", "shares/x", "/etc/x", "/home/alice", "/shares/../etc", "/shares/./x",
-            "/shares/.hidden", "/shares//x", "/shares/a b", "/shares/x;y", "/proc/1", "/usr/bin", "/shares/x/",
+            "",
+            "/",
+            "/shares",
+            "/shares/",
+            "shares/x",
+            "/etc/x",
+            "/home/alice",
+            "/shares/../etc",
+            "/shares/./x",
+            "/shares/.hidden",
+            "/shares//x",
+            "/shares/a b",
+            "/shares/x;y",
+            "/proc/1",
+            "/usr/bin",
+            "/shares/x/",
             "/shares/a/b/c/d/e/f/g/h",
         ] {
             assert!(ContainerPath::parse(bad).is_err(), "{bad:?}");
@@ -137,9 +151,18 @@ mod tests {
         let protected = [state, lxd];
         assert!(check_host_path(Path::new("/srv/datasets"), &protected).is_ok());
         assert!(check_host_path(Path::new("/tmp/x"), &protected).is_ok());
-        for bad in
-            ["/", "/etc", "/etc/ssl", "/proc/1", "/sys", "/dev/shm", "/var", "/var/lib", "/var/lib/lxd/x", "/var/lib/ssp"]
-        {
+        for bad in [
+            "/",
+            "/etc",
+            "/etc/ssl",
+            "/proc/1",
+            "/sys",
+            "/dev/shm",
+            "/var",
+            "/var/lib",
+            "/var/lib/lxd/x",
+            "/var/lib/ssp",
+        ] {
             let error = check_host_path(Path::new(bad), &protected).unwrap_err();
             assert!(error.to_string().contains("cannot be shared"), "{bad}: {error}");
         }

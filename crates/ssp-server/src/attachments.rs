@@ -22,5 +22,6 @@ pub fn load(store: &Store, rows: &[Container], _layout: &Layout) -> ssp_store::R
         let attachments = Attachments { keys: keys_of[owner].clone(), ..Attachments::default() };
         all.insert(row.uid.clone(), attachments);
     }
+    crate::storage::attach(store, rows, &mut all)?;
     Ok(all)
 }

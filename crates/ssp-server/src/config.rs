@@ -54,6 +54,8 @@ pub struct Config {
     pub quota: QuotaConfig,
     /// The reconciler.
     pub reconcile: ReconcileConfig,
+    /// `[storage]`: shares' host ids, the storage worker's interval.
+    pub storage: crate::storage::StorageConfig,
 }
 
 /// The API's listeners.
@@ -133,6 +135,7 @@ impl Default for Config {
             defaults: DefaultsConfig::default(),
             quota: QuotaConfig::default(),
             reconcile: ReconcileConfig::default(),
+            storage: crate::storage::StorageConfig::default(),
         }
     }
 }

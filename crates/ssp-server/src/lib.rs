@@ -15,6 +15,7 @@ pub mod db;
 pub mod error;
 pub mod instance;
 pub mod reconcile;
+pub mod storage;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +50,8 @@ pub struct AppState {
     pub reconciler_pass: Reconciler,
     /// The API certificate's fingerprint.
     pub tls_fingerprint: String,
+    /// Stages shares and homes, runs snapshot schedules.
+    pub storage: storage::Worker,
 }
 
 /// Why the daemon could not start.
@@ -136,6 +139,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         &state_dir,
         &settings.raw.api.tls_names,
     )?;
+    let platform_for_storage = platform.clone();
     let layout = Layout { pool: settings.pool.as_str().into(), network: settings.network.as_str().into(), platform };
     let reconciler = Reconciler::new(db.clone(), lxd.clone(), layout, settings.raw.reconcile.parallelism);
     let settings = Arc::new(settings);
@@ -146,7 +150,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         reconciler: reconciler.handle(),
         reconciler_pass: reconciler.clone(),
         tls_fingerprint: identity.fingerprint.clone(),
+        storage: storage::Worker::default(),
     };
+    storage::start(&settings, &state, &platform_for_storage);
     let router = api::router(state);
 
     let socket_path = settings.raw.api.socket.clone();

@@ -44,7 +44,8 @@ pub struct Home {
     pub created_at: i64,
 }
 
-const SELECT: &str = "SELECT u.name, h.user_id, h.size, h.phase, h.created_at FROM homes h JOIN users u ON u.id = h.user_id";
+const SELECT: &str =
+    "SELECT u.name, h.user_id, h.size, h.phase, h.created_at FROM homes h JOIN users u ON u.id = h.user_id";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Home> {
     let name: String = r.get(0)?;

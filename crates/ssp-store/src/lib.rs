@@ -29,10 +29,10 @@ use rusqlite_migration::{Migrations, M};
 
 pub use containers::{Container, ContainerPhase, DesiredState, NewContainer};
 pub use homes::{Home, HomePhase};
-pub use shares::{NewShare, Share};
-pub use snapshots::{Schedule, SnapshotRow};
 pub use journal::JournalEntry;
 pub use keys::SshKey;
+pub use shares::{NewShare, Share};
+pub use snapshots::{Schedule, SnapshotRow};
 pub use tokens::{Token, TOKEN_PREFIX};
 pub use users::{NewUser, Role, User};
 

@@ -152,7 +152,8 @@ mod tests {
             ..everyone.clone()
         };
         assert_eq!(store.create_share(None, &lab).unwrap().users, ["alice"]);
-        let ghost = NewShare { name: Name::parse("ghost").unwrap(), users: Some(vec![Name::parse("bob").unwrap()]), ..lab };
+        let ghost =
+            NewShare { name: Name::parse("ghost").unwrap(), users: Some(vec![Name::parse("bob").unwrap()]), ..lab };
         assert!(matches!(store.create_share(None, &ghost), Err(Error::NotFound { .. })));
         assert!(store.share("ghost").is_err(), "nothing half-made");
         assert_eq!(store.shares_of("alice").unwrap().len(), 2);

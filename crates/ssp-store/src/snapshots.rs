@@ -82,7 +82,13 @@ impl Store {
     }
 
     /// Protects or unprotects a snapshot (one LXD has but ssp did not record gets a row).
-    pub fn set_snapshot_protected(&mut self, actor: Option<&str>, uid: &str, name: &str, protected: bool) -> Result<()> {
+    pub fn set_snapshot_protected(
+        &mut self,
+        actor: Option<&str>,
+        uid: &str,
+        name: &str,
+        protected: bool,
+    ) -> Result<()> {
         self.write(|tx| {
             let (id, object) = container_id(tx, uid)?;
             tx.execute(
@@ -182,7 +188,10 @@ mod tests {
         store.record_snapshot(Some("alice"), &uid, "before", true, false).unwrap();
         store.record_snapshot(None, &uid, "auto-1", false, true).unwrap();
         let rows = store.snapshots_of(&uid).unwrap();
-        assert_eq!(rows.iter().map(|r| (r.name.as_str(), r.protected)).collect::<Vec<_>>(), [("auto-1", false), ("before", true)]);
+        assert_eq!(
+            rows.iter().map(|r| (r.name.as_str(), r.protected)).collect::<Vec<_>>(),
+            [("auto-1", false), ("before", true)]
+        );
         store.set_snapshot_protected(None, &uid, "auto-1", true).unwrap();
         assert!(store.snapshots_of(&uid).unwrap()[0].protected);
         assert!(store.forget_snapshot(None, &uid, "auto-1").unwrap());

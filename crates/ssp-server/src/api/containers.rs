@@ -32,7 +32,7 @@ pub struct ListQuery {
 }
 
 /// The row for `owner/name` if the caller may see it; otherwise the same not-found answer.
-async fn visible(state: &AppState, caller: &Caller, owner: &str, name: &str) -> ApiResult<Container> {
+pub(crate) async fn visible(state: &AppState, caller: &Caller, owner: &str, name: &str) -> ApiResult<Container> {
     let object = format!("{owner}/{name}");
     if !caller.is_admin() && caller.name != owner {
         return Err(ApiError::not_found("container", &object));
@@ -198,12 +198,14 @@ pub async fn create(
             if let Err(e) = resources.validate() {
                 return Ok(Err(ApiError::BadRequest(e.to_string())));
             }
-            let held: Vec<Resources> = store
+            let mut held: Vec<Resources> = store
                 .containers_of(owner.as_str())?
                 .iter()
                 .filter(|c| c.phase != ContainerPhase::Deleting)
                 .map(|c| Resources { cpus: c.cpus, memory: c.memory, disk: c.disk, gpus: 0 })
                 .collect();
+            // The home volume's size counts against the disk quota too.
+            held.extend(crate::api::homes::held(store, owner.as_str())?);
             if let Err(e) = quota::check(&user.quota, &held, &resources) {
                 return Ok(Err(ApiError::QuotaExceeded(format!("{owner}: {e}"))));
             }

@@ -2,7 +2,11 @@
 //! call it) and the OpenAPI document generated from the handlers and wire types.
 
 pub mod containers;
+pub mod homes;
 pub mod keys;
+pub mod shares;
+pub mod snapshots;
+pub mod storage;
 pub mod system;
 pub mod tokens;
 pub mod users;
@@ -12,6 +16,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use self::storage::StorageDoc;
 use crate::AppState;
 
 /// The OpenAPI document.
@@ -26,7 +31,7 @@ use crate::AppState;
         containers::list, containers::create, containers::show, containers::delete,
         containers::set_state, containers::restart, containers::exec,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &StorageDoc),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -68,7 +73,8 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{owner}/{name}", get(containers::show).delete(containers::delete))
         .route("/containers/{owner}/{name}/state", put(containers::set_state))
         .route("/containers/{owner}/{name}/restart", post(containers::restart))
-        .route("/containers/{owner}/{name}/exec", post(containers::exec));
+        .route("/containers/{owner}/{name}/exec", post(containers::exec))
+        .merge(storage::routes());
     Router::new()
         .nest(ssp_api::API_PREFIX, v1)
         .fallback(not_found)
