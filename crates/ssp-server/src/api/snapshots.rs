@@ -162,8 +162,8 @@ pub async fn set_schedule(
     policy.validate().map_err(|e| ApiError::BadRequest(e.to_string()))?;
     retention::validate_interval(request.every_secs).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let (uid, actor) = (row.uid.clone(), caller.name.clone());
+    // The worker's next round takes the first snapshot (it is due at once).
     state.db.run(move |s| s.set_schedule(Some(&actor), &uid, request.every_secs, &policy)).await?;
-    state.storage.wake();
     schedule(State(state), caller, Path((owner, name))).await
 }
 

@@ -34,20 +34,22 @@ pub fn check_host_folder(context: &Context, given: &str) -> Result<String, Strin
 }
 
 /// The LXD disk device for `share`, if its staging mount is in place.
+///
+/// Read-only comes from the staging mount (`ro,nosuid,nodev`), not from LXD's `readonly`
+/// option: LXD makes a read-only disk with a bind *remount* that sets `ro` and drops every
+/// other flag, so `nosuid,nodev` were gone inside (seen with LXD 5.0.2). A plain bind
+/// inherits all three, and inside the container's user namespace they are locked: root
+/// there cannot remount the share writable.
 pub fn device(context: &Context, share: &Share, mounted: &[PathBuf]) -> Option<(String, ConfigMap)> {
     let source = staging(context, share.name.as_str());
     if !mounted.contains(&source) {
         return None;
     }
-    let device: ConfigMap = [
-        ("type", "disk".to_string()),
-        ("source", source.to_str()?.to_string()),
-        ("path", share.path.clone()),
-        ("readonly", share.read_only.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let device: ConfigMap =
+        [("type", "disk".to_string()), ("source", source.to_str()?.to_string()), ("path", share.path.clone())]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
     Some((format!("{DEVICE_PREFIX}{}", share.name), device))
 }
 

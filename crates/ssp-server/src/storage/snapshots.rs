@@ -79,10 +79,8 @@ pub async fn restore(state: &AppState, row: &Container, name: &str, actor: Optio
     let _hold = state.reconciler_pass.hold(&row.uid).await;
     let lxd_name = instance::lxd_name(row);
     let current = state.lxd.instance(&lxd_name).await?.value;
-    if current.status != "Stopped" {
-        if state.lxd.stop_instance(&lxd_name, STOP_TIMEOUT, false).await.is_err() {
-            state.lxd.stop_instance(&lxd_name, STOP_TIMEOUT, true).await?;
-        }
+    if current.status != "Stopped" && state.lxd.stop_instance(&lxd_name, STOP_TIMEOUT, false).await.is_err() {
+        state.lxd.stop_instance(&lxd_name, STOP_TIMEOUT, true).await?;
     }
     state.lxd.restore_snapshot(&lxd_name, name).await?.wait(Some(TIMEOUT)).await?;
     // LXD brought back the snapshot's config and devices: put ssp's back before starting.
