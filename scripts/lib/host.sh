@@ -70,14 +70,19 @@ ssp_apply_sysctls() {
 }
 
 # Unprivileged containers with isolated idmaps each take 65536 host ids from root's range:
-# a billion ids leaves room for thousands of containers.
+# a billion ids leaves room for thousands of containers. A second, smaller block right above
+# it holds users' share identities (user N is host uid/gid 1001000000+N, mapped onto uid 1000
+# in their containers, see crates/ssp-server/src/storage): LXD 5.0.2 ignores ranges under
+# 65536 ids when it hands out isolated ranges, and a block above the main range keeps the
+# raw map entries from pulling new ranges down into it. LXD reads these files at start.
+SSP_SHARE_IDS='root:1001000000:65535'
 ssp_ensure_subids() {
   local file
   for file in /etc/subuid /etc/subgid; do
     touch "$file"
-    if ! grep -qx 'root:1000000:1000000000' "$file"; then
+    if ! grep -qx 'root:1000000:1000000000' "$file" || ! grep -qx "$SSP_SHARE_IDS" "$file"; then
       sed -i '/^root:/d' "$file"
-      echo 'root:1000000:1000000000' >>"$file"
+      printf '%s\n' 'root:1000000:1000000000' "$SSP_SHARE_IDS" >>"$file"
     fi
   done
 }

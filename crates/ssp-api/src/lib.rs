@@ -18,6 +18,12 @@ pub use gpu::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod storage;
+
+pub use storage::{
+    Home, HomeCreate, ScheduleReport, Share, ShareCreate, Snapshot, SnapshotCreate, SnapshotSchedule, SnapshotUpdate,
+};
+
 /// The prefix of every API path.
 pub const API_PREFIX: &str = "/api/v1";
 

@@ -9,5 +9,7 @@ pub mod fingerprint;
 pub mod gpu;
 pub mod names;
 pub mod quota;
+pub mod retention;
+pub mod sharepath;
 pub mod size;
 pub mod sshkey;

@@ -31,5 +31,6 @@ pub fn load(store: &Store, rows: &[Container], layout: &Layout) -> ssp_store::Re
         }
         all.insert(row.uid.clone(), attachments);
     }
+    crate::storage::attach(store, rows, &mut all)?;
     Ok(all)
 }

@@ -56,6 +56,8 @@ pub struct Config {
     pub reconcile: ReconcileConfig,
     /// GPUs.
     pub gpu: GpuConfig,
+    /// `[storage]`: shares' host ids, the storage worker's interval.
+    pub storage: crate::storage::StorageConfig,
 }
 
 /// GPUs: where they come from, how often they are sampled, and idle reclaim.
@@ -174,6 +176,7 @@ impl Default for Config {
             quota: QuotaConfig::default(),
             reconcile: ReconcileConfig::default(),
             gpu: GpuConfig::default(),
+            storage: crate::storage::StorageConfig::default(),
         }
     }
 }

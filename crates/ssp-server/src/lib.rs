@@ -16,6 +16,7 @@ pub mod error;
 pub mod gpu;
 pub mod instance;
 pub mod reconcile;
+pub mod storage;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,8 @@ pub struct AppState {
     pub tls_fingerprint: String,
     /// The host's GPUs and their telemetry.
     pub gpus: gpu::Gpus,
+    /// Stages shares and homes, runs snapshot schedules.
+    pub storage: storage::Worker,
 }
 
 /// Why the daemon could not start.
@@ -145,6 +148,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let gpus = gpu::Gpus::open(&settings, &lxd).await?;
     let records = gpus.records();
     db.run(move |store| store.sync_gpus(&records)).await?;
+    let platform_for_storage = platform.clone();
     let layout = Layout {
         pool: settings.pool.as_str().into(),
         network: settings.network.as_str().into(),
@@ -162,7 +166,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         reconciler_pass: reconciler.clone(),
         tls_fingerprint: identity.fingerprint.clone(),
         gpus: gpus.clone(),
+        storage: storage::Worker::default(),
     };
+    storage::start(&settings, &state, &platform_for_storage);
     let router = api::router(state);
 
     let socket_path = settings.raw.api.socket.clone();

@@ -180,6 +180,30 @@ impl Reconciler {
         self.handle.clone()
     }
 
+    /// Where containers go in LXD.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Keeps the reconciler's hands off container `uid` until the [`Hold`] drops: a
+    /// multi-step action (a snapshot restore stops, restores, repairs and starts it) must
+    /// not race a pass that would start it half-way. Waits for work already in flight.
+    pub async fn hold(&self, uid: &str) -> Hold {
+        loop {
+            {
+                let _one = self.one_at_a_time.lock().await;
+                if self.claim(uid) {
+                    return Hold {
+                        in_flight: Arc::clone(&self.in_flight),
+                        handle: self.handle.clone(),
+                        uid: uid.into(),
+                    };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Runs forever: after every wake-up, LXD event, and at least every `interval`, observes
     /// everything and dispatches work for each container that is not already being worked
     /// on — without waiting for it, so a slow container (a first boot, an account set-up)
@@ -624,6 +648,22 @@ impl Reconciler {
             Err(e) => return Err(e.into()),
         }
         Ok(())
+    }
+}
+
+/// A container held away from the reconciler; dropping it lets the reconciler look again.
+#[derive(Debug)]
+pub struct Hold {
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    handle: ReconcilerHandle,
+    uid: String,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.uid);
+        self.handle.moved();
+        self.handle.wake();
     }
 }
 

@@ -317,11 +317,11 @@ impl Store {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::users::tests::alice;
 
-    fn dev(key: Option<&str>) -> NewContainer {
+    pub(crate) fn dev(key: Option<&str>) -> NewContainer {
         NewContainer {
             owner: Name::parse("alice").unwrap(),
             name: Name::parse("dev").unwrap(),

@@ -15,8 +15,11 @@
 
 mod containers;
 mod gpus;
+mod homes;
 mod journal;
 mod keys;
+mod shares;
+mod snapshots;
 mod tokens;
 mod users;
 
@@ -27,8 +30,11 @@ use rusqlite_migration::{Migrations, M};
 
 pub use containers::{Container, ContainerPhase, DesiredState, GpuGrant, NewContainer};
 pub use gpus::{Gpu, GpuHours, GpuRecord, Lease};
+pub use homes::{Home, HomePhase};
 pub use journal::JournalEntry;
 pub use keys::SshKey;
+pub use shares::{NewShare, Share};
+pub use snapshots::{Schedule, SnapshotRow};
 pub use tokens::{Token, TOKEN_PREFIX};
 pub use users::{NewUser, Role, User};
 
@@ -75,6 +81,7 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("migrations/0001_initial.sql")),
         M::up(include_str!("migrations/0002_gpus.sql")),
+        M::up(include_str!("migrations/0003_storage.sql")),
     ])
 }
 
@@ -143,11 +150,15 @@ pub(crate) fn unique(kind: &'static str, name: &str) -> impl FnOnce(rusqlite::Er
 mod tests {
     use super::*;
 
+    fn migrations_count() -> i64 {
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/migrations")).unwrap().count() as i64
+    }
+
     #[test]
     fn migrations_are_valid_and_applied() {
         migrations().validate().unwrap();
         let store = Store::open_in_memory().unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), migrations_count());
     }
 
     #[test]
@@ -162,6 +173,6 @@ mod tests {
             assert_eq!(sync, 2, "synchronous=FULL");
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), migrations_count());
     }
 }

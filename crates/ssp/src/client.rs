@@ -26,6 +26,8 @@ use ssp_core::fingerprint::certificate as certificate_fingerprint;
 
 use crate::config::{Settings, LOGIN_HINT};
 
+mod storage;
+
 /// How long to wait for a connection to the daemon: it is local or on the LAN.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

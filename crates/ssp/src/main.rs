@@ -53,6 +53,15 @@ enum Command {
     /// Build, import and list container images.
     #[command(subcommand)]
     Image(cmd::image::ImageCommand),
+    /// Snapshots of containers, their schedules and retention.
+    #[command(subcommand)]
+    Snapshot(cmd::snapshot::SnapshotCommand),
+    /// Share host folders into containers (admin).
+    #[command(subcommand)]
+    Share(cmd::share::ShareCommand),
+    /// Your persistent home volume.
+    #[command(subcommand)]
+    Home(cmd::home::HomeCommand),
     /// Run the ssp daemon (API and reconciler).
     Serve(cmd::serve::ServeArgs),
 }
@@ -78,6 +87,9 @@ fn main() -> ExitCode {
             Command::Image(command) => done(cmd::image::run(command, json).await),
             Command::Gpu(command) => done(cmd::gpu::run(command, json).await),
             Command::Serve(args) => done(cmd::serve::run(args).await),
+            Command::Snapshot(command) => done(cmd::snapshot::run(command, json).await),
+            Command::Share(command) => done(cmd::share::run(command, json).await),
+            Command::Home(command) => done(cmd::home::run(command, json).await),
         }
     });
     match result {

@@ -214,12 +214,14 @@ pub async fn create(
             if let Err(e) = resources.validate() {
                 return Ok(Err(ApiError::BadRequest(e.to_string())));
             }
-            let held: Vec<Resources> = store
+            let mut held: Vec<Resources> = store
                 .containers_of(owner.as_str())?
                 .iter()
                 .filter(|c| c.phase != ContainerPhase::Deleting)
                 .map(|c| Resources { cpus: c.cpus, memory: c.memory, disk: c.disk, gpus: 0 })
                 .collect();
+            // The home volume's size counts against the disk quota too.
+            held.extend(crate::api::homes::held(store, owner.as_str())?);
             if let Err(e) = quota::check(&user.quota, &held, &resources) {
                 return Ok(Err(ApiError::QuotaExceeded(format!("{owner}: {e}"))));
             }

@@ -3,7 +3,11 @@
 
 pub mod containers;
 pub mod gpus;
+pub mod homes;
 pub mod keys;
+pub mod shares;
+pub mod snapshots;
+pub mod storage;
 pub mod system;
 pub mod tokens;
 pub mod users;
@@ -13,6 +17,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use self::storage::StorageDoc;
 use crate::AppState;
 
 /// The OpenAPI document.
@@ -28,7 +33,7 @@ use crate::AppState;
         containers::set_state, containers::restart, containers::exec,
         gpus::list, gpus::usage, gpus::attach, gpus::detach, gpus::update, gpus::allowlist,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &StorageDoc),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -76,7 +81,8 @@ pub fn router(state: AppState) -> Router {
         .route("/gpus", get(gpus::list))
         .route("/gpus/usage", get(gpus::usage))
         .route("/gpus/{index}", axum::routing::patch(gpus::update))
-        .route("/users/{user}/gpu-allowlist", put(gpus::allowlist));
+        .route("/users/{user}/gpu-allowlist", put(gpus::allowlist))
+        .merge(storage::routes());
     Router::new()
         .nest(ssp_api::API_PREFIX, v1)
         .fallback(not_found)

@@ -4,11 +4,14 @@
 pub mod container;
 pub mod exec;
 pub mod gpu;
+pub mod home;
 pub mod image;
 pub mod info;
 pub mod key;
 pub mod login;
 pub mod serve;
+pub mod share;
+pub mod snapshot;
 pub mod token;
 pub mod user;
 

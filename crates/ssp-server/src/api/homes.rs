@@ -1,0 +1,126 @@
+//! `/api/v1/users/{user}/home`: a user's persistent home volume, mounted at `/home/<user>`
+//! in all their containers and kept when containers are deleted. Its size counts against
+//! the user's disk quota together with their containers' root disks.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use ssp_api as api;
+use ssp_core::quota::{self, Resources};
+use ssp_core::size::ByteSize;
+use ssp_store::{ContainerPhase, HomePhase};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::storage;
+use crate::AppState;
+
+fn wire(home: &ssp_store::Home) -> api::Home {
+    api::Home {
+        user: home.user.to_string(),
+        size: home.size.to_string(),
+        phase: match home.phase {
+            HomePhase::Creating => "creating",
+            HomePhase::Ready => "ready",
+            HomePhase::Deleting => "deleting",
+        }
+        .into(),
+        path: storage::homes::mount_path(home.user.as_str()),
+    }
+}
+
+/// The resources a user's home volume holds, for quota checks of containers.
+pub fn held(store: &ssp_store::Store, user: &str) -> ssp_store::Result<Option<Resources>> {
+    match store.home(user) {
+        Ok(home) if home.phase != HomePhase::Deleting => {
+            Ok(Some(Resources { cpus: 0, memory: ByteSize::from_bytes(0), disk: home.size, gpus: 0 }))
+        }
+        Ok(_) | Err(ssp_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A user's home volume.
+#[utoipa::path(get, path = "/api/v1/users/{user}/home", tag = "homes",
+    responses((status = 200, body = api::Home), (status = 404, body = api::ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+) -> ApiResult<Json<api::Home>> {
+    caller.may_address(&user)?;
+    let home = state.db.run(move |s| s.home(&user)).await?;
+    Ok(Json(wire(&home)))
+}
+
+/// Creates the user's home volume (within their disk quota); it is mounted in their
+/// containers once made. A container already running sees it after its next restart.
+#[utoipa::path(put, path = "/api/v1/users/{user}/home", tag = "homes", request_body = api::HomeCreate,
+    responses((status = 201, body = api::Home), (status = 400, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+    ApiJson(request): ApiJson<api::HomeCreate>,
+) -> ApiResult<(StatusCode, Json<api::Home>)> {
+    caller.may_address(&user)?;
+    let size = ByteSize::parse_nonzero(&request.size)?;
+    let context = storage::context().ok_or_else(|| ApiError::Unavailable("storage is not set up".into()))?;
+    if !context.delegated {
+        return Err(ApiError::Conflict(
+            "home volumes need the host's share ids delegated to root (run scripts/up on the host)".into(),
+        ));
+    }
+    let actor = caller.name.clone();
+    let home = state
+        .db
+        .run(move |store| -> Result<Result<ssp_store::Home, ApiError>, ssp_store::Error> {
+            let owner = store.user(&user)?;
+            let mut held: Vec<Resources> = store
+                .containers_of(&user)?
+                .iter()
+                .filter(|c| c.phase != ContainerPhase::Deleting)
+                .map(|c| Resources { cpus: c.cpus, memory: c.memory, disk: c.disk, gpus: 0 })
+                .collect();
+            held.extend(held_home(store, &user)?);
+            let request = Resources { cpus: 0, memory: ByteSize::from_bytes(0), disk: size, gpus: 0 };
+            // The home is not a container: count it against the disk limit only.
+            let mut limits = owner.quota;
+            limits.max_containers = u32::MAX;
+            if let Err(e) = quota::check(&limits, &held, &request) {
+                return Ok(Err(ApiError::QuotaExceeded(format!("{user}: {e}"))));
+            }
+            Ok(store.create_home(Some(&actor), &user, size).map_err(ApiError::from))
+        })
+        .await??;
+    state.storage.wake();
+    Ok((StatusCode::CREATED, Json(wire(&home))))
+}
+
+fn held_home(store: &ssp_store::Store, user: &str) -> ssp_store::Result<Option<Resources>> {
+    held(store, user)
+}
+
+/// Deletes the user's home volume and everything on it, once no container mounts it.
+#[utoipa::path(delete, path = "/api/v1/users/{user}/home", tag = "homes",
+    responses((status = 202, body = api::Home), (status = 404, body = api::ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+) -> ApiResult<(StatusCode, Json<api::Home>)> {
+    caller.may_address(&user)?;
+    let actor = caller.name.clone();
+    let home = state
+        .db
+        .run(move |s| {
+            s.home(&user)?;
+            s.set_home_phase(Some(&actor), &user, HomePhase::Deleting)?;
+            s.home(&user)
+        })
+        .await?;
+    state.reconciler.wake();
+    state.storage.wake();
+    Ok((StatusCode::ACCEPTED, Json(wire(&home))))
+}

@@ -1,0 +1,100 @@
+//! `/api/v1/shares`: host folders shared into users' containers (admin only).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use ssp_api as api;
+use ssp_core::names::Name;
+use ssp_core::sharepath::ContainerPath;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::storage;
+use crate::AppState;
+
+fn wire(share: ssp_store::Share) -> api::Share {
+    api::Share {
+        name: share.name.to_string(),
+        host_path: share.host_path,
+        path: share.path,
+        read_only: share.read_only,
+        users: share.users,
+        created_at: share.created_at,
+    }
+}
+
+/// Lists shares (admin).
+#[utoipa::path(get, path = "/api/v1/shares", tag = "shares",
+    responses((status = 200, body = [api::Share]), (status = 403, body = api::ErrorBody)))]
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<api::Share>>> {
+    caller.require_admin("list shares")?;
+    Ok(Json(state.db.run(|s| s.all_shares()).await?.into_iter().map(wire).collect()))
+}
+
+/// Shares a host folder into containers — everyone's, or the named users' (admin). The
+/// folder must exist; it is mounted `nosuid,nodev` (read-only if asked) at `path`.
+#[utoipa::path(post, path = "/api/v1/shares", tag = "shares", request_body = api::ShareCreate,
+    responses((status = 201, body = api::Share), (status = 400, body = api::ErrorBody),
+        (status = 403, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<api::ShareCreate>,
+) -> ApiResult<(StatusCode, Json<api::Share>)> {
+    caller.require_admin("share host folders")?;
+    let name = Name::parse(&request.name)?;
+    let path = match &request.path {
+        Some(path) => ContainerPath::parse(path).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        None => ContainerPath::for_share(&name),
+    };
+    let users =
+        request.users.as_ref().map(|u| u.iter().map(|n| Name::parse(n)).collect::<Result<Vec<_>, _>>()).transpose()?;
+    let context = storage::context().ok_or_else(|| ApiError::Unavailable("storage is not set up".into()))?;
+    if !context.delegated {
+        return Err(ApiError::Conflict(format!(
+            "shares need host ids {}-{} delegated to root in /etc/subuid and /etc/subgid; run scripts/up on the host, restart LXD, then try again",
+            context.share_base,
+            u64::from(context.share_base) + u64::from(context.share_count) - 1
+        )));
+    }
+    let host_path = {
+        let (context, given) = (context.clone(), request.host_path.clone());
+        tokio::task::spawn_blocking(move || storage::shares::check_host_folder(&context, &given))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(ApiError::BadRequest)?
+    };
+    let new = ssp_store::NewShare { name, host_path, path: path.to_string(), read_only: request.read_only, users };
+    let actor = caller.name.clone();
+    let made = state.db.run(move |s| s.create_share(Some(&actor), &new)).await.map_err(|e| match e {
+        ssp_store::Error::NotFound { kind: "user", name } => {
+            ApiError::BadRequest(format!("user {name} does not exist"))
+        }
+        other => other.into(),
+    })?;
+    // Stage it now (the worker would, within its interval), then let the reconciler attach it.
+    if let Err(e) = storage::shares::converge(&state).await {
+        tracing::warn!("staging share {}: {e}", made.name);
+    }
+    state.reconciler.wake();
+    Ok((StatusCode::CREATED, Json(wire(made))))
+}
+
+/// Stops sharing a folder: it is unmounted from every container (admin). The host folder
+/// is left as it is.
+#[utoipa::path(delete, path = "/api/v1/shares/{share}", tag = "shares",
+    responses((status = 204), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
+pub async fn remove(State(state): State<AppState>, caller: Caller, Path(share): Path<String>) -> ApiResult<StatusCode> {
+    caller.require_admin("remove shares")?;
+    let name = Name::parse(&share)?;
+    let actor = caller.name.clone();
+    state.db.run(move |s| s.remove_share(Some(&actor), name.as_str())).await?;
+    // Detach first (the next pass no longer attaches it), then unstage.
+    if let Err(e) = state.reconciler_pass.pass().await {
+        tracing::warn!("reconciling after removing share {share}: {e}");
+    }
+    if let Err(e) = storage::shares::converge(&state).await {
+        tracing::warn!("unstaging share {share}: {e}");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
