@@ -194,6 +194,13 @@ pub(crate) fn end_all_in(tx: &Transaction<'_>, uid: &str, reason: &str) -> rusql
     Ok(())
 }
 
+/// Drops a departing user's ended leases (they hold no active ones: they own no containers);
+/// the journal keeps the history of their grants.
+pub(crate) fn forget_user_in(tx: &Transaction<'_>, user_id: i64) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM gpu_leases WHERE user_id = ?1 AND ended_at IS NOT NULL", [user_id])?;
+    Ok(())
+}
+
 impl From<Refusal> for Error {
     fn from(refusal: Refusal) -> Self {
         Error::Refused(refusal.to_string())
@@ -496,6 +503,11 @@ mod tests {
         assert_eq!(held[&b], [0, 1, 3].into());
         let hours = store.gpu_hours().unwrap();
         assert_eq!((hours[0].user.as_str(), hours[0].holding), ("alice", 1));
+
+        // A user who once held GPUs can be removed once their containers are gone.
+        store.forget_container(&a).unwrap();
+        store.remove_user(None, "alice").unwrap();
+        assert!(store.gpu_hours().unwrap().iter().all(|h| h.user != "alice"));
     }
 
     #[test]

@@ -219,6 +219,7 @@ impl Store {
             if owned > 0 {
                 return Err(Error::Conflict(format!("user {name} still owns {owned} container(s): delete them first")));
             }
+            crate::gpus::forget_user_in(tx, id)?;
             tx.execute("DELETE FROM users WHERE id = ?1", [id])?;
             record(tx, actor, "user.remove", name, None)
         })
