@@ -71,9 +71,14 @@ pub fn attachments(held: &BTreeSet<u32>, inventory: &[GpuRecord], plumbing: &Gpu
     for (host, inside) in ssp_core::gpu::container_numbering(held) {
         let Some(gpu) = inventory.iter().find(|g| g.index == host) else { continue };
         let device = match (&gpu.pci, gpu.emulated) {
-            (Some(pci), false) => {
-                pairs(&[("type", "gpu".into()), ("gputype", "physical".into()), ("pci", pci.clone())])
-            }
+            // LXD makes the card's nodes (and nvidiactl, nvidia-uvm) root-only by default;
+            // the container's own account must be able to run CUDA, as with emulated nodes.
+            (Some(pci), false) => pairs(&[
+                ("type", "gpu".into()),
+                ("gputype", "physical".into()),
+                ("pci", pci.clone()),
+                ("mode", "0666".into()),
+            ]),
             _ => pairs(&[
                 ("type", "unix-char".into()),
                 ("source", emulated_node(host, plumbing)),
@@ -573,6 +578,7 @@ mod tests {
         let (config, devices) = attachments(&[1].into(), &inventory, &runtime);
         assert_eq!(devices["gpu1"]["type"], "gpu");
         assert_eq!(devices["gpu1"]["pci"], "0000:01:00.0");
+        assert_eq!(devices["gpu1"]["mode"], "0666");
         assert_eq!(config["nvidia.runtime"], "true");
         let copy = GpuPlumbing {
             emulated: false,

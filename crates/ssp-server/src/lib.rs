@@ -211,7 +211,11 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     }
     let listening_path = state_dir.join("listening.json");
     let text = serde_json::to_string_pretty(&listening).unwrap_or_default();
-    std::fs::write(&listening_path, text).map_err(io_error(format!("writing {}", listening_path.display())))?;
+    // Written whole, then renamed: whoever waits for the file never reads half of it.
+    let partial = listening_path.with_extension("json.partial");
+    std::fs::write(&partial, text)
+        .and_then(|()| std::fs::rename(&partial, &listening_path))
+        .map_err(io_error(format!("writing {}", listening_path.display())))?;
     tracing::info!(
         "ssp {} serving on {} and {} (certificate SHA-256 {})",
         env!("CARGO_PKG_VERSION"),

@@ -3,7 +3,7 @@
 //! Exact assignment and isolation inside the container, refusals that say what is free,
 //! hot detach, a lease that expires, usage placed by cgroup for processes that really run in
 //! the container, and idle reclaim driven by scripted telemetry — firing on the idle GPU and
-//! not on the busy ones.
+//! not on the busy ones, and a snapshot restore that keeps the GPUs ssp manages.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -123,6 +123,24 @@ async fn scenario(platform: &Platform, lxd: &'static PrivateLxd) -> Result<()> {
     ensure!(text(&over.stderr).contains("GPU quota exceeded"), "{}", text(&over.stderr));
     ok(cli(platform, &bob, &["container", "create", "box", "--gpus", "2"]).await?, "bob creates box")?;
     ensure!(shown(platform, &bob, "box").await?["gpus"] == json!([0, 1]));
+
+    // Restoring a snapshot (taken while the GPUs were held, of a running container) undoes the
+    // change inside and keeps the GPUs ssp manages: the same grant, the same nodes inside.
+    ok(cli(platform, &bob, &["snapshot", "create", "box@before"]).await?, "bob snapshots box")?;
+    ok(
+        cli(platform, &bob, &["exec", "--root", "box", "--", "sh", "-c", "echo changed > /root-change"]).await?,
+        "change",
+    )?;
+    ok(cli(platform, &bob, &["snapshot", "restore", "box@before"]).await?, "bob restores box")?;
+    let after = shown(platform, &bob, "box").await?;
+    ensure!(after["status"] == "Running" && after["gpus"] == json!([0, 1]), "after restore: {after}");
+    eventually("box's GPU nodes are back after the restore", EXEC_PATIENCE, || async {
+        Ok(nodes_inside(platform, &bob, "box").await? == vec![("nvidia0".into(), 195, 0), ("nvidia1".into(), 195, 1)])
+    })
+    .await?;
+    let change = cli(platform, &bob, &["exec", "--root", "box", "--", "cat", "/root-change"]).await?;
+    ensure!(!change.status.success(), "the change survived the restore: {}", text(&change.stdout));
+
     // Bob cannot touch alice's GPUs: her container answers exactly like a missing one.
     let foreign = platform.request("POST", attach_path, Some(&bob_token), ask).await?;
     ensure!(foreign.status == 404 && foreign == attach_missing, "{foreign:?} vs {attach_missing:?}");

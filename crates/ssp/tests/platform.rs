@@ -77,6 +77,14 @@ async fn a_user_runs_their_own_container_end_to_end(lxd: &'static PrivateLxd) ->
         text(&failing.stderr)
     );
     ensure!(text(&failing.stdout) == "out\n" && text(&failing.stderr).contains("err"), "output mixed up");
+    // A program that is not there: a shell's answer (127), not a daemon error.
+    let missing = cli(&platform, &alice, &["exec", "dev", "--", "no-such-program"]).await?;
+    ensure!(
+        missing.status.code() == Some(127) && text(&missing.stderr).contains("no-such-program: command not found"),
+        "missing program: exit {:?}, stderr {:?}",
+        missing.status.code(),
+        text(&missing.stderr)
+    );
     eventually("sshd answers inside", EXEC_PATIENCE, || async {
         let out = cli(&platform, &alice, &["exec", "dev", "--root", "--", "systemctl", "is-active", "ssh"]).await?;
         Ok(text(&out.stdout).trim() == "active")
