@@ -42,7 +42,9 @@ impl PrivateLxd {
         std::fs::write(root.join("bridge"), &bridge)?;
         let log = std::fs::File::create(root.join("lxd.out"))?;
         let daemon = Command::new("lxd")
-            .args(["--group", "root", "--logfile"])
+            // Debug logging: when a suite fails, the tail of the log shows what LXD was doing
+            // (each API request, operation and websocket), e.g. during its exec stalls.
+            .args(["--group", "root", "--debug", "--logfile"])
             .arg(root.join("lxd.log"))
             .env("LXD_DIR", &root)
             .stdin(Stdio::null())
@@ -87,13 +89,14 @@ impl PrivateLxd {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// The daemon's log so far.
+    /// The end of the daemon's (debug) log, and of what it printed.
     pub fn log(&self) -> String {
-        let mut text = std::fs::read_to_string(self.root.join("lxd.log")).unwrap_or_default();
+        let mut text = tail(&std::fs::read_to_string(self.root.join("lxd.log")).unwrap_or_default(), 250);
         let out = std::fs::read_to_string(self.root.join("lxd.out")).unwrap_or_default();
-        if !out.trim().is_empty() {
-            text.push_str("\n--- lxd stdout/stderr ---\n");
-            text.push_str(&out);
+        let printed: Vec<&str> = out.lines().filter(|l| !l.contains("level=debug")).collect();
+        if !printed.is_empty() {
+            text.push_str("\n--- lxd stdout/stderr (without debug lines) ---\n");
+            text.push_str(&tail(&printed.join("\n"), 40));
         }
         text
     }
@@ -407,4 +410,16 @@ fn parse_cidr(text: &str) -> Option<(u32, u32)> {
     let bits: u32 = bits.parse().ok()?;
     let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits.min(32)) };
     Some((u32::from(addr), mask))
+}
+
+/// The last `lines` lines of `text`, saying how many were left out.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    let skipped = all.len().saturating_sub(lines);
+    let kept = all[skipped..].join("\n");
+    if skipped == 0 {
+        kept
+    } else {
+        format!("({skipped} earlier lines left out)\n{kept}")
+    }
 }

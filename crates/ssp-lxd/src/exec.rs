@@ -334,7 +334,10 @@ impl Client {
             attempt += 1;
             match self.exec(name, command, options.clone()).await {
                 Ok(exec) => break exec,
-                Err(Error::Timeout { .. }) if attempt < CONNECT_ATTEMPTS => continue,
+                Err(e @ Error::Timeout { .. }) if attempt < CONNECT_ATTEMPTS => {
+                    tracing::warn!(instance = name, attempt, "exec not started, trying again: {e}");
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         };
