@@ -10,8 +10,9 @@ use anyhow::{bail, ensure, Result};
 
 use crate::Platform;
 
-/// How long a check that needs LXD exec inside a container may keep trying: LXD 5.0.2 was
-/// seen stalling every exec on a daemon for minutes at a time, more so on a loaded machine.
+/// How long a check that needs LXD exec inside a container may keep trying: inside work can
+/// be slow on a loaded machine, and LXD 5.0.2 stops accepting connections while any client
+/// holds a silent one (see `ssp_lxd::Client::new`).
 pub const EXEC_PATIENCE: Duration = Duration::from_secs(240);
 
 /// Bytes as (lossy) text.

@@ -272,7 +272,50 @@ async fn profiles_volumes_networks(lxd: &'static PrivateLxd) -> Result<()> {
     Ok(())
 }
 
+/// LXD 5.0.2 reads the first bytes of each new connection inside its accept loop (to spot
+/// STARTTLS), so one connection that is open but has sent nothing holds up every other
+/// client's new connection. A pooling HTTP client leaves such connections behind when it
+/// races a fresh connect against a pooled one; ours must not, or LXD stops answering new
+/// connections (execs first: each needs new websockets) until they time out.
+async fn the_client_never_leaves_a_silent_connection(lxd: &'static PrivateLxd) -> Result<()> {
+    let client = lxd.client();
+    for _round in 0..4 {
+        // Requests arriving while others finish: the pattern in which a pooled connection
+        // frees up while a new one is still connecting (one round in three or four left a
+        // silent connection with the old idle pool).
+        let mut burst = tokio::task::JoinSet::new();
+        for i in 0..200u64 {
+            let client = client.clone();
+            burst.spawn(async move { client.instance_names().await });
+            tokio::time::sleep(Duration::from_micros(300 * (i % 7))).await;
+        }
+        while let Some(result) = burst.join_next().await {
+            result??;
+        }
+        new_connection_is_served(lxd).await?;
+    }
+    Ok(())
+}
+
+/// A liveness bound, far above any normal answer and far below the idle timeout that used to
+/// end such stalls: a new connection must be served.
+async fn new_connection_is_served(lxd: &PrivateLxd) -> Result<()> {
+    let answered = tokio::time::timeout(Duration::from_secs(30), async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut raw = tokio::net::UnixStream::connect(lxd.socket()).await?;
+        raw.write_all(b"GET /1.0 HTTP/1.1\r\nHost: lxd\r\nConnection: close\r\n\r\n").await?;
+        let mut answer = Vec::new();
+        raw.read_to_end(&mut answer).await?;
+        anyhow::Ok(answer)
+    })
+    .await;
+    let answer = answered.context("LXD did not accept a new connection: a silent one holds its accept loop")??;
+    ensure!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    Ok(())
+}
+
 ssp_testkit::lxd_tests![
+    the_client_never_leaves_a_silent_connection,
     server_and_resources,
     container_lifecycle,
     exec_pty_resize_and_signals,

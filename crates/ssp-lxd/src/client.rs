@@ -62,9 +62,13 @@ impl Client {
         // Nothing here speaks TLS, but reqwest (built with rustls for other crates in the same
         // program) insists on a process-wide crypto provider: ring, unless one is installed.
         let _already_installed = rustls::crypto::ring::default_provider().install_default();
+        // No idle pool: LXD 5.0.2 peeks at each new connection's first bytes inside its
+        // accept loop, so a pooled connection that was opened but never used (hyper races a
+        // fresh connect against a pooled one and keeps the loser idle) stops LXD accepting
+        // anything else until it is closed. A unix-socket connect per request is cheap.
         let http = reqwest::Client::builder()
             .unix_socket(socket.clone())
-            .pool_max_idle_per_host(8)
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|source| Error::Connect { socket: socket.clone(), source })?;
         Ok(Self { http, socket: Arc::new(socket) })

@@ -141,8 +141,10 @@ impl ExecControl {
 /// How long connecting one exec stream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// How often a collected exec is tried when its streams cannot be connected: LXD 5.0.2 was
-/// seen stalling every exec on a daemon for two to three minutes, then recovering.
+/// How often a collected exec is tried when its streams cannot be connected. LXD 5.0.2 stops
+/// accepting connections while any client holds a new connection open without sending (it
+/// peeks at the first bytes inside its accept loop); our client no longer leaves such
+/// connections (see `Client::new`), but another program on the host still could.
 const CONNECT_ATTEMPTS: u32 = 8;
 
 /// The collected result of [`Client::exec_output`].
@@ -262,8 +264,8 @@ impl Client {
         Ok((control, streams))
     }
 
-    /// A websocket of `operation`, or an error after [`CONNECT_TIMEOUT`]: under load LXD 5.0.2
-    /// was seen holding such a connect for minutes before answering 404.
+    /// A websocket of `operation`, or an error after [`CONNECT_TIMEOUT`] (LXD itself gives up
+    /// on the operation when its streams are not all connected within 5 s).
     async fn websocket_within(&self, path: &str, operation: &Operation) -> Result<Ws> {
         match tokio::time::timeout(CONNECT_TIMEOUT, self.websocket(path)).await {
             Ok(ws) => ws,
@@ -328,7 +330,8 @@ impl Client {
         stdin: &[u8],
         options: ExecOptions,
     ) -> Result<ExecOutput> {
-        // Connecting the streams can stall under load; nothing has run then, so try again.
+        // Connecting the streams can stall (see CONNECT_ATTEMPTS); nothing has run then, so
+        // try again.
         let mut attempt = 0;
         let mut exec = loop {
             attempt += 1;
