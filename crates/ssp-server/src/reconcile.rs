@@ -274,6 +274,9 @@ impl Reconciler {
                 ours.entry(id).or_default().push(found);
             }
         }
+        // An instance named like a row's (an import still carrying its archive's tags) is
+        // that row's work in progress, whatever its tags say: never an orphan.
+        let row_names: HashSet<String> = rows.iter().map(instance::lxd_name).collect();
         let work = rows
             .into_iter()
             .map(|row| {
@@ -286,7 +289,10 @@ impl Reconciler {
                 (row, found, extra)
             })
             .collect();
-        let orphans = ours.into_iter().filter_map(|(id, mut list)| list.pop().map(|i| (id, i))).collect();
+        let orphans = ours
+            .into_iter()
+            .filter_map(|(id, list)| list.into_iter().find(|i| !row_names.contains(&i.name)).map(|i| (id, i)))
+            .collect();
         Ok((work, orphans))
     }
 
