@@ -151,7 +151,7 @@ pub async fn create(
         None => Name::parse(&caller.name)?,
     };
     let name = Name::parse(&request.name)?;
-    let asked = request.image.clone().unwrap_or_else(|| state.settings.default_image.to_string());
+
     let idempotency_key = match headers.get(api::IDEMPOTENCY_HEADER) {
         Some(value) => Some(check_idempotency_key(
             value.to_str().map_err(|_| ApiError::BadRequest("the Idempotency-Key header must be ASCII".into()))?,
@@ -165,7 +165,11 @@ pub async fn create(
         disk: request.disk.as_deref().map(ByteSize::parse_nonzero).transpose()?,
         gpus: None,
     };
-    let image = super::images::resolve(&state, &caller, &owner, &asked).await?;
+    // The default is always the host's image, never a user's image that shares its name.
+    let image = match &request.image {
+        Some(asked) => super::images::resolve(&state, &caller, &owner, asked).await?,
+        None => super::images::host_image(&state, state.settings.default_image.as_str()).await?,
+    };
     let defaults = state.settings.default_resources;
     let actor = caller.name.clone();
     let desired = convert::store_desired(request.state);

@@ -55,28 +55,37 @@ fn may_use(caller: &Caller, row: &ImageRow) -> bool {
     row.public || caller.is_admin() || caller.name == row.owner.as_str()
 }
 
+/// `name` if the host's LXD has an image under that alias; otherwise the missing-image answer.
+pub(crate) async fn host_image(state: &AppState, name: &str) -> ApiResult<String> {
+    match state.lxd.image_alias(name).await {
+        Ok(_) if !is_user_alias(name) => Ok(name.to_string()),
+        Ok(_) => Err(missing(state, name).await),
+        Err(e) if e.is_not_found() => Err(missing(state, name).await),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The answer for an image that does not exist — or that the caller may not use.
+async fn missing(state: &AppState, image: &str) -> ApiError {
+    let known: Vec<String> =
+        state.lxd.image_alias_names().await.unwrap_or_default().into_iter().filter(|a| !is_user_alias(a)).collect();
+    ApiError::BadRequest(format!(
+        "image {image} does not exist; images: {} (and yours: ssp image list)",
+        known.join(", ")
+    ))
+}
+
 /// The LXD alias a create's `image` names, as `caller` creating for `owner` may use it:
 /// `owner/name` (a user's image), `name` (the owner's own image, else a public one of that
 /// name, else an image the host provides). An image the caller may not use answers like a
 /// missing one.
 pub(crate) async fn resolve(state: &AppState, caller: &Caller, owner: &Name, image: &str) -> ApiResult<String> {
-    let missing = |state: &AppState| {
-        let lxd = state.lxd.clone();
-        async move {
-            let known: Vec<String> =
-                lxd.image_alias_names().await.unwrap_or_default().into_iter().filter(|a| !is_user_alias(a)).collect();
-            ApiError::BadRequest(format!(
-                "image {image} does not exist; images: {} (and yours: ssp image list)",
-                known.join(", ")
-            ))
-        }
-    };
     if let Some((who, name)) = image.split_once('/') {
         let (who, name) = (Name::parse(who)?, ImageName::parse(name)?);
         let (w, n) = (who.to_string(), name.to_string());
         return match state.db.run(move |s| s.image(&w, &n)).await {
             Ok(row) if may_use(caller, &row) => Ok(row.alias),
-            Ok(_) | Err(ssp_store::Error::NotFound { .. }) => Err(missing(state).await),
+            Ok(_) | Err(ssp_store::Error::NotFound { .. }) => Err(missing(state, image).await),
             Err(e) => Err(e.into()),
         };
     }
@@ -99,11 +108,7 @@ pub(crate) async fn resolve(state: &AppState, caller: &Caller, owner: &Name, ima
             )));
         }
     }
-    match state.lxd.image_alias(name.as_str()).await {
-        Ok(_) => Ok(name.to_string()),
-        Err(e) if e.is_not_found() => Err(missing(state).await),
-        Err(e) => Err(e.into()),
-    }
+    host_image(state, name.as_str()).await
 }
 
 /// `owner/name` or `name` (the caller's own).
