@@ -169,6 +169,10 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         gpus: gpus.clone(),
         storage: storage::Worker::default(),
     };
+    let cleanup = api::images::remove_unrecorded(&state.db, &state.lxd, &platform_for_storage);
+    if tokio::time::timeout(Duration::from_secs(60), cleanup).await.is_err() {
+        tracing::warn!("LXD did not answer in 60 s: unrecorded images are looked for at the next start");
+    }
     storage::start(&settings, &state, &platform_for_storage);
     let router = api::router(state);
 

@@ -28,6 +28,40 @@ use crate::AppState;
 /// Publishing copies the whole root file system: allow it time.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// Image property: the installation that published it.
+pub const PROPERTY_PLATFORM: &str = "ssp.platform";
+
+/// Deletes the images this installation published that no row records: a daemon killed
+/// between LXD's publish and the insert left them. Run at start, before the API serves, so
+/// no publish is in flight.
+pub async fn remove_unrecorded(db: &crate::db::Db, lxd: &ssp_lxd::Client, platform: &str) {
+    let recorded = match db.run(|s| s.images_visible_to("", true)).await {
+        Ok(rows) => rows.into_iter().map(|r| r.fingerprint).collect::<std::collections::HashSet<_>>(),
+        Err(e) => return tracing::warn!("cannot read the images table: {e}"),
+    };
+    let images = match lxd.images().await {
+        Ok(images) => images,
+        Err(e) => return tracing::warn!("cannot list LXD's images to clean up: {e}"),
+    };
+    for image in images {
+        if image.properties.get(PROPERTY_PLATFORM).map(String::as_str) != Some(platform)
+            || recorded.contains(&image.fingerprint)
+        {
+            continue;
+        }
+        tracing::warn!(fingerprint = %image.fingerprint, "removing an image published but never recorded");
+        for alias in &image.aliases {
+            lxd.delete_image_alias(&alias.name).await.ok();
+        }
+        match lxd.delete_image(&image.fingerprint).await {
+            Ok(operation) => {
+                operation.wait(Some(PUBLISH_TIMEOUT)).await.ok();
+            }
+            Err(e) => tracing::warn!(fingerprint = %image.fingerprint, "cannot remove it: {e}"),
+        }
+    }
+}
+
 /// The LXD alias of `owner`'s image `name` on installation `platform`.
 pub fn alias(platform: &str, owner: &Name, name: &ImageName) -> String {
     format!("ssp_{platform}_{owner}_{name}")
@@ -147,9 +181,14 @@ pub async fn publish(
     let lxd_name = instance::lxd_name(&row);
     let snapshot = format!("ssp-publish-{}", random_hex()?);
     state.lxd.create_snapshot(&lxd_name, &snapshot).await?.wait(Some(PUBLISH_TIMEOUT)).await?;
-    let properties = [("description".to_string(), format!("{owner}/{name}, published from {owner}/{container}"))]
-        .into_iter()
-        .collect();
+    let platform = state.reconciler_pass.layout().platform.clone();
+    let properties = [
+        ("description".to_string(), format!("{owner}/{name}, published from {owner}/{container}")),
+        // Finds an image a killed daemon published but never recorded (see `remove_unrecorded`).
+        (PROPERTY_PLATFORM.to_string(), platform),
+    ]
+    .into_iter()
+    .collect();
     let published = async {
         let done =
             state.lxd.publish_snapshot(&lxd_name, &snapshot, &properties).await?.wait(Some(PUBLISH_TIMEOUT)).await?;
