@@ -36,4 +36,13 @@ pub struct ImportQuery {
     pub owner: String,
     /// Its name.
     pub name: String,
+    /// CPUs; the configured default unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    /// Memory (`"16GiB"`); the configured default unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Root disk (`"50GiB"`); the configured default unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
 }

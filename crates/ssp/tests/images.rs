@@ -266,7 +266,7 @@ async fn export_delete_import_body(lxd: &'static PrivateLxd, platform: &Platform
 
     let denied = cli(platform, &carol, &["container", "import", path, "carol/box"]).await?;
     ensure!(denied.status.code() == Some(5), "a user imported: {:?}", denied.status.code());
-    ok(root(platform, &["container", "import", path, "carol/box"]).await?, "import")?;
+    ok(root(platform, &["container", "import", path, "carol/box", "--memory", "320MiB"]).await?, "import")?;
     answers(platform, &carol, "box").await?;
     ensure!(sh(platform, &carol, "box", "cat /etc/box-marker").await?.trim() == "second");
     let listed: Vec<serde_json::Value> =
@@ -274,6 +274,7 @@ async fn export_delete_import_body(lxd: &'static PrivateLxd, platform: &Platform
     ensure!(listed.iter().any(|s| s["name"] == "first"), "the snapshot did not come back: {listed:?}");
     let back = instance(platform, lxd, "carol", "box").await?;
     ensure!(back.config["user.ssp.platform"] == platform.id()? && back.config["limits.processes"] == "10000");
+    ensure!(back.config["limits.memory"] == "320MiB", "{:?}", back.config.get("limits.memory"));
     ok(cli(platform, &carol, &["snapshot", "restore", "box@first"]).await?, "restore the imported snapshot")?;
     ensure!(sh(platform, &carol, "box", "cat /etc/box-marker").await?.trim() == "first");
     let taken = root(platform, &["container", "import", path, "carol/box"]).await?;

@@ -111,6 +111,14 @@ pub async fn import(
     caller.require_admin("import containers")?;
     let owner = Name::parse(&query.owner)?;
     let name = Name::parse(&query.name)?;
+    let requested = ssp_core::quota::PartialResources {
+        cpus: query.cpus,
+        memory: query.memory.as_deref().map(ssp_core::size::ByteSize::parse_nonzero).transpose()?,
+        disk: query.disk.as_deref().map(ssp_core::size::ByteSize::parse_nonzero).transpose()?,
+        gpus: None,
+    };
+    let resources = ssp_core::quota::resolve(requested, &state.settings.default_resources);
+    resources.validate().map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let folder = state.settings.raw.state_dir.join("imports");
     tokio::fs::create_dir_all(&folder).await.map_err(|e| ApiError::Internal(format!("{}: {e}", folder.display())))?;
     let path = folder.join(format!("{}.archive", super::images::random_hex()?));
@@ -135,14 +143,13 @@ pub async fn import(
         })
         .await?;
 
-    let defaults = state.settings.default_resources;
     let new = NewContainer {
         owner: owner.clone(),
         name: name.clone(),
         image: "imported".into(),
-        cpus: defaults.cpus,
-        memory: defaults.memory,
-        disk: defaults.disk,
+        cpus: resources.cpus,
+        memory: resources.memory,
+        disk: resources.disk,
         desired_state: ssp_store::DesiredState::Running,
         idempotency_key: None,
         gpus: None,

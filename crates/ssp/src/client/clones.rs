@@ -79,7 +79,7 @@ impl Client {
     /// `POST /containers/import?owner=&name=` with the archive `from` as the body, streamed.
     /// Only admins may import, and the daemon says so before it reads the body — which would
     /// break the upload midway: ask who we are first.
-    pub async fn import_container(&self, owner: &str, name: &str, from: &Path) -> Result<api::Container, ApiError> {
+    pub async fn import_container(&self, query: &api::ImportQuery, from: &Path) -> Result<api::Container, ApiError> {
         if self.info().await?.role != api::Role::Admin {
             return Err(ApiError::Api {
                 status: reqwest::StatusCode::FORBIDDEN,
@@ -91,12 +91,11 @@ impl Client {
             |e: std::io::Error| ApiError::Local { what: format!("reading {}", from.display()), detail: e.to_string() };
         let file = tokio::fs::File::open(from).await.map_err(local)?;
         let length = file.metadata().await.map_err(local)?.len();
-        let query = serde_json::json!({ "owner": owner, "name": name });
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
         let mut request = self
             .http
             .request(Method::POST, format!("{}{}", self.base, path(&["containers", "import"])))
-            .query(&query)
+            .query(query)
             .header("Content-Type", "application/octet-stream")
             .header("Content-Length", length)
             .header("Accept", "application/json")

@@ -121,6 +121,15 @@ pub enum ContainerCommand {
         file: std::path::PathBuf,
         /// The new container: `OWNER/NAME`.
         container: ContainerRef,
+        /// CPUs (default: the daemon's).
+        #[arg(long, value_name = "N")]
+        cpus: Option<u32>,
+        /// Memory limit, e.g. 16GiB (default: the daemon's).
+        #[arg(long, value_name = "SIZE", value_parser = super::nonzero_size)]
+        memory: Option<String>,
+        /// Root disk size, e.g. 50GiB (default: the daemon's).
+        #[arg(long, value_name = "SIZE", value_parser = super::nonzero_size)]
+        disk: Option<String>,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -262,14 +271,16 @@ pub async fn run(command: ContainerCommand, json: bool) -> anyhow::Result<()> {
             println!("container {owner}/{name} exported to {} ({})", file.display(), output::human_bytes(written));
             Ok(())
         }
-        ContainerCommand::Import { file, container, wait } => {
+        ContainerCommand::Import { file, container, cpus, memory, disk, wait } => {
             let owner = match &container.owner {
                 Some(owner) => owner.to_string(),
                 None => super::caller(&client).await?,
             };
             let mut progress = Progress::new();
             progress.set(&format!("importing {}", file.display()));
-            let made = client.import_container(&owner, container.name.as_str(), &file).await;
+            let query =
+                ssp_api::ImportQuery { owner: owner.clone(), name: container.name.to_string(), cpus, memory, disk };
+            let made = client.import_container(&query, &file).await;
             drop(progress);
             let made = made.with_context(|| format!("importing {} as {owner}/{}", file.display(), container.name))?;
             finish(&client, made, Goal::Ready(DesiredState::Running), wait, json, "imported").await
