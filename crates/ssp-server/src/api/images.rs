@@ -350,3 +350,34 @@ pub(crate) fn random_hex() -> ApiResult<String> {
     getrandom::fill(&mut bytes).map_err(|e| ApiError::Internal(format!("no randomness: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_are_namespaced_and_unreachable_by_typed_names() {
+        let owner = Name::parse("alice").unwrap();
+        let name = ImageName::parse("lab-base").unwrap();
+        let alias = alias("0123abcd", &owner, &name);
+        assert_eq!(alias, "ssp_0123abcd_alice_lab-base");
+        assert!(is_user_alias(&alias));
+        assert_eq!(crate::convert::image_name(&alias), "alice/lab-base");
+        assert_eq!(crate::convert::image_name("debian-12"), "debian-12");
+        // No image name a user can type is one of these aliases.
+        assert!(ImageName::parse(&alias).is_err());
+        assert!(!is_user_alias("busybox"));
+    }
+
+    #[test]
+    fn container_references_name_an_owner() {
+        let (owner, name) = split_ref("dev", "alice").unwrap();
+        assert_eq!((owner.as_str(), name.as_str()), ("alice", "dev"));
+        let (owner, name) = split_ref("bob/dev", "alice").unwrap();
+        assert_eq!((owner.as_str(), name.as_str()), ("bob", "dev"));
+        for bad in ["../dev", "bob/dev/x", "Bob/dev", "/dev", ""] {
+            assert!(split_ref(bad, "alice").is_err(), "{bad:?}");
+        }
+    }
+}
