@@ -79,12 +79,17 @@ interval_secs = 2
     }
 
     fn launch(&self) -> Result<()> {
+        self.launch_with(&[])
+    }
+
+    fn launch_with(&self, extra_args: &[&str]) -> Result<()> {
         let listening = self.dir.join("state/listening.json");
         std::fs::remove_file(&listening).ok();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("ssp.log"))?;
         let child = Command::new(&self.binary)
             .args(["serve", "--config"])
             .arg(self.dir.join("ssp.toml"))
+            .args(extra_args)
             .env("SSP_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -103,6 +108,13 @@ interval_secs = 2
             if Instant::now() > deadline {
                 bail!("ssp serve did not come up in 120 s:\n{}", self.log());
             }
+            let exited = match self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
+                Some(child) => child.try_wait()?,
+                None => None,
+            };
+            if let Some(status) = exited {
+                bail!("ssp serve exited ({status}) before it served:\n{}", self.log());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -119,6 +131,13 @@ interval_secs = 2
     pub fn restart(&self) -> Result<()> {
         self.kill();
         self.launch()
+    }
+
+    /// Starts the daemon again on the same state, with `extra_args` after `serve --config
+    /// FILE` (e.g. `--restore-state BACKUP`).
+    pub fn restart_with(&self, extra_args: &[&str]) -> Result<()> {
+        self.kill();
+        self.launch_with(extra_args)
     }
 
     /// The daemon's log so far.

@@ -18,7 +18,10 @@ pub use gpu::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod images;
 pub mod storage;
+
+pub use images::{ContainerCopy, ImagePublish, ImportQuery};
 
 pub use storage::{
     Home, HomeCreate, ScheduleReport, Share, ShareCreate, Snapshot, SnapshotCreate, SnapshotSchedule, SnapshotUpdate,
@@ -360,6 +363,12 @@ pub struct Image {
     pub size: u64,
     /// Unix seconds.
     pub created_at: i64,
+    /// Whose it is: a user's published image (`None`: an image the host provides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// A user's image that every user may use.
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// `GET /api/v1/info`: who is asking and what they are talking to.

@@ -4,6 +4,7 @@
 //! is tested exhaustively with table-driven and property tests. Every user-supplied string
 //! passes through a parser here before it reaches LXD, a file path or a command line.
 
+pub mod archive;
 pub mod duration;
 pub mod fingerprint;
 pub mod gpu;

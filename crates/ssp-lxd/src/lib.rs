@@ -22,6 +22,7 @@
 //! ```
 
 mod admin;
+mod backups;
 mod client;
 mod error;
 mod events;

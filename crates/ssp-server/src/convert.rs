@@ -76,6 +76,16 @@ pub fn phase(phase: ssp_store::ContainerPhase) -> api::Phase {
     }
 }
 
+/// The name people use for an image: a user's published image's LXD alias
+/// (`ssp_<platform>_<owner>_<name>`) reads as `owner/name`.
+pub fn image_name(alias: &str) -> String {
+    let mut parts = alias.splitn(4, '_');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("ssp"), Some(_), Some(owner), Some(name)) => format!("{owner}/{name}"),
+        _ => alias.to_string(),
+    }
+}
+
 /// A stored container with what LXD says of it.
 pub fn container(
     row: &ssp_store::Container,
@@ -86,7 +96,7 @@ pub fn container(
     api::Container {
         owner: row.owner.as_str().into(),
         name: row.name.as_str().into(),
-        image: row.image.clone(),
+        image: image_name(&row.image),
         cpus: row.cpus,
         memory: row.memory.to_string(),
         disk: row.disk.to_string(),

@@ -162,6 +162,22 @@ if grep -q '^127\.0\.1\.1[[:space:]]' /etc/hosts 2>/dev/null; then
 else
   printf '127.0.1.1\t%s\n' "$host" >> /etc/hosts
 fi
+# An image published by another user carries that user's account as uid 1000: it becomes
+# this owner's (renamed, same files), and the previous owner's sudo rule and keys go.
+previous=$(awk -F: '$3 == 1000 { print $1; exit }' /etc/passwd)
+if [ -n "$previous" ] && [ "$previous" != "$user" ] && ! id "$user" >/dev/null 2>&1; then
+  rm -f /etc/sudoers.d/90-ssp-owner "/home/$previous/.ssh/authorized_keys"
+  if command -v usermod >/dev/null 2>&1; then
+    usermod -l "$user" "$previous"
+    groupmod -n "$user" "$previous" 2>/dev/null || true
+    if [ -e "/home/$user" ]; then usermod -d "/home/$user" "$user"; else usermod -d "/home/$user" -m "$user"; fi
+  else
+    sed -i "s/^$previous:\(.*\):\/home\/$previous:/$user:\1:\/home\/$user:/; s/^$previous:/$user:/" /etc/passwd
+    sed -i "s/^$previous:/$user:/" /etc/group
+    if [ -f /etc/shadow ]; then sed -i "s/^$previous:/$user:/" /etc/shadow; fi
+    if [ -d "/home/$previous" ] && [ ! -e "/home/$user" ]; then mv "/home/$previous" "/home/$user"; fi
+  fi
+fi
 if ! id "$user" >/dev/null 2>&1; then
   if command -v useradd >/dev/null 2>&1; then
     useradd --create-home --uid 1000 --user-group --shell /bin/bash "$user"
@@ -236,6 +252,7 @@ mod tests {
             desired_state: DesiredState::Running,
             phase: ContainerPhase::Ready,
             created_at: 0,
+            source: ssp_store::ContainerSource::Image,
         }
     }
 

@@ -7,6 +7,7 @@
 //! nor SQL (that is `ssp-store`).
 
 pub mod api;
+pub mod archive;
 pub mod attachments;
 pub mod auth;
 pub mod config;
@@ -168,6 +169,10 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         gpus: gpus.clone(),
         storage: storage::Worker::default(),
     };
+    let cleanup = api::images::remove_unrecorded(&state.db, &state.lxd, &platform_for_storage);
+    if tokio::time::timeout(Duration::from_secs(60), cleanup).await.is_err() {
+        tracing::warn!("LXD did not answer in 60 s: unrecorded images are looked for at the next start");
+    }
     storage::start(&settings, &state, &platform_for_storage);
     let router = api::router(state);
 
@@ -228,6 +233,16 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     tracing::info!("stopping");
     std::fs::remove_file(&listening_path).ok();
     Ok(())
+}
+
+/// Replaces the state database with `backup` (checked first: a sound ssp database of a
+/// schema this version knows); the daemon must not be running. Returns the schema version.
+pub fn restore_state(settings: &Settings, backup: &Path) -> Result<i64, ServeError> {
+    let target = settings.database_path();
+    if let Some(folder) = target.parent() {
+        std::fs::create_dir_all(folder).map_err(io_error(format!("creating {}", folder.display())))?;
+    }
+    Ok(ssp_store::Store::restore(backup, &target)?)
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), ServeError> {

@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use ssp_api::ReconcileReport;
 use ssp_lxd::wire::Instance;
 use ssp_lxd::StateAction;
-use ssp_store::{Container, ContainerPhase, DesiredState};
+use ssp_store::{Container, ContainerPhase, ContainerSource, DesiredState};
 use tokio::sync::Notify;
 
 use crate::attachments;
@@ -154,6 +154,7 @@ pub struct Reconciler {
     one_create_at_a_time: Arc<tokio::sync::Mutex<()>>,
     in_flight: Arc<Mutex<HashSet<String>>>,
     slots: Arc<tokio::sync::Semaphore>,
+    unknown_reported: Arc<Mutex<HashSet<String>>>,
 }
 
 /// One container's work: its row, its instance if LXD has one, what else shapes it.
@@ -172,6 +173,7 @@ impl Reconciler {
             one_create_at_a_time: Arc::new(tokio::sync::Mutex::new(())),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             slots: Arc::new(tokio::sync::Semaphore::new(parallelism.max(1))),
+            unknown_reported: Arc::default(),
         }
     }
 
@@ -260,23 +262,38 @@ impl Reconciler {
                 Ok((rows, attachments))
             })
             .await?;
-        let mut ours: HashMap<String, Instance> = self
-            .lxd
-            .instances()
-            .await?
-            .into_iter()
-            .filter(|i| i.config.get(TAG_PLATFORM) == Some(&self.layout.platform))
-            .filter_map(|i| i.config.get(TAG_ID).cloned().map(|id| (id, i)))
-            .collect();
+        // Several instances may carry one id for a moment: an import (or a copy) starts
+        // with its source's tags until ssp's replace them. A row's own instance is the one
+        // with its name; the others are someone's work in progress, not orphans.
+        let mut ours: HashMap<String, Vec<Instance>> = HashMap::new();
+        for found in self.lxd.instances().await? {
+            if found.config.get(TAG_PLATFORM) != Some(&self.layout.platform) {
+                continue;
+            }
+            if let Some(id) = found.config.get(TAG_ID).cloned() {
+                ours.entry(id).or_default().push(found);
+            }
+        }
+        // An instance named like a row's (an import still carrying its archive's tags) is
+        // that row's work in progress, whatever its tags say: never an orphan.
+        let row_names: HashSet<String> = rows.iter().map(instance::lxd_name).collect();
         let work = rows
             .into_iter()
             .map(|row| {
-                let found = ours.remove(&row.uid);
+                let name = instance::lxd_name(&row);
+                let found = ours.remove(&row.uid).and_then(|mut list| {
+                    let at = list.iter().position(|i| i.name == name).unwrap_or(0);
+                    (at < list.len()).then(|| list.swap_remove(at))
+                });
                 let extra = attachments.remove(&row.uid).unwrap_or_default();
                 (row, found, extra)
             })
             .collect();
-        Ok((work, ours))
+        let orphans = ours
+            .into_iter()
+            .filter_map(|(id, list)| list.into_iter().find(|i| !row_names.contains(&i.name)).map(|i| (id, i)))
+            .collect();
+        Ok((work, orphans))
     }
 
     /// Marks `uid` as being worked on; `false` if it already is.
@@ -383,9 +400,38 @@ impl Reconciler {
 
     /// Removes instances that carry this platform's tag but have no row: their row was
     /// removed, so nothing may keep them.
+    ///
+    /// Only orphans this database once recorded are removed (a create, copy or import of
+    /// that uid is in the journal): one it never saw was made under a state that has since
+    /// been replaced by an older backup (`ssp serve --restore-state`), and is kept — and
+    /// reported — rather than destroyed.
     async fn remove_orphans(&self, orphans: HashMap<String, Instance>) -> u32 {
         let mut removed = 0;
         for (uid, orphan) in orphans {
+            let id = uid.clone();
+            match self.db.run(move |s| s.ever_recorded(&id)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if self
+                        .unknown_reported
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(uid.clone())
+                    {
+                        tracing::warn!(
+                            instance = %orphan.name,
+                            %uid,
+                            "an instance tagged by this installation that its state database never recorded \
+                             (restored from an older backup?): kept; delete it with lxc if it is not wanted"
+                        );
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %orphan.name, "cannot read the journal: {e}");
+                    continue;
+                }
+            }
             match self.remove_instance(&orphan).await {
                 Ok(()) => {
                     removed += 1;
@@ -418,7 +464,33 @@ impl Reconciler {
                 outcome.deleted = true;
             }
             (ContainerPhase::Creating, None) => {
-                let request = instance::create_request(&row, &self.layout, extra);
+                let mut request = instance::create_request(&row, &self.layout, extra);
+                // A copy starts only after `keep` replaced the config LXD copied from its
+                // source (another owner's identity in `raw.idmap`, say) with its own.
+                let mut start_now = true;
+                match &row.source {
+                    ContainerSource::Image => {}
+                    ContainerSource::Copy(from) => {
+                        let from = from.clone();
+                        let source = match self.db.run(move |s| s.container_by_uid(&from)).await {
+                            Ok(source) => source,
+                            Err(ssp_store::Error::NotFound { .. }) => {
+                                return Err(StepError::Other(
+                                    "the container it copies was deleted before the copy was made; delete this one"
+                                        .into(),
+                                ))
+                            }
+                            Err(e) => return Err(e.into()),
+                        };
+                        request.source = ssp_lxd::wire::InstanceSource::copy_of(instance::lxd_name(&source));
+                        start_now = false;
+                    }
+                    ContainerSource::Import => {
+                        return Err(StepError::Other(
+                            "its import did not finish; delete it and import the archive again".into(),
+                        ))
+                    }
+                }
                 {
                     // LXD 5.0.2 hands out isolated idmap ranges racily: concurrent creates got
                     // overlapping ranges, or ranges outside /etc/subuid that then fail to start
@@ -433,7 +505,7 @@ impl Reconciler {
                 // Made exactly as desired: record it and start it at once, side by side.
                 let name = request.name.clone();
                 let start = async {
-                    if row.desired_state == DesiredState::Running {
+                    if row.desired_state == DesiredState::Running && start_now {
                         self.lxd.start_instance(&name, START_TIMEOUT).await.map(|()| true)
                     } else {
                         Ok(false)

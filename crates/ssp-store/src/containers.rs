@@ -51,6 +51,38 @@ impl ContainerPhase {
     }
 }
 
+/// Where a container's LXD instance comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerSource {
+    /// Made from its image.
+    Image,
+    /// A copy of the container with this uid (its root file system, not its snapshots).
+    Copy(String),
+    /// Imported from a backup archive: the import makes the instance, not the reconciler.
+    Import,
+}
+
+impl ContainerSource {
+    fn to_sql(&self) -> Option<String> {
+        match self {
+            ContainerSource::Image => None,
+            ContainerSource::Copy(uid) => Some(format!("copy:{uid}")),
+            ContainerSource::Import => Some("import".into()),
+        }
+    }
+
+    fn from_sql(text: Option<String>) -> Self {
+        match text.as_deref() {
+            Some("import") => ContainerSource::Import,
+            Some(other) => match other.strip_prefix("copy:") {
+                Some(uid) => ContainerSource::Copy(uid.into()),
+                None => ContainerSource::Image,
+            },
+            None => ContainerSource::Image,
+        }
+    }
+}
+
 /// A stored container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
@@ -74,6 +106,8 @@ pub struct Container {
     pub phase: ContainerPhase,
     /// Seconds since the epoch.
     pub created_at: i64,
+    /// Where its instance comes from.
+    pub source: ContainerSource,
 }
 
 /// A container to record.
@@ -109,7 +143,7 @@ pub struct GpuGrant {
 }
 
 const SELECT: &str =
-    "SELECT c.uid, u.name, c.name, c.image, c.cpus, c.memory, c.disk, c.desired_state, c.phase, c.created_at
+    "SELECT c.uid, u.name, c.name, c.image, c.cpus, c.memory, c.disk, c.desired_state, c.phase, c.created_at, c.source
                       FROM containers c JOIN users u ON u.id = c.owner_id";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Container> {
@@ -140,6 +174,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Container> {
             _ => ContainerPhase::Lost,
         },
         created_at: row.get(9)?,
+        source: ContainerSource::from_sql(row.get(10)?),
     })
 }
 
@@ -158,6 +193,16 @@ impl Store {
     /// same owner, returns the container that key created instead (or a conflict if the key
     /// was used for another name).
     pub fn create_container(&mut self, actor: Option<&str>, new: &NewContainer) -> Result<Container> {
+        self.create_container_from(actor, new, &ContainerSource::Image)
+    }
+
+    /// [`Store::create_container`] for a container whose instance comes from `source`.
+    pub fn create_container_from(
+        &mut self,
+        actor: Option<&str>,
+        new: &NewContainer,
+        source: &ContainerSource,
+    ) -> Result<Container> {
         let owner = self.user(new.owner.as_str())?;
         if let Some(key) = &new.idempotency_key {
             let earlier: Option<String> = self
@@ -182,7 +227,7 @@ impl Store {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO containers (uid, owner_id, name, image, cpus, memory, disk, desired_state, phase,
-                 idempotency_key, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'creating', ?9, ?10)",
+                 idempotency_key, created_at, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'creating', ?9, ?10, ?11)",
                 params![
                     uid,
                     owner.id,
@@ -193,11 +238,17 @@ impl Store {
                     size(new.disk),
                     new.desired_state.as_str(),
                     new.idempotency_key,
-                    now()
+                    now(),
+                    source.to_sql()
                 ],
             )
             .map_err(unique("container", &object))?;
-            record(tx, actor, "container.create", &object, Some(&uid))?;
+            let action = match source {
+                ContainerSource::Image => "container.create",
+                ContainerSource::Copy(_) => "container.copy",
+                ContainerSource::Import => "container.import",
+            };
+            record(tx, actor, action, &object, Some(&uid))?;
             if let Some(gpus) = &new.gpus {
                 crate::gpus::grant_in(tx, actor, &uid, &gpus.request, gpus.expires_at)?;
             }
@@ -212,6 +263,14 @@ impl Store {
             .query_row(&format!("{SELECT} WHERE u.name = ?1 AND c.name = ?2"), params![owner, name], from_row)
             .optional()?
             .ok_or_else(|| Error::NotFound { kind: "container", name: format!("{owner}/{name}") })
+    }
+
+    /// The container with this uid.
+    pub fn container_by_uid(&self, uid: &str) -> Result<Container> {
+        self.conn
+            .query_row(&format!("{SELECT} WHERE c.uid = ?1"), params![uid], from_row)
+            .optional()?
+            .ok_or_else(|| Error::NotFound { kind: "container", name: format!("with id {uid}") })
     }
 
     /// `owner`'s containers, by name.

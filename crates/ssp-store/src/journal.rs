@@ -34,6 +34,17 @@ pub(crate) fn record(
 }
 
 impl Store {
+    /// Whether this database ever recorded a container with this uid (its create, copy or
+    /// import is in the journal).
+    pub fn ever_recorded(&self, uid: &str) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM journal WHERE detail = ?1
+             AND action IN ('container.create', 'container.copy', 'container.import'))",
+            [uid],
+            |r| r.get(0),
+        )?)
+    }
+
     /// The newest `limit` journal entries, newest first.
     pub fn journal(&self, limit: u32) -> Result<Vec<JournalEntry>> {
         let mut stmt =

@@ -16,6 +16,7 @@
 mod containers;
 mod gpus;
 mod homes;
+mod images;
 mod journal;
 mod keys;
 mod shares;
@@ -28,9 +29,10 @@ use std::path::Path;
 use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
-pub use containers::{Container, ContainerPhase, DesiredState, GpuGrant, NewContainer};
+pub use containers::{Container, ContainerPhase, ContainerSource, DesiredState, GpuGrant, NewContainer};
 pub use gpus::{Gpu, GpuHours, GpuRecord, Lease};
 pub use homes::{Home, HomePhase};
+pub use images::{ImageRow, NewImage};
 pub use journal::JournalEntry;
 pub use keys::SshKey;
 pub use shares::{NewShare, Share};
@@ -82,6 +84,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0001_initial.sql")),
         M::up(include_str!("migrations/0002_gpus.sql")),
         M::up(include_str!("migrations/0003_storage.sql")),
+        M::up(include_str!("migrations/0004_images.sql")),
     ])
 }
 
@@ -110,6 +113,56 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrations().to_latest(&mut conn)?;
         Ok(Self { conn })
+    }
+
+    /// Writes a consistent copy of the whole database to `path` (SQLite's online backup: a
+    /// snapshot as of one instant, while the daemon keeps running).
+    pub fn backup_to(&self, path: &Path) -> Result<()> {
+        self.conn.backup(rusqlite::MAIN_DB, path, None)?;
+        Ok(())
+    }
+
+    /// Replaces the database at `target` with the backup at `backup`, after checking that
+    /// the backup is a sound ssp state database (integrity, a schema this version knows,
+    /// migrated to the latest); returns its schema version. The daemon must not be running.
+    pub fn restore(backup: &Path, target: &Path) -> Result<i64> {
+        let staging = target.with_extension("db.restoring");
+        std::fs::copy(backup, &staging)
+            .map_err(|e| Error::Conflict(format!("cannot copy {} to {}: {e}", backup.display(), staging.display())))?;
+        let checked = (|| {
+            let store = Store::open(&staging)?;
+            let integrity: String = store.conn.pragma_query_value(None, "integrity_check", |r| r.get(0))?;
+            if integrity != "ok" {
+                return Err(Error::Conflict(format!("{} is damaged: {integrity}", backup.display())));
+            }
+            store.conn.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0))?;
+            let version = store.schema_version()?;
+            store.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+            Ok(version)
+        })();
+        let version = match checked {
+            Ok(version) => version,
+            Err(e) => {
+                std::fs::remove_file(&staging).ok();
+                return Err(match e {
+                    Error::Sqlite(e) => {
+                        Error::Conflict(format!("{} is not an ssp state database: {e}", backup.display()))
+                    }
+                    other => other,
+                });
+            }
+        };
+        for suffix in ["-wal", "-shm"] {
+            let mut side = target.as_os_str().to_owned();
+            side.push(suffix);
+            std::fs::remove_file(&side).ok();
+            let mut staged = staging.as_os_str().to_owned();
+            staged.push(suffix);
+            std::fs::remove_file(&staged).ok();
+        }
+        std::fs::rename(&staging, target)
+            .map_err(|e| Error::Conflict(format!("cannot move the restored state into {}: {e}", target.display())))?;
+        Ok(version)
     }
 
     /// The schema version (the number of migrations applied).
@@ -174,5 +227,24 @@ mod tests {
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), migrations_count());
+    }
+
+    #[test]
+    fn a_backup_restores_and_junk_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("ssp.db");
+        let copy = dir.path().join("backup.db");
+        let mut store = Store::open(&live).unwrap();
+        crate::users::tests::alice(&mut store);
+        store.backup_to(&copy).unwrap();
+        store.remove_user(None, "alice").unwrap();
+        drop(store);
+        assert_eq!(Store::restore(&copy, &live).unwrap(), migrations_count());
+        assert!(Store::open(&live).unwrap().user("alice").is_ok(), "alice is back");
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, b"not a database at all, not even close to one").unwrap();
+        let err = Store::restore(&junk, &live).unwrap_err().to_string();
+        assert!(err.contains("not an ssp state database"), "{err}");
+        assert!(Store::open(&live).unwrap().user("alice").is_ok(), "a refused restore changes nothing");
     }
 }

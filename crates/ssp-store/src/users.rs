@@ -219,6 +219,18 @@ impl Store {
             if owned > 0 {
                 return Err(Error::Conflict(format!("user {name} still owns {owned} container(s): delete them first")));
             }
+            let images: i64 = tx.query_row("SELECT count(*) FROM images WHERE owner_id = ?1", [id], |r| r.get(0))?;
+            if images > 0 {
+                return Err(Error::Conflict(format!(
+                    "user {name} still owns {images} image(s): delete them first (ssp image delete)"
+                )));
+            }
+            let homes: i64 = tx.query_row("SELECT count(*) FROM homes WHERE user_id = ?1", [id], |r| r.get(0))?;
+            if homes > 0 {
+                return Err(Error::Conflict(format!(
+                    "user {name} still has a home volume: delete it first (ssp home delete --user {name})"
+                )));
+            }
             crate::gpus::forget_user_in(tx, id)?;
             tx.execute("DELETE FROM users WHERE id = ?1", [id])?;
             record(tx, actor, "user.remove", name, None)

@@ -26,6 +26,7 @@ use ssp_core::fingerprint::certificate as certificate_fingerprint;
 
 use crate::config::{Settings, LOGIN_HINT};
 
+mod clones;
 mod storage;
 
 /// How long to wait for a connection to the daemon: it is local or on the LAN.
@@ -152,6 +153,14 @@ pub enum ApiError {
     NoCertificate {
         /// The daemon's URL.
         url: String,
+    },
+    /// A local file could not be read or written.
+    #[error("{what}: {detail}")]
+    Local {
+        /// What was being done.
+        what: String,
+        /// The system's error.
+        detail: String,
     },
     /// The pinned certificate in the config cannot be read.
     #[error("the certificate pinned in {path} is not valid PEM ({detail}): log in again with `ssp login`")]

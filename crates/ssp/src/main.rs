@@ -62,6 +62,9 @@ enum Command {
     /// Your persistent home volume.
     #[command(subcommand)]
     Home(cmd::home::HomeCommand),
+    /// Administration: backups of ssp's own state.
+    #[command(subcommand)]
+    Admin(cmd::admin::AdminCommand),
     /// Run the ssp daemon (API and reconciler).
     Serve(cmd::serve::ServeArgs),
 }
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             Command::Snapshot(command) => done(cmd::snapshot::run(command, json).await),
             Command::Share(command) => done(cmd::share::run(command, json).await),
             Command::Home(command) => done(cmd::home::run(command, json).await),
+            Command::Admin(command) => done(cmd::admin::run(command, json).await),
         }
     });
     match result {

@@ -102,7 +102,9 @@ fn api_exit_code(error: &ApiError) -> u8 {
         ApiError::Unreachable { .. } => EXIT_UNAVAILABLE,
         ApiError::NotLoggedIn | ApiError::NoCertificate { .. } => EXIT_PERMISSION,
         ApiError::BadUrl { .. } => EXIT_INPUT,
-        ApiError::Tls { .. } | ApiError::Protocol { .. } | ApiError::BadCertificate { .. } => EXIT_FAILURE,
+        ApiError::Tls { .. } | ApiError::Protocol { .. } | ApiError::BadCertificate { .. } | ApiError::Local { .. } => {
+            EXIT_FAILURE
+        }
     }
 }
 

@@ -109,12 +109,20 @@ pub struct InstanceSource {
     /// Source instance (for `copy`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Copy the instance without its snapshots (for `copy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_only: Option<bool>,
 }
 
 impl InstanceSource {
     /// From a local image alias.
     pub fn image_alias(alias: impl Into<String>) -> Self {
         Self { kind: "image".into(), alias: Some(alias.into()), ..Self::default() }
+    }
+
+    /// A copy of the local instance `name`, without its snapshots.
+    pub fn copy_of(name: impl Into<String>) -> Self {
+        Self { kind: "copy".into(), source: Some(name.into()), instance_only: Some(true), ..Self::default() }
     }
 
     /// From a local image fingerprint.

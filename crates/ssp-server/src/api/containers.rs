@@ -13,7 +13,7 @@ use base64::Engine;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use ssp_api as api;
-use ssp_core::names::{ImageName, Name};
+use ssp_core::names::Name;
 use ssp_core::quota::{self, PartialResources, Resources};
 use ssp_core::size::ByteSize;
 use ssp_store::{Container, ContainerPhase, NewContainer};
@@ -45,7 +45,7 @@ pub(crate) async fn visible(state: &AppState, caller: &Caller, owner: &str, name
 }
 
 /// The API view: the row plus LXD's status and addresses.
-async fn view(state: &AppState, row: &Container, with_addresses: bool) -> api::Container {
+pub(crate) async fn view(state: &AppState, row: &Container, with_addresses: bool) -> api::Container {
     let mut container = lxd_view(state, row, with_addresses).await;
     let uid = row.uid.clone();
     container.gpus = match state.db.run(move |s| s.leases_of(&uid)).await {
@@ -151,10 +151,7 @@ pub async fn create(
         None => Name::parse(&caller.name)?,
     };
     let name = Name::parse(&request.name)?;
-    let image = match &request.image {
-        Some(image) => ImageName::parse(image)?,
-        None => state.settings.default_image.clone(),
-    };
+
     let idempotency_key = match headers.get(api::IDEMPOTENCY_HEADER) {
         Some(value) => Some(check_idempotency_key(
             value.to_str().map_err(|_| ApiError::BadRequest("the Idempotency-Key header must be ASCII".into()))?,
@@ -168,13 +165,11 @@ pub async fn create(
         disk: request.disk.as_deref().map(ByteSize::parse_nonzero).transpose()?,
         gpus: None,
     };
-    if let Err(e) = state.lxd.image_alias(image.as_str()).await {
-        if e.is_not_found() {
-            let known = state.lxd.image_alias_names().await.unwrap_or_default().join(", ");
-            return Err(ApiError::BadRequest(format!("image {image} does not exist; available images: {known}")));
-        }
-        return Err(e.into());
-    }
+    // The default is always the host's image, never a user's image that shares its name.
+    let image = match &request.image {
+        Some(asked) => super::images::resolve(&state, &caller, &owner, asked).await?,
+        None => super::images::host_image(&state, state.settings.default_image.as_str()).await?,
+    };
     let defaults = state.settings.default_resources;
     let actor = caller.name.clone();
     let desired = convert::store_desired(request.state);
@@ -190,7 +185,7 @@ pub async fn create(
                             &NewContainer {
                                 owner: owner.clone(),
                                 name: name.clone(),
-                                image: image.as_str().into(),
+                                image: image.clone(),
                                 cpus: existing.cpus,
                                 memory: existing.memory,
                                 disk: existing.disk,
@@ -230,7 +225,7 @@ pub async fn create(
                 &NewContainer {
                     owner: owner.clone(),
                     name: name.clone(),
-                    image: image.as_str().into(),
+                    image: image.clone(),
                     cpus: resources.cpus,
                     memory: resources.memory,
                     disk: resources.disk,

@@ -1,9 +1,12 @@
 //! The HTTP API: the route table (with each route's handler, whose first lines state who may
 //! call it) and the OpenAPI document generated from the handlers and wire types.
 
+pub mod backups;
+pub mod clones;
 pub mod containers;
 pub mod gpus;
 pub mod homes;
+pub mod images;
 pub mod keys;
 pub mod shares;
 pub mod snapshots;
@@ -17,6 +20,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use self::clones::ClonesDoc;
 use self::storage::StorageDoc;
 use crate::AppState;
 
@@ -33,7 +37,7 @@ use crate::AppState;
         containers::set_state, containers::restart, containers::exec,
         gpus::list, gpus::usage, gpus::attach, gpus::detach, gpus::update, gpus::allowlist,
     ),
-    modifiers(&BearerAuth, &StorageDoc),
+    modifiers(&BearerAuth, &StorageDoc, &ClonesDoc),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -82,7 +86,8 @@ pub fn router(state: AppState) -> Router {
         .route("/gpus/usage", get(gpus::usage))
         .route("/gpus/{index}", axum::routing::patch(gpus::update))
         .route("/users/{user}/gpu-allowlist", put(gpus::allowlist))
-        .merge(storage::routes());
+        .merge(storage::routes())
+        .merge(clones::routes());
     Router::new()
         .nest(ssp_api::API_PREFIX, v1)
         .fallback(not_found)

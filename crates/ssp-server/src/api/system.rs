@@ -25,9 +25,10 @@ pub async fn info(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
     }))
 }
 
-/// Images containers can be made from: LXD images with an alias.
+/// Images containers can be made from: the host's (LXD images with an alias) and the users'
+/// published images the caller may use (`owner/name`).
 #[utoipa::path(get, path = "/api/v1/images", tag = "system", responses((status = 200, body = [api::Image])))]
-pub async fn images(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<api::Image>>> {
+pub async fn images(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<api::Image>>> {
     let mut images: Vec<api::Image> = state
         .lxd
         .images()
@@ -39,16 +40,20 @@ pub async fn images(State(state): State<AppState>, _caller: Caller) -> ApiResult
             image
                 .aliases
                 .iter()
+                .filter(|alias| !super::images::is_user_alias(&alias.name))
                 .map(move |alias| api::Image {
                     name: alias.name.clone(),
                     description: description.clone(),
                     fingerprint: image.fingerprint.clone(),
                     size: u64::try_from(image.size).unwrap_or(0),
                     created_at,
+                    owner: None,
+                    public: true,
                 })
                 .collect::<Vec<_>>()
         })
         .collect();
+    images.extend(super::images::visible_images(&state, &caller).await?);
     images.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(images))
 }

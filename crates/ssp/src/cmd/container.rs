@@ -30,9 +30,10 @@ pub enum ContainerCommand {
     Create {
         /// `NAME` (yours) or `OWNER/NAME` (admins, for someone else).
         container: ContainerRef,
-        /// Image to make it from (`ssp image list`; default: the daemon's).
-        #[arg(long)]
-        image: Option<ImageName>,
+        /// Image to make it from: `NAME` or a user's `OWNER/NAME` (`ssp image list`; default:
+        /// the daemon's).
+        #[arg(long, value_parser = image_ref)]
+        image: Option<String>,
         /// CPUs (default: the daemon's).
         #[arg(long, value_name = "N")]
         cpus: Option<u32>,
@@ -96,6 +97,56 @@ pub enum ContainerCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Copy a container (its files, limits and image; not its snapshots) and wait until the
+    /// copy runs.
+    Copy {
+        /// The container to copy: `NAME` or `OWNER/NAME`.
+        source: ContainerRef,
+        /// The copy: `NAME` (same owner) or `OWNER/NAME` (admins, for someone else).
+        target: ContainerRef,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Export a container with its snapshots to an archive file (admin).
+    Export {
+        /// `NAME` or `OWNER/NAME`.
+        container: ContainerRef,
+        /// The archive to write (must not exist).
+        file: std::path::PathBuf,
+    },
+    /// Import a container from an archive made by `ssp container export` (admin): the
+    /// archive is checked before LXD sees it.
+    Import {
+        /// The archive.
+        file: std::path::PathBuf,
+        /// The new container: `OWNER/NAME`.
+        container: ContainerRef,
+        /// CPUs (default: the daemon's).
+        #[arg(long, value_name = "N")]
+        cpus: Option<u32>,
+        /// Memory limit, e.g. 16GiB (default: the daemon's).
+        #[arg(long, value_name = "SIZE", value_parser = super::nonzero_size)]
+        memory: Option<String>,
+        /// Root disk size, e.g. 50GiB (default: the daemon's).
+        #[arg(long, value_name = "SIZE", value_parser = super::nonzero_size)]
+        disk: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+/// An image argument: `NAME` or `OWNER/NAME`, checked here so a typo fails before anything is sent.
+fn image_ref(text: &str) -> Result<String, ssp_core::names::NameError> {
+    match text.split_once('/') {
+        Some((owner, name)) => {
+            Name::parse(owner)?;
+            ImageName::parse(name)?;
+        }
+        None => {
+            ImageName::parse(text)?;
+        }
+    }
+    Ok(text.to_string())
 }
 
 /// Whether and how long to wait for the change to be made.
@@ -119,7 +170,7 @@ pub async fn run(command: ContainerCommand, json: bool) -> anyhow::Result<()> {
                 name: container.name.to_string(),
                 // Without an owner the daemon makes it the caller's: no need to ask who that is.
                 owner: container.owner.as_ref().map(Name::to_string),
-                image: image.map(|image| image.to_string()),
+                image,
                 cpus,
                 memory,
                 disk,
@@ -194,6 +245,45 @@ pub async fn run(command: ContainerCommand, json: bool) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("deleting container {owner}/{name}"))?;
             finish(&client, deleting, Goal::Gone, wait, json, "deleted").await
+        }
+        ContainerCommand::Copy { source, target, wait } => {
+            let (owner, name) = source.resolve(&client).await?;
+            let copy = ssp_api::ContainerCopy {
+                name: target.name.to_string(),
+                owner: target.owner.as_ref().map(Name::to_string),
+            };
+            let made = client
+                .copy_container(&owner, &name, &copy)
+                .await
+                .with_context(|| format!("copying container {owner}/{name} to {target}"))?;
+            finish(&client, made, Goal::Ready(DesiredState::Running), wait, json, "copied").await
+        }
+        ContainerCommand::Export { container, file } => {
+            let (owner, name) = container.resolve(&client).await?;
+            let mut progress = Progress::new();
+            progress.set(&format!("exporting {owner}/{name}"));
+            let written = client.export_container(&owner, &name, &file).await;
+            drop(progress);
+            let written = written.with_context(|| format!("exporting container {owner}/{name}"))?;
+            if json {
+                return output::json(&serde_json::json!({ "file": file, "bytes": written }));
+            }
+            println!("container {owner}/{name} exported to {} ({})", file.display(), output::human_bytes(written));
+            Ok(())
+        }
+        ContainerCommand::Import { file, container, cpus, memory, disk, wait } => {
+            let owner = match &container.owner {
+                Some(owner) => owner.to_string(),
+                None => super::caller(&client).await?,
+            };
+            let mut progress = Progress::new();
+            progress.set(&format!("importing {}", file.display()));
+            let query =
+                ssp_api::ImportQuery { owner: owner.clone(), name: container.name.to_string(), cpus, memory, disk };
+            let made = client.import_container(&query, &file).await;
+            drop(progress);
+            let made = made.with_context(|| format!("importing {} as {owner}/{}", file.display(), container.name))?;
+            finish(&client, made, Goal::Ready(DesiredState::Running), wait, json, "imported").await
         }
     }
 }

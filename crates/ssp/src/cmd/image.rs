@@ -1,5 +1,5 @@
-//! `ssp image build|list|recipes`: images built offline from the recipes in `images/` and
-//! imported into the host's LXD.
+//! `ssp image build|list|recipes|publish|delete`: images built offline from the recipes in
+//! `images/` and imported into the host's LXD, and images users publish from containers.
 //!
 //! `build`, `recipes` and `list --local` are host-side commands: they talk to the LXD socket
 //! directly. A plain `list` asks the ssp daemon, which shows the images containers can be
@@ -36,6 +36,22 @@ pub enum ImageCommand {
     },
     /// List the recipes this ssp can build.
     Recipes,
+    /// Publish a container as an image of its owner (from a snapshot: it keeps running).
+    Publish {
+        /// `NAME` or `OWNER/NAME`.
+        container: crate::cmd::ContainerRef,
+        /// The image's name.
+        #[arg(long = "as", value_name = "NAME")]
+        name: ImageName,
+        /// Let every user make containers from it (admins).
+        #[arg(long)]
+        public: bool,
+    },
+    /// Delete a published image (containers made from it keep their files).
+    Delete {
+        /// `NAME` (yours) or `OWNER/NAME`.
+        image: String,
+    },
 }
 
 pub async fn run(command: ImageCommand, json: bool) -> anyhow::Result<()> {
@@ -44,6 +60,8 @@ pub async fn run(command: ImageCommand, json: bool) -> anyhow::Result<()> {
         ImageCommand::List { local: true } => list_local(json).await,
         ImageCommand::List { local: false } => list(json).await,
         ImageCommand::Recipes => recipes(json),
+        ImageCommand::Publish { container, name, public } => publish(container, name, public, json).await,
+        ImageCommand::Delete { image } => delete(&image).await,
     }
 }
 
@@ -146,6 +164,40 @@ impl Reporter {
     }
 }
 
+async fn publish(container: crate::cmd::ContainerRef, name: ImageName, public: bool, json: bool) -> anyhow::Result<()> {
+    let client = super::connect()?;
+    let request = ssp_api::ImagePublish { container: container.to_string(), name: name.to_string(), public };
+    let mut progress = output::Progress::new();
+    progress.set(&format!("publishing {container} as {name}"));
+    let image = client.publish_image(&request).await;
+    drop(progress);
+    let image = image.with_context(|| format!("publishing {container} as image {name}"))?;
+    if json {
+        return output::json(&image);
+    }
+    let who = if image.public { "every user" } else { "its owner" };
+    println!(
+        "image {} published ({}), usable by {who}: ssp container create NAME --image {}",
+        image.name,
+        output::human_bytes(image.size),
+        image.name
+    );
+    Ok(())
+}
+
+async fn delete(image: &str) -> anyhow::Result<()> {
+    let client = super::connect()?;
+    let (owner, name) = match image.split_once('/') {
+        Some((owner, name)) => (owner.to_string(), name.to_string()),
+        None => (super::caller(&client).await?, image.to_string()),
+    };
+    ssp_core::names::Name::parse(&owner)?;
+    ImageName::parse(&name)?;
+    client.delete_image(&owner, &name).await.with_context(|| format!("deleting image {owner}/{name}"))?;
+    println!("image {owner}/{name} deleted");
+    Ok(())
+}
+
 async fn list(json: bool) -> anyhow::Result<()> {
     let client = super::connect()?;
     let mut images = client.images().await.context("listing images")?;
@@ -158,6 +210,11 @@ async fn list(json: bool) -> anyhow::Result<()> {
         .map(|image| {
             vec![
                 image.name.clone(),
+                match (&image.owner, image.public) {
+                    (None, _) => "host".into(),
+                    (Some(_), true) => "public".into(),
+                    (Some(_), false) => "private".into(),
+                },
                 image.description.clone(),
                 image.fingerprint.chars().take(12).collect(),
                 output::human_bytes(image.size),
@@ -165,7 +222,7 @@ async fn list(json: bool) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    output::table(&["NAME", "DESCRIPTION", "FINGERPRINT", "SIZE", "CREATED"], &rows);
+    output::table(&["NAME", "VISIBILITY", "DESCRIPTION", "FINGERPRINT", "SIZE", "CREATED"], &rows);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! One module per command noun, and what they share: the connection to the daemon, the
 //! caller's identity, and parsers for the arguments several nouns take.
 
+pub mod admin;
 pub mod container;
 pub mod exec;
 pub mod gpu;

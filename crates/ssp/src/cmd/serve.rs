@@ -10,6 +10,11 @@ pub struct ServeArgs {
     /// Configuration file (TOML); defaults apply where it is silent or missing.
     #[arg(long, env = "SSP_CONFIG_FILE", default_value = "/etc/ssp/ssp.toml")]
     pub config: PathBuf,
+    /// Replace the state database with this backup (`ssp admin backup`) before starting.
+    /// Containers it records that LXD no longer has become `lost`; instances made after
+    /// the backup are kept, not removed (see ARCHITECTURE.md).
+    #[arg(long, value_name = "FILE")]
+    pub restore_state: Option<PathBuf>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -28,6 +33,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mut raw = settings.raw.clone();
         raw.gpu.emulate = count;
         settings = ssp_server::Settings::check(raw, &args.config)?;
+    }
+    if let Some(backup) = &args.restore_state {
+        let version = ssp_server::restore_state(&settings, backup)
+            .with_context(|| format!("restoring ssp's state from {}", backup.display()))?;
+        tracing::info!("state restored from {} (schema version {version})", backup.display());
     }
     ssp_server::serve(settings).await.context("ssp serve")
 }
