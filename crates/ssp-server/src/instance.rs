@@ -25,6 +25,18 @@ pub const TAG_ACCOUNT: &str = "user.ssp.account";
 /// The uid and gid of the owner's account inside every container.
 pub const OWNER_UID: u32 = 1000;
 
+/// How a command runs inside as the owner's account (uid/gid [`OWNER_UID`], in their home,
+/// with `HOME`, `USER` and `LOGNAME` set): `ssp exec` and the SSH gateway both use it.
+pub fn owner_exec_options(row: &Container) -> ssp_lxd::ExecOptions {
+    let home = format!("/home/{}", row.owner);
+    let mut options =
+        ssp_lxd::ExecOptions { uid: OWNER_UID, gid: OWNER_UID, cwd: Some(home.clone()), ..Default::default() };
+    options.environment.insert("HOME".into(), home);
+    options.environment.insert("USER".into(), row.owner.as_str().into());
+    options.environment.insert("LOGNAME".into(), row.owner.as_str().into());
+    options
+}
+
 /// Most processes in one container: a fork bomb stays inside its limits.
 const MAX_PROCESSES: &str = "10000";
 

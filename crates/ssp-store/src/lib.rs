@@ -14,6 +14,7 @@
 //! secrets in the clear: API tokens are stored as SHA-256 hashes.
 
 mod containers;
+mod gateway;
 mod gpus;
 mod homes;
 mod journal;
@@ -29,6 +30,7 @@ use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
 pub use containers::{Container, ContainerPhase, DesiredState, GpuGrant, NewContainer};
+pub use gateway::GatewaySession;
 pub use gpus::{Gpu, GpuHours, GpuRecord, Lease};
 pub use homes::{Home, HomePhase};
 pub use journal::JournalEntry;
@@ -82,6 +84,8 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0001_initial.sql")),
         M::up(include_str!("migrations/0002_gpus.sql")),
         M::up(include_str!("migrations/0003_storage.sql")),
+        // 0004 is kept free for a migration on another branch.
+        M::up(include_str!("migrations/0005_gateway.sql")),
     ])
 }
 

@@ -2,6 +2,7 @@
 //! call it) and the OpenAPI document generated from the handlers and wire types.
 
 pub mod containers;
+pub mod gateway;
 pub mod gpus;
 pub mod homes;
 pub mod keys;
@@ -17,6 +18,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use self::gateway::GatewayDoc;
 use self::storage::StorageDoc;
 use crate::AppState;
 
@@ -33,7 +35,7 @@ use crate::AppState;
         containers::set_state, containers::restart, containers::exec,
         gpus::list, gpus::usage, gpus::attach, gpus::detach, gpus::update, gpus::allowlist,
     ),
-    modifiers(&BearerAuth, &StorageDoc),
+    modifiers(&BearerAuth, &StorageDoc, &GatewayDoc),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -82,7 +84,8 @@ pub fn router(state: AppState) -> Router {
         .route("/gpus/usage", get(gpus::usage))
         .route("/gpus/{index}", axum::routing::patch(gpus::update))
         .route("/users/{user}/gpu-allowlist", put(gpus::allowlist))
-        .merge(storage::routes());
+        .merge(storage::routes())
+        .merge(gateway::routes());
     Router::new()
         .nest(ssp_api::API_PREFIX, v1)
         .fallback(not_found)
