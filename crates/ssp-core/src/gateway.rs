@@ -35,8 +35,13 @@ pub enum Refusal {
     #[error("you have no container; make one with `ssp container create NAME`")]
     NoContainers,
     /// The login names no container and the user has several, none named `default`.
-    #[error("you have several containers ({0}); log in as USER+CONTAINER, e.g. ssh -p PORT USER+{first}@HOST", first = .0.split(", ").next().unwrap_or("NAME"))]
-    Ambiguous(String),
+    #[error("you have several containers ({}); log in as {owner}+CONTAINER, e.g. {owner}+{}@HOST", .names.join(", "), .names.first().map_or("NAME", String::as_str))]
+    Ambiguous {
+        /// The user.
+        owner: String,
+        /// Their containers, sorted.
+        names: Vec<String>,
+    },
 }
 
 /// Parses `owner` or `owner+container`; both parts must be valid names.
@@ -55,9 +60,9 @@ pub fn parse_login(login: &str) -> Result<Login, Refusal> {
 /// several.
 pub const DEFAULT_CONTAINER: &str = "default";
 
-/// Which of `owned` (the owner's container names) a login lands in: the one it names, else
+/// Which of `owned` (`owner`'s container names) a login lands in: the one it names, else
 /// the only one, else the one named [`DEFAULT_CONTAINER`].
-pub fn choose_container<'a>(requested: Option<&Name>, owned: &'a [Name]) -> Result<&'a Name, Refusal> {
+pub fn choose_container<'a>(owner: &Name, requested: Option<&Name>, owned: &'a [Name]) -> Result<&'a Name, Refusal> {
     if let Some(requested) = requested {
         return owned.iter().find(|n| *n == requested).ok_or_else(|| Refusal::NoSuchContainer(requested.to_string()));
     }
@@ -65,9 +70,9 @@ pub fn choose_container<'a>(requested: Option<&Name>, owned: &'a [Name]) -> Resu
         [] => Err(Refusal::NoContainers),
         [only] => Ok(only),
         many => many.iter().find(|n| n.as_str() == DEFAULT_CONTAINER).ok_or_else(|| {
-            let mut names: Vec<&str> = many.iter().map(Name::as_str).collect();
+            let mut names: Vec<String> = many.iter().map(Name::to_string).collect();
             names.sort_unstable();
-            Refusal::Ambiguous(names.join(", "))
+            Refusal::Ambiguous { owner: owner.to_string(), names }
         }),
     }
 }
@@ -110,15 +115,17 @@ pub fn accepts_env(name: &str) -> bool {
         || (name.starts_with("LC_") && name[3..].bytes().all(|b| b.is_ascii_uppercase() || b == b'_') && name.len() > 3)
 }
 
-/// How long a source with `failures` recent failed authentications waits before its next
-/// attempt is answered: nothing for the first few, then doubling up to a minute.
-pub fn source_penalty(failures: u32) -> Duration {
+/// How long a source with `failures` recent failed connections waits before its next
+/// connection may try a key: nothing for the first few, then doubling up to `cap`. The cap
+/// must stay below the pre-authentication timeout, or a source — and everyone behind the
+/// same address — could never log in again until its failures are forgotten.
+pub fn source_penalty(failures: u32, cap: Duration) -> Duration {
     const FREE: u32 = 3;
     if failures <= FREE {
         return Duration::ZERO;
     }
-    let exponent = (failures - FREE - 1).min(6);
-    Duration::from_secs((1u64 << exponent).min(60))
+    let exponent = (failures - FREE - 1).min(16);
+    Duration::from_secs(1u64 << exponent).min(cap)
 }
 
 #[cfg(test)]
@@ -144,14 +151,18 @@ mod tests {
         let one = [name("dev")];
         let many = [name("web"), name("dev")];
         let with_default = [name("web"), name("default")];
-        assert_eq!(choose_container(None, &one).unwrap().as_str(), "dev");
-        assert_eq!(choose_container(Some(&name("dev")), &many).unwrap().as_str(), "dev");
-        assert_eq!(choose_container(None, &with_default).unwrap().as_str(), "default");
-        assert_eq!(choose_container(None, &[]), Err(Refusal::NoContainers));
-        let ambiguous = choose_container(None, &many).unwrap_err();
-        assert_eq!(ambiguous, Refusal::Ambiguous("dev, web".into()));
-        assert!(ambiguous.to_string().contains("USER+dev@HOST"), "{ambiguous}");
-        assert_eq!(choose_container(Some(&name("x")), &many), Err(Refusal::NoSuchContainer("x".into())));
+        let alice = name("alice");
+        assert_eq!(choose_container(&alice, None, &one).unwrap().as_str(), "dev");
+        assert_eq!(choose_container(&alice, Some(&name("dev")), &many).unwrap().as_str(), "dev");
+        assert_eq!(choose_container(&alice, None, &with_default).unwrap().as_str(), "default");
+        assert_eq!(choose_container(&alice, None, &[]), Err(Refusal::NoContainers));
+        let ambiguous = choose_container(&alice, None, &many).unwrap_err();
+        assert_eq!(ambiguous, Refusal::Ambiguous { owner: "alice".into(), names: vec!["dev".into(), "web".into()] });
+        assert!(
+            ambiguous.to_string().contains("(dev, web)") && ambiguous.to_string().contains("alice+dev@HOST"),
+            "{ambiguous}"
+        );
+        assert_eq!(choose_container(&alice, Some(&name("x")), &many), Err(Refusal::NoSuchContainer("x".into())));
     }
 
     #[test]
@@ -178,7 +189,7 @@ mod tests {
     fn foreign_and_missing_containers_read_the_same() {
         let login = parse_login("alice").unwrap();
         let foreign = forward_target(&login, "bob+dev", 22).unwrap_err().to_string();
-        let missing = choose_container(Some(&name("bob-dev")), &[name("dev")]).unwrap_err().to_string();
+        let missing = choose_container(&name("alice"), Some(&name("bob-dev")), &[name("dev")]).unwrap_err().to_string();
         assert_eq!(foreign.replace("bob+dev", "X"), missing.replace("bob-dev", "X"));
     }
 
@@ -194,15 +205,17 @@ mod tests {
 
     #[test]
     fn the_penalty_grows_and_is_capped() {
-        assert_eq!(source_penalty(0), Duration::ZERO);
-        assert_eq!(source_penalty(3), Duration::ZERO);
-        assert_eq!(source_penalty(4), Duration::from_secs(1));
-        assert_eq!(source_penalty(5), Duration::from_secs(2));
-        assert_eq!(source_penalty(1000), Duration::from_secs(60));
+        let cap = Duration::from_secs(10);
+        assert_eq!(source_penalty(0, cap), Duration::ZERO);
+        assert_eq!(source_penalty(3, cap), Duration::ZERO);
+        assert_eq!(source_penalty(4, cap), Duration::from_secs(1));
+        assert_eq!(source_penalty(5, cap), Duration::from_secs(2));
+        assert_eq!(source_penalty(1000, cap), cap);
+        assert_eq!(source_penalty(u32::MAX, Duration::ZERO), Duration::ZERO);
         let mut last = Duration::ZERO;
         for failures in 0..100 {
-            assert!(source_penalty(failures) >= last);
-            last = source_penalty(failures);
+            assert!(source_penalty(failures, cap) >= last);
+            last = source_penalty(failures, cap);
         }
     }
 }

@@ -39,6 +39,9 @@ pub struct Settings {
     pub auth_rejection_time: Duration,
     /// A connection that has not authenticated within this time is closed.
     pub pre_auth_timeout: Duration,
+    /// The longest a source with recent failures waits before its keys are looked at
+    /// (kept below `pre_auth_timeout`).
+    pub max_source_penalty: Duration,
     /// A connection with no bytes moving either way for this long is closed; `None`: never.
     pub idle_timeout: Option<Duration>,
     /// Open connections per user at most.
@@ -54,6 +57,7 @@ impl Default for Settings {
             max_auth_attempts: 6,
             auth_rejection_time: Duration::from_secs(1),
             pre_auth_timeout: Duration::from_secs(30),
+            max_source_penalty: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(8 * 3600)),
             max_connections_per_user: 20,
             revalidate_interval: Duration::from_secs(2),

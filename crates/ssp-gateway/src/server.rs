@@ -120,6 +120,7 @@ async fn connection<B: Backend>(shared: Arc<Shared<B>>, stream: TcpStream, peer:
         identity_tx: Some(identity_tx),
         activity: Arc::clone(&activity),
         refusals: 0,
+        penalized: false,
         slot: None,
     };
     let pre_auth = shared.settings.pre_auth_timeout;
@@ -208,6 +209,7 @@ pub(crate) struct Connection<B: Backend> {
     identity_tx: Option<tokio::sync::oneshot::Sender<(Login, PublicKey)>>,
     activity: Arc<Activity>,
     refusals: u32,
+    penalized: bool,
     slot: Option<Slot>,
 }
 
@@ -235,8 +237,13 @@ impl<B: Backend> Connection<B> {
         }
     }
 
-    async fn penalty(&self) {
-        let wait = rules::source_penalty(self.shared.limits.failures(self.peer.ip()));
+    /// Once per connection: a source with recent failures waits before its keys are looked at.
+    async fn penalty(&mut self) {
+        if std::mem::replace(&mut self.penalized, true) {
+            return;
+        }
+        let failures = self.shared.limits.failures(self.peer.ip());
+        let wait = rules::source_penalty(failures, self.shared.settings.max_source_penalty);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -258,7 +265,7 @@ impl<B: Backend> Connection<B> {
         if let Some(container) = &login.container {
             let targets = self.shared.backend.containers(&login.owner).await.map_err(|e| format!("backend: {e}"))?;
             let names: Vec<_> = targets.iter().map(|t| t.name.clone()).collect();
-            rules::choose_container(Some(container), &names).map_err(|e| e.to_string())?;
+            rules::choose_container(&login.owner, Some(container), &names).map_err(|e| e.to_string())?;
         }
         Ok(login)
     }
@@ -453,7 +460,8 @@ pub(crate) async fn resolve<B: Backend>(
     let owned = context.backend.containers(&context.login.owner).await.map_err(|e| format!("backend: {e}"))?;
     let names: Vec<_> = owned.iter().map(|t| t.name.clone()).collect();
     let wanted = named.or(context.login.container.as_ref());
-    let chosen = rules::choose_container(wanted, &names).map_err(|e: Refusal| e.to_string())?.clone();
+    let chosen =
+        rules::choose_container(&context.login.owner, wanted, &names).map_err(|e: Refusal| e.to_string())?.clone();
     let target = owned
         .into_iter()
         .find(|t| t.name == chosen)

@@ -27,7 +27,7 @@ pub(crate) struct Context<B: Backend> {
 
 /// The login shell of the account, found inside (`getent`), `/bin/sh` when it has none; the
 /// command, if any, arrives as `$1` and is never parsed by this outer shell.
-const LOGIN_SHELL: &str = r#"s=$(getent passwd "$(id -un)" 2>/dev/null | cut -d: -f7); [ -x "${s:-/nonexistent}" ] || s=/bin/sh; if [ $# -eq 0 ]; then exec -a "-${s##*/}" "$s"; else exec "$s" -c "$1"; fi"#;
+const LOGIN_SHELL: &str = r#"s=$(getent passwd "$(id -un)" 2>/dev/null | cut -d: -f7); [ -x "${s:-/nonexistent}" ] || s=/bin/sh; if [ $# -eq 0 ]; then exec "$s" -l; else exec "$s" -c "$1"; fi"#;
 
 /// The sftp server of OpenSSH's Debian package (and a couple of other distributions' paths).
 const SFTP_SERVER: &str = r#"for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server; do [ -x "$p" ] && exec "$p"; done; echo "ssp: no sftp-server in this container (install openssh-sftp-server)" >&2; exit 127"#;

@@ -30,6 +30,9 @@ pub struct GatewayConfig {
     pub max_connections_per_user: usize,
     /// Milliseconds every refused authentication takes.
     pub auth_rejection_ms: u64,
+    /// Seconds a source with recent failed logins waits at most before its keys are looked at
+    /// (growing 1, 2, 4, … with its failures; less than `pre_auth_timeout_secs`).
+    pub max_source_penalty_secs: u64,
 }
 
 impl Default for GatewayConfig {
@@ -41,6 +44,7 @@ impl Default for GatewayConfig {
             idle_timeout_secs: 8 * 3600,
             max_connections_per_user: 20,
             auth_rejection_ms: 1000,
+            max_source_penalty_secs: 10,
         }
     }
 }
@@ -66,6 +70,9 @@ impl GatewayConfig {
         if self.pre_auth_timeout_secs == 0 || self.max_connections_per_user == 0 {
             return Err("gateway.pre_auth_timeout_secs and gateway.max_connections_per_user must be at least 1".into());
         }
+        if self.max_source_penalty_secs >= self.pre_auth_timeout_secs {
+            return Err("gateway.max_source_penalty_secs must be less than gateway.pre_auth_timeout_secs".into());
+        }
         Ok(())
     }
 
@@ -76,6 +83,7 @@ impl GatewayConfig {
             max_auth_attempts: self.max_auth_attempts,
             auth_rejection_time: Duration::from_millis(self.auth_rejection_ms),
             pre_auth_timeout: Duration::from_secs(self.pre_auth_timeout_secs),
+            max_source_penalty: Duration::from_secs(self.max_source_penalty_secs),
             idle_timeout: (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs)),
             max_connections_per_user: self.max_connections_per_user,
             revalidate_interval: Duration::from_secs(2),

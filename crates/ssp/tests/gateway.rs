@@ -23,7 +23,15 @@ where
     F: FnOnce(Platform) -> Fut,
     Fut: std::future::Future<Output = Result<Platform, (Platform, anyhow::Error)>>,
 {
-    let platform = Platform::start_async(PathBuf::from(env!("CARGO_BIN_EXE_ssp")), lxd, "debian-12").await?;
+    // The refusal matrix fails many logins from 127.0.0.1: a short penalty cap keeps the
+    // suite quick while the penalty still applies.
+    let platform = Platform::start_async_with(
+        PathBuf::from(env!("CARGO_BIN_EXE_ssp")),
+        lxd,
+        "debian-12",
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nmax_source_penalty_secs = 2\n",
+    )
+    .await?;
     match body(platform).await {
         Ok(_) => Ok(()),
         Err((platform, e)) => {
@@ -399,4 +407,97 @@ async fn scenario(platform: &Platform) -> Result<()> {
     Ok(())
 }
 
-ssp_testkit::lxd_tests![gateway_end_to_end];
+/// A venv under `dir` with paramiko and ssh-audit from PyPI; fails loudly when it cannot be
+/// made (scripts/test installs python3-venv).
+async fn python_tools(dir: &Path) -> Result<PathBuf> {
+    let venv = dir.join("venv");
+    let made = tokio::process::Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv).output().await?;
+    ok(made, "python3 -m venv (install python3-venv)")?;
+    let pip = tokio::process::Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "paramiko", "ssh-audit"])
+        .output();
+    ok(tokio::time::timeout(COMMAND_DEADLINE, pip).await.context("pip hung")??, "pip install paramiko ssh-audit")?;
+    Ok(venv)
+}
+
+/// paramiko logs in with the pinned host key, runs a command with its exit status and moves
+/// a file over sftp; ssh-audit finds no failure and sees strict key exchange.
+async fn python_clients(lxd: &'static PrivateLxd) -> Result<()> {
+    logged(lxd, |platform| async move {
+        match python_scenario(&platform).await {
+            Ok(()) => Ok(platform),
+            Err(e) => Err((platform, e)),
+        }
+    })
+    .await
+}
+
+const PARAMIKO_CHECK: &str = r#"
+import hashlib, os, sys, paramiko
+port, host_key, key_file, login = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+client = paramiko.SSHClient()
+client.set_missing_host_key_policy(paramiko.RejectPolicy())
+kind, blob = host_key.split()[:2]
+client.get_host_keys().add("[127.0.0.1]:%d" % port, kind, paramiko.PKey.from_type_string(kind, __import__("base64").b64decode(blob)))
+client.connect("127.0.0.1", port=port, username=login, key_filename=key_file, look_for_keys=False, allow_agent=False, timeout=60)
+stdin, stdout, stderr = client.exec_command("id -un; exit 9")
+out = stdout.read().decode()
+status = stdout.channel.recv_exit_status()
+assert out == "alice
+" and status == 9, (out, status)
+data = os.urandom(3 * 1024 * 1024)
+sftp = client.open_sftp()
+with sftp.open("/tmp/paramiko.bin", "wb") as f:
+    f.write(data)
+with sftp.open("/tmp/paramiko.bin", "rb") as f:
+    back = f.read()
+assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
+print("paramiko ok", client.get_transport().remote_cipher)
+"#;
+
+async fn python_scenario(platform: &Platform) -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path();
+    let venv = python_tools(dir).await?;
+    let alice_key = keygen(dir, "alice")?;
+    let alice = platform.user("alice", &["--key", &format!("{}.pub", alice_key.display())])?;
+    let client = Client::new(platform, dir)?;
+    container(platform, &alice, "dev").await?;
+
+    let info: serde_json::Value = serde_json::from_str(&ok(platform.root_cli(&["--json", "info"])?, "info")?)?;
+    let host_key = info["gateway"]["host_key"].as_str().context("host key")?.to_string();
+    let script = dir.join("check.py");
+    std::fs::write(&script, PARAMIKO_CHECK)?;
+    let mut last = String::new();
+    let deadline = std::time::Instant::now() + EXEC_PATIENCE;
+    loop {
+        let run = tokio::process::Command::new(venv.join("bin/python"))
+            .arg(&script)
+            .args([client.port.to_string(), host_key.clone(), alice_key.display().to_string(), "alice+dev".into()])
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(COMMAND_DEADLINE, run).await.context("paramiko hung")??;
+        if out.status.success() {
+            ensure!(text(&out.stdout).contains("paramiko ok"), "{out:?}");
+            break;
+        }
+        last = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        ensure!(std::time::Instant::now() < deadline, "paramiko: {last}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    let audit = tokio::process::Command::new(venv.join("bin/ssh-audit"))
+        .args(["-p", &client.port.to_string(), "127.0.0.1"])
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .output();
+    let audit = tokio::time::timeout(COMMAND_DEADLINE, audit).await.context("ssh-audit hung")??;
+    let report = text(&audit.stdout);
+    ensure!(!report.contains("(fail)") && !report.contains("-- [fail]"), "ssh-audit failures:\n{report}");
+    ensure!(report.contains("kex-strict-s-v00@openssh.com"), "no strict kex:\n{report}");
+    ensure!(audit.status.code().is_some_and(|code| code <= 1), "ssh-audit exit {:?}:\n{report}", audit.status.code());
+    let _ = last;
+    Ok(())
+}
+
+ssp_testkit::lxd_tests![gateway_end_to_end, python_clients];
