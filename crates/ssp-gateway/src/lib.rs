@@ -46,6 +46,9 @@ pub struct Settings {
     pub idle_timeout: Option<Duration>,
     /// Open connections per user at most.
     pub max_connections_per_user: usize,
+    /// Connections per source address that have not authenticated yet, at most; more are
+    /// closed at once (as OpenSSH's `PerSourceMaxStartups`).
+    pub max_startups_per_source: usize,
     /// How often live connections check that their key and user are still valid.
     pub revalidate_interval: Duration,
 }
@@ -60,6 +63,7 @@ impl Default for Settings {
             max_source_penalty: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(8 * 3600)),
             max_connections_per_user: 20,
+            max_startups_per_source: 10,
             revalidate_interval: Duration::from_secs(2),
         }
     }

@@ -1,5 +1,7 @@
-//! Counters shared by all connections: open connections per user (a cap) and recent
-//! authentication failures per source address (a growing delay, `ssp_core::gateway::source_penalty`).
+//! Counters shared by all connections: open connections per user (a cap), connections per
+//! source address that have not authenticated yet (a cap, as OpenSSH's
+//! `PerSourceMaxStartups`: one address cannot tie up the key exchange), and recent
+//! authentication failures per source (a growing delay, `ssp_core::gateway::source_penalty`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,7 +15,27 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(600);
 #[derive(Debug, Default)]
 pub(crate) struct Limits {
     connections: Mutex<HashMap<String, usize>>,
+    startups: Mutex<HashMap<IpAddr, usize>>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+/// A connection from a source that has not authenticated yet; dropping it frees the place.
+#[derive(Debug)]
+pub(crate) struct Startup {
+    limits: Arc<Limits>,
+    source: IpAddr,
+}
+
+impl Drop for Startup {
+    fn drop(&mut self) {
+        let mut startups = self.limits.startups.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = startups.get_mut(&self.source) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                startups.remove(&self.source);
+            }
+        }
+    }
 }
 
 /// One open, authenticated connection of a user; dropping it frees the slot.
@@ -36,6 +58,18 @@ impl Drop for Slot {
 }
 
 impl Limits {
+    /// A place for a new connection from `source`, unless it already has `cap` that have not
+    /// authenticated.
+    pub(crate) fn startup(self: &Arc<Self>, source: IpAddr, cap: usize) -> Option<Startup> {
+        let mut startups = self.startups.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = startups.entry(source).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(Startup { limits: Arc::clone(self), source })
+    }
+
     /// A slot for `user`, unless they already hold `cap`.
     pub(crate) fn take_slot(self: &Arc<Self>, user: &str, cap: usize) -> Option<Slot> {
         let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
@@ -91,6 +125,18 @@ mod tests {
         assert!(limits.take_slot("bob", 2).is_some());
         drop(a);
         assert!(limits.take_slot("alice", 2).is_some());
+    }
+
+    #[test]
+    fn unauthenticated_connections_are_capped_per_source() {
+        let limits = Arc::new(Limits::default());
+        let source: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = limits.startup(source, 2).unwrap();
+        let _second = limits.startup(source, 2).unwrap();
+        assert!(limits.startup(source, 2).is_none());
+        assert!(limits.startup("192.0.2.9".parse().unwrap(), 2).is_some());
+        drop(first);
+        assert!(limits.startup(source, 2).is_some());
     }
 
     #[test]

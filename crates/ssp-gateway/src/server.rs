@@ -14,7 +14,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Prefe
 use ssp_core::gateway::{self as rules, Login, Refusal};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::limits::{Limits, Slot};
+use crate::limits::{Limits, Slot, Startup};
 use crate::session::{self, Context};
 use crate::{Backend, HostKey, Settings, Target};
 
@@ -86,7 +86,12 @@ pub(crate) async fn accept<B: Backend>(listener: TcpListener, shared: Arc<Shared
                 continue;
             }
         };
-        tokio::spawn(connection(Arc::clone(&shared), stream, peer));
+        let Some(startup) = shared.limits.startup(peer.ip(), shared.settings.max_startups_per_source) else {
+            tracing::debug!(%peer, "gateway: too many unauthenticated connections from this address; closed");
+            drop(stream);
+            continue;
+        };
+        tokio::spawn(connection(Arc::clone(&shared), stream, peer, startup));
     }
 }
 
@@ -109,7 +114,7 @@ impl Activity {
     }
 }
 
-async fn connection<B: Backend>(shared: Arc<Shared<B>>, stream: TcpStream, peer: SocketAddr) {
+async fn connection<B: Backend>(shared: Arc<Shared<B>>, stream: TcpStream, peer: SocketAddr, startup: Startup) {
     let activity = Arc::new(Activity::default());
     activity.touch();
     let (identity_tx, identity_rx) = tokio::sync::oneshot::channel();
@@ -121,6 +126,7 @@ async fn connection<B: Backend>(shared: Arc<Shared<B>>, stream: TcpStream, peer:
         activity: Arc::clone(&activity),
         refusals: 0,
         penalized: false,
+        startup: Some(startup),
         slot: None,
     };
     let pre_auth = shared.settings.pre_auth_timeout;
@@ -210,6 +216,7 @@ pub(crate) struct Connection<B: Backend> {
     activity: Arc<Activity>,
     refusals: u32,
     penalized: bool,
+    startup: Option<Startup>,
     slot: Option<Slot>,
 }
 
@@ -335,6 +342,7 @@ impl<B: Backend> russh::server::Handler for Connection<B> {
             "gateway: logged in with {}", key.fingerprint(HashAlg::Sha256));
         self.shared.limits.succeeded(self.peer.ip());
         self.slot = Some(slot);
+        self.startup = None;
         self.activity.authenticated.store(true, Ordering::Relaxed);
         if let Some(tx) = self.identity_tx.take() {
             let _ = tx.send((login.clone(), key.clone()));

@@ -28,6 +28,8 @@ pub struct GatewayConfig {
     pub idle_timeout_secs: u64,
     /// Open connections per user.
     pub max_connections_per_user: usize,
+    /// Connections per source address that have not authenticated yet.
+    pub max_startups_per_source: usize,
     /// Milliseconds every refused authentication takes.
     pub auth_rejection_ms: u64,
     /// Seconds a source with recent failed logins waits at most before its keys are looked at
@@ -43,6 +45,7 @@ impl Default for GatewayConfig {
             pre_auth_timeout_secs: 30,
             idle_timeout_secs: 8 * 3600,
             max_connections_per_user: 20,
+            max_startups_per_source: 10,
             auth_rejection_ms: 1000,
             max_source_penalty_secs: 10,
         }
@@ -67,8 +70,9 @@ impl GatewayConfig {
         if self.max_auth_attempts == 0 || self.max_auth_attempts > 20 {
             return Err("gateway.max_auth_attempts must be 1 to 20".into());
         }
-        if self.pre_auth_timeout_secs == 0 || self.max_connections_per_user == 0 {
-            return Err("gateway.pre_auth_timeout_secs and gateway.max_connections_per_user must be at least 1".into());
+        if self.pre_auth_timeout_secs == 0 || self.max_connections_per_user == 0 || self.max_startups_per_source == 0 {
+            return Err("gateway.pre_auth_timeout_secs, max_connections_per_user and max_startups_per_source must be at least 1"
+                .into());
         }
         if self.max_source_penalty_secs >= self.pre_auth_timeout_secs {
             return Err("gateway.max_source_penalty_secs must be less than gateway.pre_auth_timeout_secs".into());
@@ -86,6 +90,7 @@ impl GatewayConfig {
             max_source_penalty: Duration::from_secs(self.max_source_penalty_secs),
             idle_timeout: (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs)),
             max_connections_per_user: self.max_connections_per_user,
+            max_startups_per_source: self.max_startups_per_source,
             revalidate_interval: Duration::from_secs(2),
         }
     }
