@@ -318,6 +318,10 @@ pub struct Container {
     pub gpu_health: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
+    /// The container's sshd host key (`ssh-ed25519 AAAA…`) as ssp pinned it when the
+    /// container was first set up, for clients that ProxyJump to its sshd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_host_key: Option<String>,
 }
 
 /// `POST /api/v1/containers/{owner}/{name}/exec`: run a command and wait for it.

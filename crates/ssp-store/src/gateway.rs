@@ -1,6 +1,7 @@
-//! The `gateway_sessions` table: the SSH gateway's audit log, one row per channel, written
+//! The SSH gateway's tables: `gateway_sessions`, its audit log, one row per channel, written
 //! when it opens and completed when it ends (a row without an end is a channel that is still
-//! open, or was open when the daemon stopped).
+//! open, or was open when the daemon stopped); and `container_host_keys`, each container's
+//! sshd host key as pinned when it was first set up.
 
 use rusqlite::params;
 
@@ -61,6 +62,29 @@ impl Store {
         })
     }
 
+    /// Pins `container_uid`'s sshd host key (a canonical OpenSSH line) unless one is pinned
+    /// already: a pin is never replaced. Returns whether this call pinned it.
+    pub fn pin_ssh_host_key(&mut self, container_uid: &str, public_key: &str) -> Result<bool> {
+        self.write(|tx| {
+            let added = tx.execute(
+                "INSERT OR IGNORE INTO container_host_keys (container_uid, public_key, pinned_at) VALUES (?1, ?2, ?3)",
+                params![container_uid, public_key, now()],
+            )?;
+            Ok(added == 1)
+        })
+    }
+
+    /// The sshd host key pinned for `container_uid`, if any.
+    pub fn ssh_host_key(&self, container_uid: &str) -> Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row("SELECT public_key FROM container_host_keys WHERE container_uid = ?1", [container_uid], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
     /// The newest `limit` gateway channels, newest first; only `user`'s when given.
     pub fn gateway_sessions(&self, user: Option<&str>, limit: u32) -> Result<Vec<GatewaySession>> {
         let mut stmt = self.conn.prepare(
@@ -105,5 +129,18 @@ mod tests {
         );
         assert!(ended.ended_at.is_some());
         assert_eq!(store.gateway_sessions(None, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_host_key_is_pinned_once_and_goes_with_its_container() {
+        let mut store = Store::open_in_memory().unwrap();
+        crate::users::tests::alice(&mut store);
+        let row = store.create_container(None, &crate::containers::tests::dev(None)).unwrap();
+        assert_eq!(store.ssh_host_key(&row.uid).unwrap(), None);
+        assert!(store.pin_ssh_host_key(&row.uid, "ssh-ed25519 AAAAfirst").unwrap());
+        assert!(!store.pin_ssh_host_key(&row.uid, "ssh-ed25519 AAAAsecond").unwrap());
+        assert_eq!(store.ssh_host_key(&row.uid).unwrap().as_deref(), Some("ssh-ed25519 AAAAfirst"));
+        store.forget_container(&row.uid).unwrap();
+        assert_eq!(store.ssh_host_key(&row.uid).unwrap(), None);
     }
 }

@@ -285,35 +285,53 @@ async fn scenario(platform: &Platform) -> Result<()> {
     .with_context(|| format!("got {:?}", banner.lock().map(|b| b.clone()).unwrap_or_default()))?;
     forward.kill().await.ok();
 
-    // ProxyJump to the container's own sshd, its host key pinned from inside (read through
-    // `ssp exec`, not taken on first use).
-    let container_key = ok(
+    // `ssp ssh-config` as VS Code or PyCharm would use it: a Host per container through the
+    // gateway, and a ProxyJump entry to the container's own sshd with the key ssp pinned when
+    // it set the container up (never trusted on first use).
+    let config = dir.join("ssp_config");
+    let known = dir.join("ssp_known_hosts");
+    let key_arg = alice_key.display().to_string();
+    let known_arg = known.display().to_string();
+    let ssh_config = ["ssh-config", "--host", "127.0.0.1", "--identity", &key_arg, "--known-hosts-file", &known_arg];
+    eventually("dev's sshd key is pinned", EXEC_PATIENCE, || async {
+        let text = ok(cli(platform, &alice, &ssh_config).await?, "ssp ssh-config")?;
+        std::fs::write(&config, &text)?;
+        Ok(text.contains("Host dev-sshd"))
+    })
+    .await?;
+    let known_text = ok(cli(platform, &alice, &["ssh-config", "--known-hosts"]).await?, "ssh-config --known-hosts")?;
+    std::fs::write(&known, &known_text)?;
+    let pinned = ok(
         cli(platform, &alice, &["exec", "dev", "--root", "--", "cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).await?,
         "reading dev's host key",
     )?;
-    let container_known = dir.join("known_hosts_dev");
-    let key_fields: Vec<&str> = container_key.split_whitespace().take(2).collect();
-    std::fs::write(&container_known, format!("dev {}\n", key_fields.join(" ")))?;
-    let config = dir.join("ssh_config");
-    std::fs::write(
-        &config,
-        format!(
-            "Host gw\n  HostName {host}\n  Port {port}\n  User alice\n  IdentityFile {key}\n  IdentitiesOnly yes\n  \
-             UserKnownHostsFile {gw_known}\n  StrictHostKeyChecking yes\n  BatchMode yes\n\
-             Host dev\n  ProxyJump gw\n  User alice\n  IdentityFile {key}\n  IdentitiesOnly yes\n  \
-             UserKnownHostsFile {dev_known}\n  StrictHostKeyChecking yes\n  BatchMode yes\n",
-            host = client.host,
-            port = client.port,
-            key = alice_key.display(),
-            gw_known = client.known_hosts.display(),
-            dev_known = container_known.display(),
-        ),
-    )?;
-    let mut jump = tokio::process::Command::new("ssh");
-    jump.arg("-F").arg(&config).args(["dev", "echo via-sshd $(hostname) $SSH_CONNECTION; exit 4"]);
-    jump.kill_on_drop(true).stdin(Stdio::null());
-    let out = tokio::time::timeout(COMMAND_DEADLINE, jump.output()).await??;
+    let pinned: Vec<&str> = pinned.split_whitespace().take(2).collect();
+    ensure!(known_text.contains(&format!("ssp-alice-dev {}", pinned.join(" "))), "{known_text}");
+    let run = |host: &'static str, command: &'static str| {
+        let mut ssh = tokio::process::Command::new("ssh");
+        ssh.arg("-F").arg(&config).args(["-o", "BatchMode=yes", host, command]);
+        ssh.kill_on_drop(true).stdin(Stdio::null());
+        async move { Ok::<_, anyhow::Error>(tokio::time::timeout(COMMAND_DEADLINE, ssh.output()).await??) }
+    };
+    let out = run("dev", "hostname; exit 6").await?;
+    ensure!(out.status.code() == Some(6) && text(&out.stdout) == "dev\n", "{out:?}");
+    let out = run("dev-sshd", "echo via-sshd $(hostname) $SSH_CONNECTION; exit 4").await?;
     ensure!(out.status.code() == Some(4) && text(&out.stdout).starts_with("via-sshd dev 127.0.0.1"), "{out:?}");
+    // A container whose sshd key is not the pinned one is refused by the client.
+    // (the gateway's own key stands in for another valid key)
+    let gateway_blob = known_text.split_whitespace().nth(2).context("no gateway key line")?;
+    let wrong = known_text.replace(
+        &format!("ssp-alice-dev {} {}", pinned[0], pinned[1]),
+        &format!("ssp-alice-dev ssh-ed25519 {gateway_blob}"),
+    );
+    ensure!(wrong != known_text, "{known_text}");
+    std::fs::write(&known, wrong)?;
+    let out = run("dev-sshd", "echo reached").await?;
+    ensure!(
+        !out.status.success() && !text(&out.stdout).contains("reached"),
+        "an unpinned sshd key was accepted: {out:?}"
+    );
+    std::fs::write(&known, &known_text)?;
 
     // The matrix: alice against bob's container, a missing one, and with a stranger's key;
     // bob's key against alice's. No success, and the same refusal for each.

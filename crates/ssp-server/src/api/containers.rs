@@ -56,6 +56,11 @@ async fn view(state: &AppState, row: &Container, with_addresses: bool) -> api::C
         }
     };
     container.gpu_health = state.reconciler.gpu_health(&row.uid);
+    let uid = row.uid.clone();
+    container.ssh_host_key = state.db.run(move |s| s.ssh_host_key(&uid)).await.unwrap_or_else(|e| {
+        tracing::warn!("reading a pinned host key: {e}");
+        None
+    });
     container
 }
 

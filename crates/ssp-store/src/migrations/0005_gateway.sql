@@ -14,3 +14,12 @@ CREATE TABLE gateway_sessions (
     exit_code   INTEGER
 );
 CREATE INDEX gateway_sessions_by_user ON gateway_sessions (user, started_at);
+
+-- Each container's sshd host key, read once through LXD when the container is first set up
+-- and never replaced: `ssp ssh-config` hands it to clients so a ProxyJump to the container's
+-- own sshd is verified end to end, never trusted on first use.
+CREATE TABLE container_host_keys (
+    container_uid TEXT PRIMARY KEY REFERENCES containers (uid) ON DELETE CASCADE,
+    public_key    TEXT NOT NULL,
+    pinned_at     INTEGER NOT NULL
+);

@@ -22,9 +22,12 @@ pub struct SshConfigArgs {
     /// Your private key file (IdentityFile); default: OpenSSH's own choice.
     #[arg(long)]
     pub identity: Option<String>,
-    /// Print only the known_hosts line for the gateway.
+    /// Print only the known_hosts lines: the gateway's key and your containers' pinned sshd keys.
     #[arg(long)]
     pub known_hosts: bool,
+    /// The known_hosts file the entries name (UserKnownHostsFile).
+    #[arg(long, default_value = "~/.ssh/known_hosts", value_name = "FILE")]
+    pub known_hosts_file: String,
     /// Print an frpc.toml that forwards the gateway through this frp server (HOST or HOST:PORT).
     #[arg(long, value_name = "HOST[:PORT]")]
     pub frp_server: Option<String>,
@@ -47,37 +50,77 @@ pub struct Gateway {
 /// The alias every entry verifies the gateway's key under: one known_hosts line for all.
 pub const HOST_KEY_ALIAS: &str = "ssp-gateway";
 
-/// The known_hosts line for the gateway.
-pub fn known_hosts_line(gateway: &Gateway) -> String {
-    format!("{HOST_KEY_ALIAS} {}", gateway.host_key)
+/// A container in the configuration: its name and the sshd host key ssp pinned, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The container's name.
+    pub name: String,
+    /// Its sshd host key line, when pinned.
+    pub sshd_key: Option<String>,
 }
 
-/// The OpenSSH configuration: one `Host` per container, `User owner+container`.
+/// The alias a container's sshd key is verified under.
+fn sshd_alias(owner: &str, name: &str) -> String {
+    format!("ssp-{owner}-{name}")
+}
+
+/// The known_hosts lines: the gateway's key and each pinned container sshd key.
+pub fn known_hosts_lines(gateway: &Gateway, owner: &str, containers: &[Entry]) -> String {
+    let mut text = format!("{HOST_KEY_ALIAS} {}\n", gateway.host_key);
+    for entry in containers {
+        if let Some(key) = &entry.sshd_key {
+            text.push_str(&format!("{} {key}\n", sshd_alias(owner, &entry.name)));
+        }
+    }
+    text
+}
+
+/// The OpenSSH configuration: a `Host NAME` per container through the gateway (`User
+/// owner+NAME`), and, where ssp pinned the container's sshd key, a `Host NAME-sshd` that
+/// jumps through the gateway to that sshd.
 pub fn render(
     gateway: &Gateway,
     owner: &str,
-    containers: &[String],
+    containers: &[Entry],
     identity: Option<&str>,
     known_hosts: &str,
 ) -> String {
     let mut text = format!(
         "# ssp: {owner}'s containers through the SSH gateway at {host}:{port}\n\
-         # Gateway host key: {known}\n\
-         # Save this as ~/.ssh/ssp_config and add `Include ssp_config` to the top of ~/.ssh/config;\n\
-         # `ssp ssh-config --known-hosts >> {known_hosts}` pins the gateway's key.\n",
+         # Save this as ~/.ssh/ssp_config and add `Include ssp_config` at the top of ~/.ssh/config;\n\
+         # `ssp ssh-config --known-hosts >> {known_hosts}` pins the gateway's (and the containers' sshd) keys.\n",
         host = gateway.host,
         port = gateway.port,
-        known = gateway.host_key,
     );
-    for name in containers {
+    let common = |text: &mut String| {
+        text.push_str(&format!("  UserKnownHostsFile {known_hosts}\n  StrictHostKeyChecking yes\n"));
+        if let Some(identity) = identity {
+            text.push_str(&format!("  IdentityFile {identity}\n  IdentitiesOnly yes\n"));
+        }
+    };
+    for entry in containers {
         text.push_str(&format!(
-            "\nHost {name}\n  HostName {host}\n  Port {port}\n  User {owner}+{name}\n  HostKeyAlias {HOST_KEY_ALIAS}\n  \
-             UserKnownHostsFile {known_hosts}\n  StrictHostKeyChecking yes\n",
+            "\nHost {name}\n  HostName {host}\n  Port {port}\n  User {owner}+{name}\n  HostKeyAlias {HOST_KEY_ALIAS}\n",
+            name = entry.name,
             host = gateway.host,
             port = gateway.port,
         ));
-        if let Some(identity) = identity {
-            text.push_str(&format!("  IdentityFile {identity}\n  IdentitiesOnly yes\n"));
+        common(&mut text);
+    }
+    if containers.iter().any(|entry| entry.sshd_key.is_some()) {
+        text.push_str(&format!(
+            "\nHost ssp-gateway-jump\n  HostName {host}\n  Port {port}\n  User {owner}\n  HostKeyAlias {HOST_KEY_ALIAS}\n",
+            host = gateway.host,
+            port = gateway.port,
+        ));
+        common(&mut text);
+        for entry in containers.iter().filter(|entry| entry.sshd_key.is_some()) {
+            text.push_str(&format!(
+                "\nHost {name}-sshd\n  HostName {name}\n  User {owner}\n  ProxyJump ssp-gateway-jump\n  HostKeyAlias {alias}\n",
+                name = entry.name,
+                alias = sshd_alias(owner, &entry.name),
+            ));
+            common(&mut text);
         }
     }
     text
@@ -127,13 +170,18 @@ pub async fn run(args: SshConfigArgs) -> anyhow::Result<()> {
         port: args.port.unwrap_or(bound.port()),
         host_key: listen.host_key.clone(),
     };
+    let mut containers: Vec<Entry> = client
+        .containers(Some(&info.user))
+        .await?
+        .into_iter()
+        .map(|c| Entry { name: c.name, sshd_key: c.ssh_host_key })
+        .collect();
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
     if args.known_hosts {
-        println!("{}", known_hosts_line(&gateway));
+        print!("{}", known_hosts_lines(&gateway, &info.user, &containers));
         return Ok(());
     }
-    let mut containers: Vec<String> = client.containers(Some(&info.user)).await?.into_iter().map(|c| c.name).collect();
-    containers.sort();
-    print!("{}", render(&gateway, &info.user, &containers, args.identity.as_deref(), "~/.ssh/known_hosts"));
+    print!("{}", render(&gateway, &info.user, &containers, args.identity.as_deref(), &args.known_hosts_file));
     Ok(())
 }
 
@@ -162,8 +210,11 @@ mod tests {
 
     #[test]
     fn one_host_per_container_with_the_key_pinned() {
-        let text =
-            render(&gateway(), "alice", &["dev".into(), "web".into()], Some("~/.ssh/id_ed25519"), "~/.ssh/known_hosts");
+        let containers = [
+            Entry { name: "dev".into(), sshd_key: Some("ssh-ed25519 AAAAdev".into()) },
+            Entry { name: "web".into(), sshd_key: None },
+        ];
+        let text = render(&gateway(), "alice", &containers, Some("~/.ssh/id_ed25519"), "~/.ssh/known_hosts");
         assert!(
             text.contains(
                 "\nHost dev\n  HostName gpu1.lab\n  Port 2222\n  User alice+dev\n  HostKeyAlias ssp-gateway\n"
@@ -171,9 +222,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\nHost web\n"), "{text}");
-        assert!(text.contains("StrictHostKeyChecking yes"), "{text}");
+        assert!(
+            text.contains("\nHost dev-sshd\n  HostName dev\n  User alice\n  ProxyJump ssp-gateway-jump\n"),
+            "{text}"
+        );
+        assert!(!text.contains("web-sshd"), "{text}");
+        assert!(text.contains("StrictHostKeyChecking yes") && !text.contains("StrictHostKeyChecking no"), "{text}");
         assert!(text.contains("IdentityFile ~/.ssh/id_ed25519"), "{text}");
-        assert_eq!(known_hosts_line(&gateway()), "ssp-gateway ssh-ed25519 AAAAC3Nza");
+        assert_eq!(
+            known_hosts_lines(&gateway(), "alice", &containers),
+            "ssp-gateway ssh-ed25519 AAAAC3Nza\nssp-alice-dev ssh-ed25519 AAAAdev\n"
+        );
     }
 
     #[test]
