@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg, Sig};
 use ssp_core::gateway::{self as rules, Login};
@@ -38,6 +39,9 @@ const SFTP_SERVER: &str = r#"for p in /usr/lib/openssh/sftp-server /usr/libexec/
 /// gateway sends SIGHUP when the channel closes) ends both.
 const RELAY: &str =
     r#"exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; cat <&3 & r=$!; trap 'kill $r 2>/dev/null' HUP; cat >&3; wait $r"#;
+
+/// The most bytes of the client's input sent to LXD in one websocket frame.
+const INPUT_BATCH: usize = 256 * 1024;
 
 enum Kind {
     Shell,
@@ -204,16 +208,33 @@ async fn pump(channel: Channel<Msg>, mut exec: Exec, activity: &Arc<Activity>, s
         let mut stdin: ExecStdin = stdin;
         let mut bytes_in = 0u64;
         let mut open = true;
+        let mut held: Option<ChannelMsg> = None;
         loop {
-            let message = tokio::select! {
-                message = reader.wait() => message,
-                _ = &mut stop_rx => break,
+            let message = match held.take() {
+                Some(message) => Some(message),
+                None => tokio::select! {
+                    message = reader.wait() => message,
+                    _ = &mut stop_rx => break,
+                },
             };
             match message {
                 Some(ChannelMsg::Data { data }) if open => {
-                    bytes_in += data.len() as u64;
+                    // Packets already waiting go out as one websocket frame: per-frame work
+                    // in LXD, not the bytes, is what limits a bulk upload.
+                    let mut batch = bytes::BytesMut::from(&data[..]);
+                    while batch.len() < INPUT_BATCH {
+                        match reader.wait().now_or_never() {
+                            Some(Some(ChannelMsg::Data { data })) => batch.extend_from_slice(&data),
+                            Some(other) => {
+                                held = Some(other.unwrap_or(ChannelMsg::Close));
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    bytes_in += batch.len() as u64;
                     input_activity.touch();
-                    if stdin.write(Bytes::copy_from_slice(&data)).await.is_err() {
+                    if stdin.write(batch.freeze()).await.is_err() {
                         open = false;
                     }
                 }

@@ -29,7 +29,7 @@ where
         PathBuf::from(env!("CARGO_BIN_EXE_ssp")),
         lxd,
         "debian-12",
-        "[gateway]\nlisten = \"127.0.0.1:0\"\nmax_source_penalty_secs = 2\n",
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nmax_source_penalty_secs = 2\npre_auth_timeout_secs = 5\n",
     )
     .await?;
     match body(platform).await {
@@ -332,6 +332,13 @@ async fn scenario(platform: &Platform) -> Result<()> {
         "an unpinned sshd key was accepted: {out:?}"
     );
     std::fs::write(&known, &known_text)?;
+
+    // A connection that never authenticates is closed (pre_auth_timeout_secs).
+    let mut idle = tokio::net::TcpStream::connect((client.host.as_str(), client.port)).await?;
+    let mut greeting = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(120), idle.read_to_end(&mut greeting)).await;
+    ensure!(closed.is_ok(), "an unauthenticated connection stayed open");
+    ensure!(text(&greeting).starts_with("SSH-2.0-ssp_gateway"), "{:?}", text(&greeting));
 
     // The matrix: alice against bob's container, a missing one, and with a stranger's key;
     // bob's key against alice's. No success, and the same refusal for each.
