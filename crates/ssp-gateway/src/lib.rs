@@ -42,7 +42,8 @@ pub struct Settings {
     /// The longest a source with recent failures waits before its keys are looked at
     /// (kept below `pre_auth_timeout`).
     pub max_source_penalty: Duration,
-    /// A connection with no bytes moving either way for this long is closed; `None`: never.
+    /// A connection with nothing running and no bytes moving either way for this long is
+    /// closed; `None`: never. A running command or forward is never cut.
     pub idle_timeout: Option<Duration>,
     /// Open connections per user at most.
     pub max_connections_per_user: usize,

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -106,6 +106,26 @@ pub(crate) fn now_secs() -> u64 {
 pub(crate) struct Activity {
     pub(crate) authenticated: AtomicBool,
     pub(crate) last: AtomicU64,
+    /// Commands and forwards running for this connection: while any runs, the connection
+    /// is active, quiet or not.
+    pub(crate) running: AtomicUsize,
+}
+
+/// One running command or forward, counted in [`Activity::running`] while it lives.
+pub(crate) struct Running(Arc<Activity>);
+
+impl Running {
+    pub(crate) fn new(activity: &Arc<Activity>) -> Self {
+        activity.running.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
 }
 
 impl Activity {
@@ -184,8 +204,11 @@ async fn watch<B: Backend>(
             Err(e) => tracing::warn!("gateway: checking {}'s keys: {e}", login.owner),
         }
         if let Some(idle) = settings.idle_timeout {
+            // Idle means nothing running and no byte either way: a quiet job or an open shell
+            // is never cut (dead peers are found by keepalives instead).
             let last = activity.last.load(Ordering::Relaxed);
-            if now_secs().saturating_sub(last) >= idle.as_secs() {
+            let running = activity.running.load(Ordering::Relaxed);
+            if running == 0 && now_secs().saturating_sub(last) >= idle.as_secs() {
                 tracing::info!(%peer, user = %login.owner, "gateway: idle for {idle:?}; closing");
                 disconnect(&handle, "idle for too long").await;
                 return;

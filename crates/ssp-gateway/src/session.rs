@@ -14,7 +14,7 @@ use ssp_core::gateway::{self as rules, Login};
 use ssp_lxd::{Exec, ExecStdin};
 use tokio::sync::mpsc;
 
-use crate::server::{resolve, Activity};
+use crate::server::{resolve, Activity, Running};
 use crate::{Backend, SessionEnd, SessionStart, Target};
 
 /// What a channel needs from its connection.
@@ -121,6 +121,7 @@ pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: 
             return refuse(channel, &format!("could not start a session in {}: {e}", target.name)).await;
         }
     };
+    let _running = Running::new(&context.activity);
     let end = pump(channel, exec, &context.activity, true).await;
     audit_end(&context, audit, end).await;
 }
@@ -140,6 +141,7 @@ pub(crate) async fn run_forward<B: Backend>(channel: Channel<Msg>, context: Cont
             return;
         }
     };
+    let _running = Running::new(&context.activity);
     let end = pump(channel, exec, &context.activity, false).await;
     audit_end(&context, audit, end).await;
 }

@@ -24,7 +24,8 @@ pub struct GatewayConfig {
     pub max_auth_attempts: usize,
     /// Seconds a connection may take to authenticate.
     pub pre_auth_timeout_secs: u64,
-    /// Seconds without a byte either way after which a connection is closed (0: never).
+    /// Seconds with nothing running and no byte either way after which a connection is
+    /// closed (0: never). A running command or forward keeps it open, however quiet.
     pub idle_timeout_secs: u64,
     /// Open connections per user.
     pub max_connections_per_user: usize,

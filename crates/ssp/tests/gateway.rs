@@ -18,20 +18,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const COMMAND_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Runs a test body; when it fails, the daemon's log is added to the error.
-async fn logged<F, Fut>(lxd: &'static PrivateLxd, body: F) -> Result<()>
+async fn logged<F, Fut>(lxd: &'static PrivateLxd, extra: &str, body: F) -> Result<()>
 where
     F: FnOnce(Platform) -> Fut,
     Fut: std::future::Future<Output = Result<Platform, (Platform, anyhow::Error)>>,
 {
     // The refusal matrix fails many logins from 127.0.0.1: a short penalty cap keeps the
     // suite quick while the penalty still applies.
-    let platform = Platform::start_async_with(
-        PathBuf::from(env!("CARGO_BIN_EXE_ssp")),
-        lxd,
-        "debian-12",
-        "[gateway]\nlisten = \"127.0.0.1:0\"\nmax_source_penalty_secs = 2\npre_auth_timeout_secs = 5\n",
-    )
-    .await?;
+    let config =
+        format!("[gateway]\nlisten = \"127.0.0.1:0\"\nmax_source_penalty_secs = 2\npre_auth_timeout_secs = 5\n{extra}");
+    let platform =
+        Platform::start_async_with(PathBuf::from(env!("CARGO_BIN_EXE_ssp")), lxd, "debian-12", &config).await?;
     match body(platform).await {
         Ok(_) => Ok(()),
         Err((platform, e)) => {
@@ -157,7 +154,7 @@ fn refusal(output: &Output, names: &[&str]) -> String {
 }
 
 async fn gateway_end_to_end(lxd: &'static PrivateLxd) -> Result<()> {
-    logged(lxd, |platform| async move {
+    logged(lxd, "", |platform| async move {
         match scenario(&platform).await {
             Ok(()) => Ok(platform),
             Err(e) => Err((platform, e)),
@@ -446,9 +443,12 @@ async fn python_tools(dir: &Path) -> Result<PathBuf> {
 }
 
 /// paramiko logs in with the pinned host key, runs a command with its exit status and moves
-/// a file over sftp; ssh-audit finds no failure and sees strict key exchange.
+/// a file over sftp; ssh-audit finds no failure and sees strict key exchange; the idle
+/// timeout closes an idle connection but not a quiet command.
 async fn python_clients(lxd: &'static PrivateLxd) -> Result<()> {
-    logged(lxd, |platform| async move {
+    // A short idle timeout, checked at the end: it closes a connection with nothing running,
+    // never a quiet command.
+    logged(lxd, "idle_timeout_secs = 3\n", |platform| async move {
         match python_scenario(&platform).await {
             Ok(()) => Ok(platform),
             Err(e) => Err((platform, e)),
@@ -525,6 +525,15 @@ async fn python_scenario(platform: &Platform) -> Result<()> {
     // ssh-audit exits 0 (good), 2 (warnings: curve25519, kept for clients without
     // mlkem768x25519, is not post-quantum), 3 (failures) or 1 (could not connect).
     ensure!(matches!(audit.status.code(), Some(0 | 2)), "ssh-audit exit {:?}:\n{report}", audit.status.code());
+
+    // Idle: `ssh -N` (no command, no forward) is closed; a command quiet for longer than the
+    // idle timeout runs to its end.
+    let mut idle = client.ssh_command(&alice_key, "alice+dev", &["-N"]).spawn()?;
+    let ended =
+        tokio::time::timeout(Duration::from_secs(120), idle.wait()).await.context("an idle connection stayed")??;
+    ensure!(!ended.success(), "{ended:?}");
+    let quiet = client.ssh(&alice_key, "alice+dev", &[], &["sleep 8; echo still-here"], b"").await?;
+    ensure!(quiet.status.success() && text(&quiet.stdout) == "still-here\n", "a quiet command was cut: {quiet:?}");
     Ok(())
 }
 
