@@ -12,6 +12,7 @@
 //! What this crate must not do: read or write the store itself, decide policy that can be a
 //! pure function, or reach anything but the authenticated user's own containers.
 
+mod agent;
 mod hostkey;
 mod limits;
 mod server;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use ssp_core::names::Name;
 use tokio::net::TcpListener;
 
+pub use agent::DEVICE_PREFIX;
 pub use hostkey::HostKey;
 
 /// How the gateway behaves; every value has a default in the daemon's `[gateway]` section.
@@ -33,6 +35,8 @@ pub use hostkey::HostKey;
 pub struct Settings {
     /// Where the host key is kept (made once, mode 0600).
     pub host_key_path: PathBuf,
+    /// Where the sockets for forwarded agents are made (in a folder only root can enter).
+    pub socket_dir: PathBuf,
     /// Authentication attempts per connection.
     pub max_auth_attempts: usize,
     /// How long a refused authentication takes to answer (the same for every refusal).
@@ -58,6 +62,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             host_key_path: PathBuf::from("/var/lib/ssp/gateway/ssh_host_ed25519_key"),
+            socket_dir: PathBuf::from("/var/lib/ssp/gateway/sockets"),
             max_auth_attempts: 6,
             auth_rejection_time: Duration::from_secs(1),
             pre_auth_timeout: Duration::from_secs(30),

@@ -300,7 +300,7 @@ impl<B: Backend> Connection<B> {
         Ok(login)
     }
 
-    fn context(&self) -> Option<Context<B>> {
+    fn context(&self, session: &Session) -> Option<Context<B>> {
         let login = self.login.clone()?;
         Some(Context {
             backend: self.shared.backend.clone(),
@@ -308,6 +308,8 @@ impl<B: Backend> Connection<B> {
             login,
             source: self.peer.to_string(),
             activity: Arc::clone(&self.activity),
+            handle: session.handle(),
+            socket_dir: self.shared.settings.socket_dir.clone(),
         })
     }
 }
@@ -378,9 +380,9 @@ impl<B: Backend> russh::server::Handler for Connection<B> {
         &mut self,
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(context) = self.context() else {
+        let Some(context) = self.context(session) else {
             reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
             return Ok(());
         };
@@ -398,9 +400,9 @@ impl<B: Backend> russh::server::Handler for Connection<B> {
         _originator_address: &str,
         _originator_port: u32,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(context) = self.context() else {
+        let Some(context) = self.context(session) else {
             reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
             return Ok(());
         };
@@ -464,6 +466,11 @@ impl<B: Backend> russh::server::Handler for Connection<B> {
     ) -> Result<(), Self::Error> {
         session.channel_success(channel)?;
         Ok(())
+    }
+
+    /// Agent forwarding is set up by the session when its command starts.
+    async fn agent_request(&mut self, _channel: ChannelId, _session: &mut Session) -> Result<bool, Self::Error> {
+        Ok(self.login.is_some())
     }
 
     async fn subsystem_request(

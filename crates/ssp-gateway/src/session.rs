@@ -14,6 +14,7 @@ use ssp_core::gateway::{self as rules, Login};
 use ssp_lxd::{Exec, ExecStdin};
 use tokio::sync::mpsc;
 
+use crate::agent::Agent;
 use crate::server::{resolve, Activity, Running};
 use crate::{Backend, SessionEnd, SessionStart, Target};
 
@@ -24,6 +25,8 @@ pub(crate) struct Context<B: Backend> {
     pub(crate) login: Login,
     pub(crate) source: String,
     pub(crate) activity: Arc<Activity>,
+    pub(crate) handle: russh::server::Handle,
+    pub(crate) socket_dir: std::path::PathBuf,
 }
 
 /// The login shell of the account, found inside (`getent`), `/bin/sh` when it has none; the
@@ -76,6 +79,7 @@ impl Kind {
 /// subsystem is asked for, then runs it.
 pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: Context<B>) {
     let mut pty: Option<(String, u32, u32)> = None;
+    let mut agent_wanted = false;
     let mut environment = BTreeMap::new();
     let kind = loop {
         match channel.wait().await {
@@ -92,6 +96,7 @@ pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: 
                     environment.insert(variable_name, variable_value);
                 }
             }
+            Some(ChannelMsg::AgentForward { .. }) => agent_wanted = true,
             Some(ChannelMsg::RequestShell { .. }) => break Kind::Shell,
             Some(ChannelMsg::Exec { command, .. }) => break Kind::Exec(String::from_utf8_lossy(&command).into_owned()),
             Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => break Kind::Sftp,
@@ -112,17 +117,38 @@ pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: 
         options.environment.insert("TERM".into(), term.clone());
         options.pty = Some(((*width).max(1), (*height).max(1)));
     }
+    let agent = if agent_wanted && !matches!(kind, Kind::Sftp) {
+        let uid = target.exec.uid;
+        match Agent::open(&context.lxd, &target.instance, &context.socket_dir, uid, context.handle.clone()).await {
+            Ok(agent) => {
+                options.environment.insert("SSH_AUTH_SOCK".into(), agent.inside.clone());
+                Some(agent)
+            }
+            Err(e) => {
+                tracing::warn!(user = %context.login.owner, container = %target.name, "gateway: agent forwarding: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let audit = audit_start(&context, &target, kind.audit_name()).await;
     let exec = match context.lxd.exec_patiently(&target.instance, &kind.command(), options).await {
         Ok(exec) => exec,
         Err(e) => {
             tracing::warn!(user = %context.login.owner, container = %target.name, "gateway: exec failed: {e}");
             audit_end(&context, audit, SessionEnd::default()).await;
+            if let Some(agent) = agent {
+                agent.close().await;
+            }
             return refuse(channel, &format!("could not start a session in {}: {e}", target.name)).await;
         }
     };
     let _running = Running::new(&context.activity);
     let end = pump(channel, exec, &context.activity, true).await;
+    if let Some(agent) = agent {
+        agent.close().await;
+    }
     audit_end(&context, audit, end).await;
 }
 

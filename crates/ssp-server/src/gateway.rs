@@ -85,6 +85,7 @@ impl GatewayConfig {
     pub fn settings(&self, state_dir: &Path) -> ssp_gateway::Settings {
         ssp_gateway::Settings {
             host_key_path: state_dir.join("gateway").join("ssh_host_ed25519_key"),
+            socket_dir: state_dir.join("gateway").join("sockets"),
             max_auth_attempts: self.max_auth_attempts,
             auth_rejection_time: Duration::from_millis(self.auth_rejection_ms),
             pre_auth_timeout: Duration::from_secs(self.pre_auth_timeout_secs),

@@ -144,7 +144,14 @@ fn owned(key: &str) -> bool {
 /// ssp does not own (`volatile.*`, `image.*`, …) are kept as LXD has them.
 pub fn repair(instance: &Instance, row: &Container, layout: &Layout, extra: &Attachments) -> Option<InstancePut> {
     let want_config = desired_config(row, layout, extra);
-    let want_devices = desired_devices(row, layout, extra);
+    let mut want_devices = desired_devices(row, layout, extra);
+    // The SSH gateway's per-session devices (a forwarded agent's socket) come and go with
+    // its sessions; it adds and removes them itself.
+    for (name, device) in &instance.devices {
+        if name.starts_with(ssp_gateway::DEVICE_PREFIX) && device.get("type").map(String::as_str) == Some("proxy") {
+            want_devices.insert(name.clone(), device.clone());
+        }
+    }
     let mut config: ConfigMap =
         instance.config.iter().filter(|(k, _)| !owned(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
     config.extend(want_config);

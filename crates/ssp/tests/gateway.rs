@@ -211,6 +211,36 @@ async fn scenario(platform: &Platform) -> Result<()> {
         .await?;
     ensure!(text(&out.stdout).trim() == "C.UTF-8|unset|alice|/home/alice", "{out:?}");
 
+    // Agent forwarding: the client's agent answers inside, as the container user.
+    let agent_socket = dir.join("agent.sock");
+    let agent = std::process::Command::new("ssh-agent").arg("-s").arg("-a").arg(&agent_socket).output()?;
+    let agent_env = ok(agent, "ssh-agent")?;
+    let agent_pid = agent_env
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("SSH_AGENT_PID="))
+        .context("no SSH_AGENT_PID")?
+        .trim()
+        .to_string();
+    let added = std::process::Command::new("ssh-add").arg(&alice_key).env("SSH_AUTH_SOCK", &agent_socket).output()?;
+    let forwarded = async {
+        ok(added, "ssh-add")?;
+        let fingerprint =
+            ok(std::process::Command::new("ssh-keygen").arg("-lf").arg(&alice_key).output()?, "ssh-keygen -l")?;
+        let fingerprint = fingerprint.split_whitespace().nth(1).context("no fingerprint")?.to_string();
+        let mut ssh = client.ssh_command(&alice_key, "alice+dev", &["-A"]);
+        ssh.env("SSH_AUTH_SOCK", &agent_socket).arg("ssh-add -l; id -un; stat -c %U \"$SSH_AUTH_SOCK\"");
+        let out = tokio::time::timeout(COMMAND_DEADLINE, ssh.output()).await??;
+        ensure!(out.status.success() && text(&out.stdout).contains(&fingerprint), "agent not forwarded: {out:?}");
+        ensure!(text(&out.stdout).ends_with("alice\nalice\n"), "{out:?}");
+        // Without -A there is no agent inside.
+        let out = client.ssh(&alice_key, "alice+dev", &[], &["echo \"${SSH_AUTH_SOCK-none}\""], b"").await?;
+        ensure!(text(&out.stdout).trim() == "none", "{out:?}");
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::process::Command::new("kill").arg(&agent_pid).status();
+    forwarded?;
+
     // An interactive shell on a pty: a command sequence, the terminal, the exit status.
     let out =
         client.ssh(&alice_key, "alice+dev", &["-tt"], &[], b"echo shell-$((6*7)); tty; stty size; exit 5\n").await?;
