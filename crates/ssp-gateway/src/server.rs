@@ -14,6 +14,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Prefe
 use ssp_core::gateway::{self as rules, Login, Refusal};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::agent::{Agent, Back};
 use crate::limits::{Limits, Slot, Startup};
 use crate::session::{self, Context};
 use crate::{Backend, HostKey, Settings, Target};
@@ -148,6 +149,7 @@ async fn connection<B: Backend>(shared: Arc<Shared<B>>, stream: TcpStream, peer:
         penalized: false,
         startup: Some(startup),
         slot: None,
+        forwards: std::collections::HashMap::new(),
     };
     let pre_auth = shared.settings.pre_auth_timeout;
     let running =
@@ -241,12 +243,18 @@ pub(crate) struct Connection<B: Backend> {
     penalized: bool,
     startup: Option<Startup>,
     slot: Option<Slot>,
+    /// The client's `-R` forwards, by (address, port).
+    forwards: std::collections::HashMap<(String, u32), Agent>,
 }
 
 impl<B: Backend> Drop for Connection<B> {
     fn drop(&mut self) {
         if self.login.is_none() && self.refusals > 0 {
             self.shared.limits.failed(self.peer.ip());
+        }
+        // The connection is gone: its -R listeners go too.
+        for (_, forward) in self.forwards.drain() {
+            tokio::spawn(forward.close());
         }
     }
 }
@@ -466,6 +474,60 @@ impl<B: Backend> russh::server::Handler for Connection<B> {
     ) -> Result<(), Self::Error> {
         session.channel_success(channel)?;
         Ok(())
+    }
+
+    /// `-R [ADDRESS:]PORT:…`: a listener on `127.0.0.1:PORT` inside the login's container
+    /// (never on its other addresses) whose connections come back as `forwarded-tcpip`.
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(context) = self.context(session) else { return Ok(false) };
+        let Ok(inside_port) = u16::try_from(*port) else { return Ok(false) };
+        if inside_port == 0 || !matches!(address, "" | "localhost" | "127.0.0.1" | "0.0.0.0" | "*" | "::1") {
+            return Ok(false);
+        }
+        let target = match resolve(&context, None).await {
+            Ok(target) => target,
+            Err(why) => {
+                tracing::info!(peer = %self.peer, "gateway: -R {address}:{port} refused: {why}");
+                return Ok(false);
+            }
+        };
+        let back = Back::Tcp { address: address.to_string(), port: inside_port };
+        let opened =
+            Agent::open(&context.lxd, &target.instance, &context.socket_dir, target.exec.uid, context.handle, back)
+                .await;
+        match opened {
+            Ok(forward) => {
+                tracing::info!(peer = %self.peer, user = %context.login.owner, container = %target.name, "gateway: -R on {}", forward.inside);
+                if let Some(old) = self.forwards.insert((address.to_string(), *port), forward) {
+                    old.close().await;
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, "gateway: -R {address}:{port}: {e}");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        match self.forwards.remove(&(address.to_string(), port)) {
+            Some(forward) => {
+                forward.close().await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Agent forwarding is set up by the session when its command starts.

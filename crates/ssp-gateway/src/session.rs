@@ -14,7 +14,7 @@ use ssp_core::gateway::{self as rules, Login};
 use ssp_lxd::{Exec, ExecStdin};
 use tokio::sync::mpsc;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Back};
 use crate::server::{resolve, Activity, Running};
 use crate::{Backend, SessionEnd, SessionStart, Target};
 
@@ -119,7 +119,9 @@ pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: 
     }
     let agent = if agent_wanted && !matches!(kind, Kind::Sftp) {
         let uid = target.exec.uid;
-        match Agent::open(&context.lxd, &target.instance, &context.socket_dir, uid, context.handle.clone()).await {
+        match Agent::open(&context.lxd, &target.instance, &context.socket_dir, uid, context.handle.clone(), Back::Agent)
+            .await
+        {
             Ok(agent) => {
                 options.environment.insert("SSH_AUTH_SOCK".into(), agent.inside.clone());
                 Some(agent)

@@ -312,6 +312,32 @@ async fn scenario(platform: &Platform) -> Result<()> {
     .with_context(|| format!("got {:?}", banner.lock().map(|b| b.clone()).unwrap_or_default()))?;
     forward.kill().await.ok();
 
+    // -R: a port inside the container that leads back to a service on the client's side.
+    let service = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let service_port = service.local_addr()?.port();
+    let serving = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = service.accept().await {
+            let _ = stream.write_all(b"hello-from-client\n").await;
+        }
+    });
+    let mut remote = client
+        .ssh_command(
+            &alice_key,
+            "alice+dev",
+            &["-N", "-o", "ExitOnForwardFailure=yes", "-R", &format!("7070:127.0.0.1:{service_port}")],
+        )
+        .spawn()?;
+    let reached = eventually("the client's service through -R", Duration::from_secs(120), || async {
+        let out = client
+            .ssh(&alice_key, "alice+dev", &[], &["exec 3<>/dev/tcp/127.0.0.1/7070 && head -n 1 <&3"], b"")
+            .await?;
+        Ok(text(&out.stdout) == "hello-from-client\n")
+    })
+    .await;
+    remote.kill().await.ok();
+    serving.abort();
+    reached?;
+
     // `ssp ssh-config` as VS Code or PyCharm would use it: a Host per container through the
     // gateway, and a ProxyJump entry to the container's own sshd with the key ssp pinned when
     // it set the container up (never trusted on first use).
