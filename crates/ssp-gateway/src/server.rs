@@ -107,8 +107,8 @@ pub(crate) fn now_secs() -> u64 {
 pub(crate) struct Activity {
     pub(crate) authenticated: AtomicBool,
     pub(crate) last: AtomicU64,
-    /// Commands and forwards running for this connection: while any runs, the connection
-    /// is active, quiet or not.
+    /// Open channels (commands, sessions, forwards) of this connection: while any is open,
+    /// the connection is active, quiet or not.
     pub(crate) running: AtomicUsize,
 }
 

@@ -78,6 +78,8 @@ impl Kind {
 /// Runs a session channel: collects pty and environment requests until a shell, command or
 /// subsystem is asked for, then runs it.
 pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: Context<B>) {
+    // An open channel keeps its connection active, even while LXD is slow to start the command.
+    let _running = Running::new(&context.activity);
     let mut pty: Option<(String, u32, u32)> = None;
     let mut agent_wanted = false;
     let mut environment = BTreeMap::new();
@@ -146,7 +148,6 @@ pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: 
             return refuse(channel, &format!("could not start a session in {}: {e}", target.name)).await;
         }
     };
-    let _running = Running::new(&context.activity);
     let end = pump(channel, exec, &context.activity, true).await;
     if let Some(agent) = agent {
         agent.close().await;
@@ -156,6 +157,7 @@ pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: 
 
 /// Runs a forwarded connection to `127.0.0.1:port` inside `target`.
 pub(crate) async fn run_forward<B: Backend>(channel: Channel<Msg>, context: Context<B>, target: Target, port: u16) {
+    let _running = Running::new(&context.activity);
     let audit = audit_start(&context, &target, &format!("forward:{port}")).await;
     let command = vec!["/bin/bash".to_string(), "-c".into(), RELAY.into(), "relay".into(), port.to_string()];
     let mut options = target.exec.clone();
@@ -169,7 +171,6 @@ pub(crate) async fn run_forward<B: Backend>(channel: Channel<Msg>, context: Cont
             return;
         }
     };
-    let _running = Running::new(&context.activity);
     let end = pump(channel, exec, &context.activity, false).await;
     audit_end(&context, audit, end).await;
 }

@@ -315,6 +315,21 @@ mod tests {
     }
 
     #[test]
+    fn the_gateways_session_proxies_are_kept_and_nothing_else_under_its_prefix() {
+        let request = create_request(&row(), &layout(), &Attachments::default());
+        let mut instance =
+            Instance { config: request.config.clone(), devices: request.devices.clone(), ..Instance::default() };
+        let proxy: ssp_lxd::wire::ConfigMap =
+            [("type".to_string(), "proxy".to_string()), ("bind".to_string(), "instance".to_string())].into();
+        instance.devices.insert("gateway-agent-0a1b".into(), proxy);
+        assert!(repair(&instance, &row(), &layout(), &Attachments::default()).is_none());
+        instance.devices.insert("gateway-disk".into(), [("type".to_string(), "disk".to_string())].into());
+        let fixed = repair(&instance, &row(), &layout(), &Attachments::default()).unwrap();
+        assert!(fixed.devices.contains_key("gateway-agent-0a1b"));
+        assert!(!fixed.devices.contains_key("gateway-disk"));
+    }
+
+    #[test]
     fn the_account_digest_follows_the_keys() {
         let one = account_digest(&row(), &["ssh-ed25519 AAAA".into()]);
         assert_eq!(one, account_digest(&row(), &["ssh-ed25519 AAAA".into()]));
