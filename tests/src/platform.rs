@@ -19,6 +19,8 @@ pub struct Platform {
     child: Mutex<Option<Child>>,
     /// `https://127.0.0.1:PORT` of the current run.
     pub https: Mutex<String>,
+    /// The SSH gateway of the current run: its address and host key line, if on.
+    pub gateway: Mutex<Option<(String, String)>>,
 }
 
 /// An HTTP answer: status and body.
@@ -64,7 +66,10 @@ memory = "256MiB"
 disk = "1GiB"
 [reconcile]
 interval_secs = 2
-{extra}"#,
+{gateway}{extra}"#,
+            // Tests run side by side: the gateway gets a free loopback port unless the suite
+            // configures it.
+            gateway = if extra.contains("[gateway]") { "" } else { "[gateway]\nlisten = \"127.0.0.1:0\"\n" },
             state = dir.join("state").display(),
             dir = dir.display(),
             lxd = lxd.socket().display(),
@@ -72,8 +77,13 @@ interval_secs = 2
             bridge = lxd.bridge,
         );
         std::fs::write(dir.join("ssp.toml"), config)?;
-        let platform =
-            Self { binary: binary.to_path_buf(), dir, child: Mutex::new(None), https: Mutex::new(String::new()) };
+        let platform = Self {
+            binary: binary.to_path_buf(),
+            dir,
+            child: Mutex::new(None),
+            https: Mutex::new(String::new()),
+            gateway: Mutex::new(None),
+        };
         platform.launch()?;
         Ok(platform)
     }
@@ -103,6 +113,9 @@ interval_secs = 2
                 let value: serde_json::Value = serde_json::from_str(&text)?;
                 let https = value["https"].as_str().context("no https address")?.to_string();
                 *self.https.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = https;
+                let gateway = value["gateway"]["listen"].as_str().zip(value["gateway"]["host_key"].as_str());
+                *self.gateway.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    gateway.map(|(listen, key)| (listen.to_string(), key.to_string()));
                 return Ok(());
             }
             if Instant::now() > deadline {

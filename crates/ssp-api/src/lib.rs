@@ -321,6 +321,10 @@ pub struct Container {
     pub gpu_health: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
+    /// The container's sshd host key (`ssh-ed25519 AAAA…`) as ssp pinned it when the
+    /// container was first set up, for clients that ProxyJump to its sshd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_host_key: Option<String>,
 }
 
 /// `POST /api/v1/containers/{owner}/{name}/exec`: run a command and wait for it.
@@ -384,6 +388,43 @@ pub struct Info {
     pub backend: String,
     /// SHA-256 fingerprint of the API's TLS certificate (hex, colon-separated).
     pub tls_fingerprint: String,
+    /// The SSH gateway, when it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayInfo>,
+}
+
+/// `GET /api/v1/gateway/sessions`: one channel through the SSH gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GatewaySession {
+    /// The user.
+    pub user: String,
+    /// The container.
+    pub container: String,
+    /// `shell`, `exec`, `sftp` or `forward:PORT`.
+    pub kind: String,
+    /// The client's address and port.
+    pub source: String,
+    /// Seconds since the epoch.
+    pub started_at: i64,
+    /// Seconds since the epoch; absent while open.
+    pub ended_at: Option<i64>,
+    /// Bytes from the client into the container.
+    pub bytes_in: u64,
+    /// Bytes from the container to the client.
+    pub bytes_out: u64,
+    /// The command's exit code, for sessions.
+    pub exit_code: Option<i64>,
+}
+
+/// Where the SSH gateway listens and the host key clients pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GatewayInfo {
+    /// The address it is bound to (`0.0.0.0:2222`).
+    pub listen: String,
+    /// Its host key, an OpenSSH public key line (`ssh-ed25519 AAAA…`) for `known_hosts`.
+    pub host_key: String,
+    /// The host key's fingerprint, as `ssh-keygen -l` shows it (`SHA256:…`).
+    pub host_key_fingerprint: String,
 }
 
 /// `POST /api/v1/reconcile` (admin): what one reconcile pass did.

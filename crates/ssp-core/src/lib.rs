@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod duration;
 pub mod fingerprint;
+pub mod gateway;
 pub mod gpu;
 pub mod names;
 pub mod quota;

@@ -78,8 +78,9 @@ impl ExecStdin {
         sink.send(Message::Binary(data.into())).await.map_err(|e| Error::ws("exec stdin", e))
     }
 
-    /// Closes our side of the stdin websocket, whatever state it is in.
-    async fn shutdown(&mut self) {
+    /// Closes our side of the stdin websocket, whatever state it is in (with a pty, that is
+    /// the command's terminal: it reads no more input).
+    pub async fn shutdown(&mut self) {
         if let Some(mut sink) = self.sink.take() {
             if !self.shared_with_output {
                 let _ = sink.send(Message::text("")).await;
@@ -171,6 +172,13 @@ impl ExecOutput {
 }
 
 impl Exec {
+    /// Takes stdin out, so another task can feed it while this one reads output and waits;
+    /// that task must [`ExecStdin::shutdown`] it (or drop it) when done.
+    pub fn take_stdin(&mut self) -> ExecStdin {
+        let shared_with_output = self.stdin.shared_with_output;
+        std::mem::replace(&mut self.stdin, ExecStdin { sink: None, shared_with_output })
+    }
+
     /// The LXD operation running the command.
     pub fn operation_id(&self) -> &str {
         self.operation.id()
@@ -316,6 +324,22 @@ impl Client {
         }
     }
 
+    /// Like [`Client::exec`], trying again while connecting the streams times out (see
+    /// [`CONNECT_ATTEMPTS`]); nothing has run then.
+    pub async fn exec_patiently(&self, name: &str, command: &[String], options: ExecOptions) -> Result<Exec> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.exec(name, command, options.clone()).await {
+                Ok(exec) => return Ok(exec),
+                Err(e @ Error::Timeout { .. }) if attempt < CONNECT_ATTEMPTS => {
+                    tracing::warn!(instance = name, attempt, "exec not started, trying again: {e}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Runs `command` to completion with `stdin` as its input and collects its output.
     pub async fn exec_output(&self, name: &str, command: &[&str], stdin: &[u8]) -> Result<ExecOutput> {
         let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
@@ -330,20 +354,7 @@ impl Client {
         stdin: &[u8],
         options: ExecOptions,
     ) -> Result<ExecOutput> {
-        // Connecting the streams can stall (see CONNECT_ATTEMPTS); nothing has run then, so
-        // try again.
-        let mut attempt = 0;
-        let mut exec = loop {
-            attempt += 1;
-            match self.exec(name, command, options.clone()).await {
-                Ok(exec) => break exec,
-                Err(e @ Error::Timeout { .. }) if attempt < CONNECT_ATTEMPTS => {
-                    tracing::warn!(instance = name, attempt, "exec not started, trying again: {e}");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let mut exec = self.exec_patiently(name, command, options).await?;
         if !stdin.is_empty() {
             exec.stdin.write(Bytes::copy_from_slice(stdin)).await?;
         }

@@ -58,6 +58,8 @@ pub struct Config {
     pub gpu: GpuConfig,
     /// `[storage]`: shares' host ids, the storage worker's interval.
     pub storage: crate::storage::StorageConfig,
+    /// `[gateway]`: the SSH front door.
+    pub gateway: crate::gateway::GatewayConfig,
 }
 
 /// GPUs: where they come from, how often they are sampled, and idle reclaim.
@@ -177,6 +179,7 @@ impl Default for Config {
             reconcile: ReconcileConfig::default(),
             gpu: GpuConfig::default(),
             storage: crate::storage::StorageConfig::default(),
+            gateway: crate::gateway::GatewayConfig::default(),
         }
     }
 }
@@ -275,6 +278,7 @@ impl Settings {
         if raw.gpu.emulate > ssp_gpu::emulated::MAX_EMULATED {
             return Err(invalid(format!("gpu.emulate is at most {}", ssp_gpu::emulated::MAX_EMULATED)));
         }
+        raw.gateway.check().map_err(invalid)?;
         if raw.reconcile.interval_secs == 0 || raw.reconcile.parallelism == 0 {
             return Err(invalid("reconcile.interval_secs and reconcile.parallelism must be at least 1".into()));
         }

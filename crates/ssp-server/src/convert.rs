@@ -108,5 +108,6 @@ pub fn container(
         gpus: Vec::new(),
         gpu_health: None,
         created_at: row.created_at,
+        ssh_host_key: None,
     }
 }

@@ -25,6 +25,18 @@ pub const TAG_ACCOUNT: &str = "user.ssp.account";
 /// The uid and gid of the owner's account inside every container.
 pub const OWNER_UID: u32 = 1000;
 
+/// How a command runs inside as the owner's account (uid/gid [`OWNER_UID`], in their home,
+/// with `HOME`, `USER` and `LOGNAME` set): `ssp exec` and the SSH gateway both use it.
+pub fn owner_exec_options(row: &Container) -> ssp_lxd::ExecOptions {
+    let home = format!("/home/{}", row.owner);
+    let mut options =
+        ssp_lxd::ExecOptions { uid: OWNER_UID, gid: OWNER_UID, cwd: Some(home.clone()), ..Default::default() };
+    options.environment.insert("HOME".into(), home);
+    options.environment.insert("USER".into(), row.owner.as_str().into());
+    options.environment.insert("LOGNAME".into(), row.owner.as_str().into());
+    options
+}
+
 /// Most processes in one container: a fork bomb stays inside its limits.
 const MAX_PROCESSES: &str = "10000";
 
@@ -132,7 +144,14 @@ fn owned(key: &str) -> bool {
 /// ssp does not own (`volatile.*`, `image.*`, …) are kept as LXD has them.
 pub fn repair(instance: &Instance, row: &Container, layout: &Layout, extra: &Attachments) -> Option<InstancePut> {
     let want_config = desired_config(row, layout, extra);
-    let want_devices = desired_devices(row, layout, extra);
+    let mut want_devices = desired_devices(row, layout, extra);
+    // The SSH gateway's per-session devices (a forwarded agent's socket) come and go with
+    // its sessions; it adds and removes them itself.
+    for (name, device) in &instance.devices {
+        if name.starts_with(ssp_gateway::DEVICE_PREFIX) && device.get("type").map(String::as_str) == Some("proxy") {
+            want_devices.insert(name.clone(), device.clone());
+        }
+    }
     let mut config: ConfigMap =
         instance.config.iter().filter(|(k, _)| !owned(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
     config.extend(want_config);
@@ -310,6 +329,21 @@ mod tests {
         assert_eq!(fixed.config["volatile.eth0.hwaddr"], "00:16:3e:00:00:01");
         assert_eq!(fixed.config[TAG_ACCOUNT], "abc");
         assert!(!fixed.devices.contains_key("host"));
+    }
+
+    #[test]
+    fn the_gateways_session_proxies_are_kept_and_nothing_else_under_its_prefix() {
+        let request = create_request(&row(), &layout(), &Attachments::default());
+        let mut instance =
+            Instance { config: request.config.clone(), devices: request.devices.clone(), ..Instance::default() };
+        let proxy: ssp_lxd::wire::ConfigMap =
+            [("type".to_string(), "proxy".to_string()), ("bind".to_string(), "instance".to_string())].into();
+        instance.devices.insert("gateway-agent-0a1b".into(), proxy);
+        assert!(repair(&instance, &row(), &layout(), &Attachments::default()).is_none());
+        instance.devices.insert("gateway-disk".into(), [("type".to_string(), "disk".to_string())].into());
+        let fixed = repair(&instance, &row(), &layout(), &Attachments::default()).unwrap();
+        assert!(fixed.devices.contains_key("gateway-agent-0a1b"));
+        assert!(!fixed.devices.contains_key("gateway-disk"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod config;
 pub mod convert;
 pub mod db;
 pub mod error;
+pub mod gateway;
 pub mod gpu;
 pub mod instance;
 pub mod reconcile;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub gpus: gpu::Gpus,
     /// Stages shares and homes, runs snapshot schedules.
     pub storage: storage::Worker,
+    /// The SSH gateway, when it is on.
+    pub gateway: Option<ssp_api::GatewayInfo>,
 }
 
 /// Why the daemon could not start.
@@ -81,6 +84,9 @@ pub enum ServeError {
     /// The GPU inventory could not be set up.
     #[error("GPUs: {0}")]
     Gpu(#[from] ssp_gpu::Error),
+    /// The SSH gateway could not be set up.
+    #[error(transparent)]
+    Gateway(#[from] ssp_gateway::Error),
 }
 
 fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -118,6 +124,9 @@ pub struct Listening {
     pub tls_cert: PathBuf,
     /// Its SHA-256 fingerprint.
     pub tls_fingerprint: String,
+    /// The SSH gateway's address and host key, if it is on.
+    #[serde(default)]
+    pub gateway: Option<ssp_api::GatewayInfo>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -157,6 +166,23 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         gpu: gpus.plumbing(),
     };
     let reconciler = Reconciler::new(db.clone(), lxd.clone(), layout, settings.raw.reconcile.parallelism);
+    let gateway =
+        match settings.raw.gateway.address().map_err(|e| io_error("gateway.listen")(std::io::Error::other(e)))? {
+            Some(address) => {
+                let gateway_settings = settings.raw.gateway.settings(&state_dir);
+                let backend = gateway::StoreBackend::new(db.clone());
+                Some(ssp_gateway::Gateway::bind(address, gateway_settings, backend, lxd.clone()).await?)
+            }
+            None => None,
+        };
+    let gateway_info = match &gateway {
+        Some(gateway) => Some(ssp_api::GatewayInfo {
+            listen: gateway.local_addr().map_err(io_error("reading the gateway's address"))?.to_string(),
+            host_key: gateway.host_key().public_line(),
+            host_key_fingerprint: gateway.host_key().fingerprint(),
+        }),
+        None => None,
+    };
     let settings = Arc::new(settings);
     let (state_db, state_lxd) = (db.clone(), lxd.clone());
     let state = AppState {
@@ -168,6 +194,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         tls_fingerprint: identity.fingerprint.clone(),
         gpus: gpus.clone(),
         storage: storage::Worker::default(),
+        gateway: gateway_info.clone(),
     };
     let cleanup = api::images::remove_unrecorded(&state.db, &state.lxd, &platform_for_storage);
     if tokio::time::timeout(Duration::from_secs(60), cleanup).await.is_err() {
@@ -205,8 +232,12 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         socket: socket_path.clone(),
         tls_cert: identity.cert_path.clone(),
         tls_fingerprint: identity.fingerprint.clone(),
+        gateway: gateway_info.clone(),
     };
 
+    if let Some(gateway) = gateway {
+        tokio::spawn(gateway.run());
+    }
     tokio::spawn(gpus.run(state_db, state_lxd, reconciler.handle()));
     tokio::spawn(reconciler.run(Duration::from_secs(settings.raw.reconcile.interval_secs)));
     tokio::spawn(accept_unix(unix, router.clone()));
@@ -221,6 +252,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     std::fs::write(&partial, text)
         .and_then(|()| std::fs::rename(&partial, &listening_path))
         .map_err(io_error(format!("writing {}", listening_path.display())))?;
+    if let Some(gateway) = &gateway_info {
+        tracing::info!("SSH gateway on {} (host key {})", gateway.listen, gateway.host_key_fingerprint);
+    }
     tracing::info!(
         "ssp {} serving on {} and {} (certificate SHA-256 {})",
         env!("CARGO_PKG_VERSION"),

@@ -616,6 +616,7 @@ impl Reconciler {
             let digest = instance::account_digest(row, &extra.keys);
             if existing.config.get(TAG_ACCOUNT) != Some(&digest) {
                 self.set_up_account(&name, row, &extra.keys).await?;
+                self.pin_host_key(&name, row).await;
                 let current = self.lxd.instance(&name).await?;
                 let mut put = current.value.to_put();
                 put.config.insert(TAG_ACCOUNT.into(), digest);
@@ -674,6 +675,40 @@ impl Reconciler {
         self.db.run(move |s| s.log(None, "gpu.unhealthy", &object, Some(&detail))).await?;
         self.handle.wake();
         Err(StepError::Other(format!("GPU health probe failed ({why}); its GPUs were re-plugged and are probed again")))
+    }
+
+    /// Pins the container's sshd host key when its account is first set up (it never
+    /// changes a pin): `ssp ssh-config` gives it to clients, so a ProxyJump to the container's
+    /// own sshd is verified end to end. Images generate their keys at first boot, which may
+    /// still be running: the read waits for the key a while, and only where sshd is installed.
+    async fn pin_host_key(&self, name: &str, row: &Container) {
+        let uid = row.uid.clone();
+        match self.db.run(move |store| store.ssh_host_key(&uid)).await {
+            Ok(None) => {}
+            Ok(Some(_)) => return,
+            Err(e) => return tracing::warn!("reading {}/{}'s host key: {e}", row.owner, row.name),
+        }
+        const READ_HOST_KEY: &str = "[ -x /usr/sbin/sshd ] || exit 3; for i in $(seq 60); do \
+            [ -s /etc/ssh/ssh_host_ed25519_key.pub ] && exec cat /etc/ssh/ssh_host_ed25519_key.pub; sleep 1; done; exit 1";
+        let command: Vec<String> = ["sh", "-c", READ_HOST_KEY].iter().map(|s| s.to_string()).collect();
+        let exec = self.lxd.exec_output_with(name, &command, &[], ssp_lxd::ExecOptions::default());
+        let output = match tokio::time::timeout(ACCOUNT_TIMEOUT, exec).await {
+            Ok(Ok(output)) if output.exit_code == 0 => output,
+            Ok(Ok(output)) => {
+                return tracing::debug!("{}/{} has no sshd host key (exit {})", row.owner, row.name, output.exit_code)
+            }
+            Ok(Err(e)) => return tracing::warn!("reading {}/{}'s host key: {e}", row.owner, row.name),
+            Err(_) => return tracing::warn!("reading {}/{}'s host key took too long", row.owner, row.name),
+        };
+        let line = match ssp_core::sshkey::PublicKey::parse(output.stdout_text().trim()) {
+            Ok(key) => key.to_line(),
+            Err(e) => return tracing::warn!("{}/{}'s sshd host key is not usable: {e}", row.owner, row.name),
+        };
+        let uid = row.uid.clone();
+        match self.db.run(move |store| store.pin_ssh_host_key(&uid, &line)).await {
+            Ok(_) => tracing::info!("pinned {}/{}'s sshd host key", row.owner, row.name),
+            Err(e) => tracing::warn!("pinning {}/{}'s host key: {e}", row.owner, row.name),
+        }
     }
 
     async fn set_up_account(&self, name: &str, row: &Container, keys: &[String]) -> Result<(), StepError> {

@@ -14,6 +14,7 @@
 //! secrets in the clear: API tokens are stored as SHA-256 hashes.
 
 mod containers;
+mod gateway;
 mod gpus;
 mod homes;
 mod images;
@@ -30,6 +31,7 @@ use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
 pub use containers::{Container, ContainerPhase, ContainerSource, DesiredState, GpuGrant, NewContainer};
+pub use gateway::GatewaySession;
 pub use gpus::{Gpu, GpuHours, GpuRecord, Lease};
 pub use homes::{Home, HomePhase};
 pub use images::{ImageRow, NewImage};
@@ -85,6 +87,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0002_gpus.sql")),
         M::up(include_str!("migrations/0003_storage.sql")),
         M::up(include_str!("migrations/0004_images.sql")),
+        M::up(include_str!("migrations/0005_gateway.sql")),
     ])
 }
 

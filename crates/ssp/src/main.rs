@@ -65,6 +65,9 @@ enum Command {
     /// Administration: backups of ssp's own state.
     #[command(subcommand)]
     Admin(cmd::admin::AdminCommand),
+    /// Print an OpenSSH config with a Host per container, through the SSH gateway (or, with
+    /// --frp-server, an frp client config that publishes the gateway).
+    SshConfig(cmd::sshconfig::SshConfigArgs),
     /// Run the ssp daemon (API and reconciler).
     Serve(cmd::serve::ServeArgs),
 }
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             Command::Image(command) => done(cmd::image::run(command, json).await),
             Command::Gpu(command) => done(cmd::gpu::run(command, json).await),
             Command::Serve(args) => done(cmd::serve::run(args).await),
+            Command::SshConfig(args) => done(cmd::sshconfig::run(args).await),
             Command::Snapshot(command) => done(cmd::snapshot::run(command, json).await),
             Command::Share(command) => done(cmd::share::run(command, json).await),
             Command::Home(command) => done(cmd::home::run(command, json).await),

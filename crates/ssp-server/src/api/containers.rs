@@ -21,7 +21,7 @@ use ssp_store::{Container, ContainerPhase, NewContainer};
 use crate::auth::Caller;
 use crate::convert;
 use crate::error::{ApiError, ApiJson, ApiResult};
-use crate::instance::{self, OWNER_UID};
+use crate::instance;
 use crate::AppState;
 
 /// Filters for the list.
@@ -56,6 +56,11 @@ pub(crate) async fn view(state: &AppState, row: &Container, with_addresses: bool
         }
     };
     container.gpu_health = state.reconciler.gpu_health(&row.uid);
+    let uid = row.uid.clone();
+    container.ssh_host_key = state.db.run(move |s| s.ssh_host_key(&uid)).await.unwrap_or_else(|e| {
+        tracing::warn!("reading a pinned host key: {e}");
+        None
+    });
     container
 }
 
@@ -407,16 +412,12 @@ pub async fn exec(
     if row.phase != ContainerPhase::Ready {
         return Err(ApiError::Conflict(format!("container {owner}/{name} is not ready (it is {:?})", row.phase)));
     }
-    let mut options = ssp_lxd::ExecOptions { environment: request.environment.clone(), ..Default::default() };
+    let mut options = ssp_lxd::ExecOptions::default();
     if !request.root {
-        let home = format!("/home/{}", row.owner);
-        options.uid = OWNER_UID;
-        options.gid = OWNER_UID;
-        options.cwd = Some(home.clone());
-        options.environment.entry("HOME".into()).or_insert(home);
-        options.environment.entry("USER".into()).or_insert_with(|| row.owner.as_str().into());
-        options.environment.entry("LOGNAME".into()).or_insert_with(|| row.owner.as_str().into());
+        options = instance::owner_exec_options(&row);
     }
+    // The caller's variables win, as they did before the account's were factored out.
+    options.environment.extend(request.environment.clone());
     let output = match state.lxd.exec_output_with(&instance::lxd_name(&row), &request.command, &stdin, options).await {
         Ok(output) => output,
         Err(e @ ssp_lxd::Error::Api { status: 400, .. }) => {

@@ -4,6 +4,7 @@
 pub mod backups;
 pub mod clones;
 pub mod containers;
+pub mod gateway;
 pub mod gpus;
 pub mod homes;
 pub mod images;
@@ -21,6 +22,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use self::clones::ClonesDoc;
+use self::gateway::GatewayDoc;
 use self::storage::StorageDoc;
 use crate::AppState;
 
@@ -37,7 +39,7 @@ use crate::AppState;
         containers::set_state, containers::restart, containers::exec,
         gpus::list, gpus::usage, gpus::attach, gpus::detach, gpus::update, gpus::allowlist,
     ),
-    modifiers(&BearerAuth, &StorageDoc, &ClonesDoc),
+    modifiers(&BearerAuth, &StorageDoc, &ClonesDoc, &GatewayDoc),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -87,7 +89,8 @@ pub fn router(state: AppState) -> Router {
         .route("/gpus/{index}", axum::routing::patch(gpus::update))
         .route("/users/{user}/gpu-allowlist", put(gpus::allowlist))
         .merge(storage::routes())
-        .merge(clones::routes());
+        .merge(clones::routes())
+        .merge(gateway::routes());
     Router::new()
         .nest(ssp_api::API_PREFIX, v1)
         .fallback(not_found)

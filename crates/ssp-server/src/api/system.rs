@@ -22,6 +22,7 @@ pub async fn info(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
         role: caller.role,
         backend,
         tls_fingerprint: state.tls_fingerprint.clone(),
+        gateway: state.gateway.clone(),
     }))
 }
 

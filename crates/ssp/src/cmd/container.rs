@@ -531,6 +531,7 @@ mod tests {
             gpus: vec![],
             gpu_health: None,
             created_at: 0,
+            ssh_host_key: None,
         }
     }
 

@@ -1,5 +1,5 @@
 //! `ssp info`: who the daemon takes you for, and what it is (version, backend, and the
-//! certificate fingerprint people compare at `ssp login`).
+//! certificate fingerprint people compare at `ssp login`, the SSH gateway's host key).
 
 use anyhow::Context;
 
@@ -13,6 +13,10 @@ pub async fn run(json: bool) -> anyhow::Result<()> {
     if json {
         return output::json(&info);
     }
+    let (gateway, gateway_key) = match &info.gateway {
+        Some(gateway) => (gateway.listen.clone(), gateway.host_key_fingerprint.clone()),
+        None => ("off".into(), "-".into()),
+    };
     output::fields(&[
         ("url", client.url()),
         ("user", info.user),
@@ -24,6 +28,8 @@ pub async fn run(json: bool) -> anyhow::Result<()> {
             "tls fingerprint",
             if info.tls_fingerprint.is_empty() { "-".into() } else { format!("SHA256 {}", info.tls_fingerprint) },
         ),
+        ("ssh gateway", gateway),
+        ("ssh host key", gateway_key),
     ]);
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod login;
 pub mod serve;
 pub mod share;
 pub mod snapshot;
+pub mod sshconfig;
 pub mod token;
 pub mod user;
 

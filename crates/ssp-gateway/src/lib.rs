@@ -1,0 +1,200 @@
+//! ssp's SSH front door: one port where people log in with the public keys they registered in
+//! ssp and land in their own containers (`ssh -p 2222 alice+dev@HOST`).
+//!
+//! The gateway terminates SSH itself (russh) and never relays to a container's sshd over the
+//! bridge: sessions (shell, exec, pty, environment, resize, signals), the `sftp` subsystem
+//! (and so `scp`) and forwarded connections (`-L`, `-W`, ProxyJump) all run through LXD exec
+//! as the container's owner account, so bytes are encrypted once, between the client and the
+//! gateway. Who may log in, where a login lands and which forwards are allowed are decided by
+//! pure functions in `ssp_core::gateway`; users, keys, containers and the audit log come from
+//! a [`Backend`] the daemon implements over its store.
+//!
+//! What this crate must not do: read or write the store itself, decide policy that can be a
+//! pure function, or reach anything but the authenticated user's own containers.
+
+mod agent;
+mod hostkey;
+mod limits;
+mod server;
+mod session;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ssp_core::names::Name;
+use tokio::net::TcpListener;
+
+pub use agent::DEVICE_PREFIX;
+pub use hostkey::HostKey;
+
+/// How the gateway behaves; every value has a default in the daemon's `[gateway]` section.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the host key is kept (made once, mode 0600).
+    pub host_key_path: PathBuf,
+    /// Where the sockets for forwarded agents are made (in a folder only root can enter).
+    pub socket_dir: PathBuf,
+    /// Authentication attempts per connection.
+    pub max_auth_attempts: usize,
+    /// How long a refused authentication takes to answer (the same for every refusal).
+    pub auth_rejection_time: Duration,
+    /// A connection that has not authenticated within this time is closed.
+    pub pre_auth_timeout: Duration,
+    /// The longest a source with recent failures waits before its keys are looked at
+    /// (kept below `pre_auth_timeout`).
+    pub max_source_penalty: Duration,
+    /// A connection with nothing running and no bytes moving either way for this long is
+    /// closed; `None`: never. A running command or forward is never cut.
+    pub idle_timeout: Option<Duration>,
+    /// Open connections per user at most.
+    pub max_connections_per_user: usize,
+    /// Connections per source address that have not authenticated yet, at most; more are
+    /// closed at once (as OpenSSH's `PerSourceMaxStartups`).
+    pub max_startups_per_source: usize,
+    /// How often live connections check that their key and user are still valid.
+    pub revalidate_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            host_key_path: PathBuf::from("/var/lib/ssp/gateway/ssh_host_ed25519_key"),
+            socket_dir: PathBuf::from("/var/lib/ssp/gateway/sockets"),
+            max_auth_attempts: 6,
+            auth_rejection_time: Duration::from_secs(1),
+            pre_auth_timeout: Duration::from_secs(30),
+            max_source_penalty: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(8 * 3600)),
+            max_connections_per_user: 20,
+            max_startups_per_source: 10,
+            revalidate_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A container a user may land in.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its ssp name.
+    pub name: Name,
+    /// Its LXD instance name.
+    pub instance: String,
+    /// Whether it is ready and meant to be running (an exec is tried only then).
+    pub running: bool,
+    /// How commands run inside as the owner's account: uid, gid, home, `USER`, ….
+    pub exec: ssp_lxd::ExecOptions,
+}
+
+/// One channel's audit record, as it starts.
+#[derive(Debug, Clone)]
+pub struct SessionStart {
+    /// The user.
+    pub user: String,
+    /// The container.
+    pub container: String,
+    /// `shell`, `exec`, `sftp` or `forward:PORT`.
+    pub kind: String,
+    /// The client's address.
+    pub source: String,
+}
+
+/// One channel's audit record, as it ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionEnd {
+    /// Bytes from the client into the container.
+    pub bytes_in: u64,
+    /// Bytes from the container to the client.
+    pub bytes_out: u64,
+    /// The command's exit code, for sessions.
+    pub exit_code: Option<i32>,
+}
+
+/// Why the backend could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(pub String);
+
+/// What the gateway needs from the daemon: users and their keys, containers, the audit log.
+pub trait Backend: Clone + Send + Sync + 'static {
+    /// `user`'s public keys (OpenSSH lines), or `None` when the user does not exist or is
+    /// disabled.
+    fn keys(&self, user: &Name) -> impl Future<Output = Result<Option<Vec<String>>, BackendError>> + Send;
+
+    /// `user`'s containers.
+    fn containers(&self, user: &Name) -> impl Future<Output = Result<Vec<Target>, BackendError>> + Send;
+
+    /// Records a channel's start; returns its id for [`Backend::session_ended`].
+    fn session_started(&self, start: SessionStart) -> impl Future<Output = Result<i64, BackendError>> + Send;
+
+    /// Records a channel's end.
+    fn session_ended(&self, id: i64, end: SessionEnd) -> impl Future<Output = Result<(), BackendError>> + Send;
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The host key could not be made, read or written.
+    #[error("gateway host key {path}: {message}")]
+    HostKey {
+        /// The key file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The port could not be bound.
+    #[error("gateway: listening on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A bound gateway, ready to [`Gateway::run`].
+pub struct Gateway<B: Backend> {
+    listener: TcpListener,
+    shared: Arc<server::Shared<B>>,
+    host_key: HostKey,
+}
+
+impl<B: Backend> std::fmt::Debug for Gateway<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("listener", &self.listener).finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> Gateway<B> {
+    /// Loads (or makes) the host key and binds `address`.
+    pub async fn bind(
+        address: SocketAddr,
+        settings: Settings,
+        backend: B,
+        lxd: ssp_lxd::Client,
+    ) -> Result<Self, Error> {
+        let host_key = HostKey::load_or_create(&settings.host_key_path)?;
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| Error::Listen { address: address.to_string(), source })?;
+        let shared = Arc::new(server::Shared::new(settings, &host_key, backend, lxd));
+        Ok(Self { listener, shared, host_key })
+    }
+
+    /// The bound address (its port, when bound to port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The host key.
+    pub fn host_key(&self) -> &HostKey {
+        &self.host_key
+    }
+
+    /// Accepts connections until the task is dropped.
+    pub async fn run(self) {
+        server::accept(self.listener, self.shared).await
+    }
+}

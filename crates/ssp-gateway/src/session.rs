@@ -1,0 +1,338 @@
+//! Channels, run through LXD exec as the container's owner: a session (shell, command, or
+//! the sftp subsystem) and a forwarded connection (a relay inside the container to
+//! `127.0.0.1:PORT`). Bytes move between the SSH channel and the exec's streams with flow
+//! control on both sides; every channel is recorded in the audit log with its bytes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use russh::server::Msg;
+use russh::{Channel, ChannelMsg, Sig};
+use ssp_core::gateway::{self as rules, Login};
+use ssp_lxd::{Exec, ExecStdin};
+use tokio::sync::mpsc;
+
+use crate::agent::{Agent, Back};
+use crate::server::{resolve, Activity, Running};
+use crate::{Backend, SessionEnd, SessionStart, Target};
+
+/// What a channel needs from its connection.
+pub(crate) struct Context<B: Backend> {
+    pub(crate) backend: B,
+    pub(crate) lxd: ssp_lxd::Client,
+    pub(crate) login: Login,
+    pub(crate) source: String,
+    pub(crate) activity: Arc<Activity>,
+    pub(crate) handle: russh::server::Handle,
+    pub(crate) socket_dir: std::path::PathBuf,
+}
+
+/// The login shell of the account, found inside (`getent`), `/bin/sh` when it has none; the
+/// command, if any, arrives as `$1` and is never parsed by this outer shell.
+const LOGIN_SHELL: &str = r#"s=$(getent passwd "$(id -un)" 2>/dev/null | cut -d: -f7); [ -x "${s:-/nonexistent}" ] || s=/bin/sh; if [ $# -eq 0 ]; then exec "$s" -l; else exec "$s" -c "$1"; fi"#;
+
+/// The sftp server of OpenSSH's Debian package (and a couple of other distributions' paths).
+const SFTP_SERVER: &str = r#"for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server; do [ -x "$p" ] && exec "$p"; done; echo "ssp: no sftp-server in this container (install openssh-sftp-server)" >&2; exit 127"#;
+
+/// A relay to `127.0.0.1:$1` inside the container, with bash's `/dev/tcp`: no helper binary
+/// to push, and it connects from the container's own loopback, as the owner. The client's
+/// end-of-file ends only the sending half (the answer still comes back); its hang-up (the
+/// gateway sends SIGHUP when the channel closes) ends both.
+const RELAY: &str =
+    r#"exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; cat <&3 & r=$!; trap 'kill $r 2>/dev/null' HUP; cat >&3; wait $r"#;
+
+/// The most bytes of the client's input sent to LXD in one websocket frame.
+const INPUT_BATCH: usize = 256 * 1024;
+
+enum Kind {
+    Shell,
+    Exec(String),
+    Sftp,
+}
+
+impl Kind {
+    fn audit_name(&self) -> &'static str {
+        match self {
+            Kind::Shell => "shell",
+            Kind::Exec(_) => "exec",
+            Kind::Sftp => "sftp",
+        }
+    }
+
+    fn command(&self) -> Vec<String> {
+        let sh = |script: &str| vec!["/bin/sh".to_string(), "-c".into(), script.into(), "ssp".into()];
+        match self {
+            Kind::Shell => sh(LOGIN_SHELL),
+            Kind::Exec(command) => {
+                let mut argv = sh(LOGIN_SHELL);
+                argv.push(command.clone());
+                argv
+            }
+            Kind::Sftp => sh(SFTP_SERVER),
+        }
+    }
+}
+
+/// Runs a session channel: collects pty and environment requests until a shell, command or
+/// subsystem is asked for, then runs it.
+pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: Context<B>) {
+    // An open channel keeps its connection active, even while LXD is slow to start the command.
+    let _running = Running::new(&context.activity);
+    let mut pty: Option<(String, u32, u32)> = None;
+    let mut agent_wanted = false;
+    let mut environment = BTreeMap::new();
+    let kind = loop {
+        match channel.wait().await {
+            Some(ChannelMsg::RequestPty { term, col_width, row_height, .. }) => {
+                pty = Some((term, col_width, row_height))
+            }
+            Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
+                if let Some(pty) = &mut pty {
+                    (pty.1, pty.2) = (col_width, row_height);
+                }
+            }
+            Some(ChannelMsg::SetEnv { variable_name, variable_value, .. }) => {
+                if rules::accepts_env(&variable_name) && !variable_value.contains('\0') {
+                    environment.insert(variable_name, variable_value);
+                }
+            }
+            Some(ChannelMsg::AgentForward { .. }) => agent_wanted = true,
+            Some(ChannelMsg::RequestShell { .. }) => break Kind::Shell,
+            Some(ChannelMsg::Exec { command, .. }) => break Kind::Exec(String::from_utf8_lossy(&command).into_owned()),
+            Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => break Kind::Sftp,
+            Some(ChannelMsg::Close) | None => return,
+            Some(_) => {}
+        }
+    };
+    let target = match resolve(&context, None).await {
+        Ok(target) => target,
+        Err(why) => return refuse(channel, &why).await,
+    };
+    let mut options = target.exec.clone();
+    options.environment.extend(environment);
+    if matches!(kind, Kind::Sftp) {
+        pty = None;
+    }
+    if let Some((term, width, height)) = &pty {
+        options.environment.insert("TERM".into(), term.clone());
+        options.pty = Some(((*width).max(1), (*height).max(1)));
+    }
+    let agent = if agent_wanted && !matches!(kind, Kind::Sftp) {
+        let uid = target.exec.uid;
+        match Agent::open(&context.lxd, &target.instance, &context.socket_dir, uid, context.handle.clone(), Back::Agent)
+            .await
+        {
+            Ok(agent) => {
+                options.environment.insert("SSH_AUTH_SOCK".into(), agent.inside.clone());
+                Some(agent)
+            }
+            Err(e) => {
+                tracing::warn!(user = %context.login.owner, container = %target.name, "gateway: agent forwarding: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let audit = audit_start(&context, &target, kind.audit_name()).await;
+    let exec = match context.lxd.exec_patiently(&target.instance, &kind.command(), options).await {
+        Ok(exec) => exec,
+        Err(e) => {
+            tracing::warn!(user = %context.login.owner, container = %target.name, "gateway: exec failed: {e}");
+            audit_end(&context, audit, SessionEnd::default()).await;
+            if let Some(agent) = agent {
+                agent.close().await;
+            }
+            return refuse(channel, &format!("could not start a session in {}: {e}", target.name)).await;
+        }
+    };
+    let end = pump(channel, exec, &context.activity, true).await;
+    if let Some(agent) = agent {
+        agent.close().await;
+    }
+    audit_end(&context, audit, end).await;
+}
+
+/// Runs a forwarded connection to `127.0.0.1:port` inside `target`.
+pub(crate) async fn run_forward<B: Backend>(channel: Channel<Msg>, context: Context<B>, target: Target, port: u16) {
+    let _running = Running::new(&context.activity);
+    let audit = audit_start(&context, &target, &format!("forward:{port}")).await;
+    let command = vec!["/bin/bash".to_string(), "-c".into(), RELAY.into(), "relay".into(), port.to_string()];
+    let mut options = target.exec.clone();
+    options.pty = None;
+    let exec = match context.lxd.exec_patiently(&target.instance, &command, options).await {
+        Ok(exec) => exec,
+        Err(e) => {
+            tracing::warn!(user = %context.login.owner, container = %target.name, "gateway: relay failed: {e}");
+            audit_end(&context, audit, SessionEnd::default()).await;
+            let _ = channel.close().await;
+            return;
+        }
+    };
+    let end = pump(channel, exec, &context.activity, false).await;
+    audit_end(&context, audit, end).await;
+}
+
+async fn refuse(channel: Channel<Msg>, why: &str) {
+    let _ = channel.extended_data_bytes(1, Bytes::from(format!("ssp: {why}\r\n"))).await;
+    let _ = channel.exit_status(1).await;
+    let _ = channel.eof().await;
+    let _ = channel.close().await;
+}
+
+async fn audit_start<B: Backend>(context: &Context<B>, target: &Target, kind: &str) -> Option<i64> {
+    let start = SessionStart {
+        user: context.login.owner.to_string(),
+        container: target.name.to_string(),
+        kind: kind.into(),
+        source: context.source.clone(),
+    };
+    match context.backend.session_started(start).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!("gateway: recording a session: {e}");
+            None
+        }
+    }
+}
+
+async fn audit_end<B: Backend>(context: &Context<B>, id: Option<i64>, end: SessionEnd) {
+    if let Some(id) = id {
+        if let Err(e) = context.backend.session_ended(id, end).await {
+            tracing::warn!("gateway: recording a session's end: {e}");
+        }
+    }
+}
+
+fn signal_number(signal: &Sig) -> Option<i32> {
+    Some(match signal {
+        Sig::HUP => 1,
+        Sig::INT => 2,
+        Sig::QUIT => 3,
+        Sig::ILL => 4,
+        Sig::ABRT => 6,
+        Sig::FPE => 8,
+        Sig::KILL => 9,
+        Sig::USR1 => 10,
+        Sig::SEGV => 11,
+        Sig::PIPE => 13,
+        Sig::ALRM => 14,
+        Sig::TERM => 15,
+        Sig::Custom(_) => return None,
+    })
+}
+
+/// Moves bytes both ways until the command's output ends, then reports its exit status
+/// (for sessions) and closes the channel. Input runs in its own task: a command blocked on
+/// output must never stop us reading it because we wait to write its input.
+async fn pump(channel: Channel<Msg>, mut exec: Exec, activity: &Arc<Activity>, session: bool) -> SessionEnd {
+    let (mut reader, writer) = channel.split();
+    let stdin = exec.take_stdin();
+    let control = exec.control.clone();
+    let mut stdout = std::mem::replace(&mut exec.stdout, mpsc::channel(1).1);
+    let mut stderr = std::mem::replace(&mut exec.stderr, mpsc::channel(1).1);
+    let input_activity = Arc::clone(activity);
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let input = tokio::spawn(async move {
+        let mut stdin: ExecStdin = stdin;
+        let mut bytes_in = 0u64;
+        let mut open = true;
+        let mut held: Option<ChannelMsg> = None;
+        loop {
+            let message = match held.take() {
+                Some(message) => Some(message),
+                None => tokio::select! {
+                    message = reader.wait() => message,
+                    _ = &mut stop_rx => break,
+                },
+            };
+            match message {
+                Some(ChannelMsg::Data { data }) if open => {
+                    // Packets already waiting go out as one websocket frame: per-frame work
+                    // in LXD, not the bytes, is what limits a bulk upload.
+                    let mut batch = bytes::BytesMut::from(&data[..]);
+                    while batch.len() < INPUT_BATCH {
+                        match reader.wait().now_or_never() {
+                            Some(Some(ChannelMsg::Data { data })) => batch.extend_from_slice(&data),
+                            Some(other) => {
+                                held = Some(other.unwrap_or(ChannelMsg::Close));
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    bytes_in += batch.len() as u64;
+                    input_activity.touch();
+                    if stdin.write(batch.freeze()).await.is_err() {
+                        open = false;
+                    }
+                }
+                Some(ChannelMsg::Eof) if open => {
+                    open = false;
+                    let _ = stdin.close().await;
+                }
+                Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
+                    let _ = control.resize(col_width.max(1), row_height.max(1)).await;
+                }
+                Some(ChannelMsg::Signal { signal }) => {
+                    if let Some(number) = signal_number(&signal) {
+                        let _ = control.signal(number).await;
+                    }
+                }
+                Some(ChannelMsg::Close) | None => {
+                    // The client went away: hang up, as sshd does when a connection drops.
+                    let _ = control.signal(1).await;
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+        stdin.shutdown().await;
+        bytes_in
+    });
+    let mut bytes_out = 0u64;
+    let mut writing = true;
+    let (mut out_open, mut err_open) = (true, true);
+    while out_open || err_open {
+        tokio::select! {
+            chunk = stdout.recv(), if out_open => match chunk {
+                Some(chunk) => {
+                    bytes_out += chunk.len() as u64;
+                    activity.touch();
+                    if writing && writer.data_bytes(chunk).await.is_err() {
+                        writing = false;
+                    }
+                }
+                None => out_open = false,
+            },
+            chunk = stderr.recv(), if err_open => match chunk {
+                Some(chunk) => {
+                    bytes_out += chunk.len() as u64;
+                    activity.touch();
+                    if session && writing && writer.extended_data_bytes(1, chunk).await.is_err() {
+                        writing = false;
+                    }
+                }
+                None => err_open = false,
+            },
+        }
+    }
+    let _ = stop_tx.send(());
+    let bytes_in = input.await.unwrap_or(0);
+    let exit_code = match exec.wait().await {
+        Ok(code) => Some(code),
+        Err(e) => {
+            tracing::debug!("gateway: waiting for the command: {e}");
+            None
+        }
+    };
+    if session {
+        let status = exit_code.map_or(255, |code| u32::try_from(code).unwrap_or(255));
+        let _ = writer.exit_status(status).await;
+    }
+    let _ = writer.eof().await;
+    let _ = writer.close().await;
+    SessionEnd { bytes_in, bytes_out, exit_code }
+}

@@ -1,0 +1,609 @@
+//! The SSH gateway end to end: the real `ssp serve` on a private real LXD with `debian-12`
+//! containers, driven by the real OpenSSH clients (`ssh`, `sftp`, `scp`) with the gateway's
+//! host key pinned from `ssp info` (never trust on first use) — sessions, exit codes,
+//! environment, sftp and scp with checksums, forwarding (`-L`, ProxyJump to the container's
+//! own sshd with its pinned key), the cross-user matrix (no success, identical refusals), and
+//! live sessions ended by a key removal and by disabling the user.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use ssp_testkit::e2e::{cli, eventually, ok, text, EXEC_PATIENCE};
+use ssp_testkit::{Platform, PrivateLxd};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long one client command may run before the test calls it hung.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(300);
+
+/// This binary's tests run one at a time: two platforms starting debian-12 containers at
+/// once on one LXD 5.0.2 made its starts and execs stall past the CLI's patience here.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs a test body; when it fails, the daemon's log is added to the error.
+async fn logged<F, Fut>(lxd: &'static PrivateLxd, extra: &str, body: F) -> Result<()>
+where
+    F: FnOnce(Platform) -> Fut,
+    Fut: std::future::Future<Output = Result<Platform, (Platform, anyhow::Error)>>,
+{
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The refusal matrix fails many logins from 127.0.0.1: a short penalty cap keeps the
+    // suite quick while the penalty still applies.
+    let config =
+        format!("[gateway]\nlisten = \"127.0.0.1:0\"\nmax_source_penalty_secs = 2\npre_auth_timeout_secs = 5\n{extra}");
+    let platform =
+        Platform::start_async_with(PathBuf::from(env!("CARGO_BIN_EXE_ssp")), lxd, "debian-12", &config).await?;
+    match body(platform).await {
+        Ok(_) => Ok(()),
+        Err((platform, e)) => {
+            let log = platform.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            Err(e.context(format!("ssp log (last lines):\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))))
+        }
+    }
+}
+
+/// A user's key pair, made with `ssh-keygen`.
+fn keygen(dir: &Path, name: &str) -> Result<PathBuf> {
+    let key = dir.join(name);
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .output()
+        .context("running ssh-keygen (openssh-client)")?;
+    ok(out, "ssh-keygen")?;
+    Ok(key)
+}
+
+/// The client side: where the gateway is, its pinned host key, and the OpenSSH options
+/// every command uses.
+struct Client {
+    host: String,
+    port: u16,
+    known_hosts: PathBuf,
+}
+
+impl Client {
+    fn new(platform: &Platform, dir: &Path) -> Result<Self> {
+        let info = platform.root_cli(&["--json", "info"])?;
+        let info: serde_json::Value = serde_json::from_str(&ok(info, "ssp info")?)?;
+        let gateway = &info["gateway"];
+        let listen = gateway["listen"].as_str().context(format!("no gateway in ssp info: {info}"))?;
+        let host_key = gateway["host_key"].as_str().context("no gateway host key in ssp info")?;
+        let fingerprint = gateway["host_key_fingerprint"].as_str().context("no host key fingerprint")?;
+        ensure!(fingerprint.starts_with("SHA256:"), "{fingerprint}");
+        let address: std::net::SocketAddr = listen.parse()?;
+        let known_hosts = dir.join("known_hosts");
+        std::fs::write(&known_hosts, format!("[127.0.0.1]:{} {host_key}\n", address.port()))?;
+        // What `ssp info` shows is what OpenSSH computes from the key.
+        let computed = std::process::Command::new("ssh-keygen").arg("-lf").arg(&known_hosts).output()?;
+        ensure!(text(&computed.stdout).contains(fingerprint), "fingerprint mismatch: {}", text(&computed.stdout));
+        Ok(Self { host: "127.0.0.1".into(), port: address.port(), known_hosts })
+    }
+
+    /// The options of every OpenSSH command: no config files, only this key, the pinned host
+    /// key checked strictly, never a prompt.
+    fn options(&self, key: &Path) -> Vec<String> {
+        let mut args: Vec<String> = ["-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["-o".into(), format!("UserKnownHostsFile={}", self.known_hosts.display())]);
+        args.extend(["-o".into(), "StrictHostKeyChecking=yes".into(), "-o".into(), "LogLevel=ERROR".into()]);
+        args.extend(["-o".into(), "ConnectTimeout=60".into(), "-i".into(), key.display().to_string()]);
+        args
+    }
+
+    fn ssh_command(&self, key: &Path, login: &str, extra: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new("ssh");
+        command.args(self.options(key)).args(["-p", &self.port.to_string()]);
+        command.args(extra).arg(format!("{login}@{}", self.host));
+        command.kill_on_drop(true).stdin(Stdio::null());
+        command
+    }
+
+    /// `ssh [extra] login@gateway command`, with `input` on stdin.
+    async fn ssh(&self, key: &Path, login: &str, extra: &[&str], command: &[&str], input: &[u8]) -> Result<Output> {
+        let mut ssh = self.ssh_command(key, login, extra);
+        ssh.args(command).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = ssh.spawn().context("running ssh")?;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        let input = input.to_vec();
+        let feed = tokio::spawn(async move {
+            let _ = stdin.write_all(&input).await;
+        });
+        let output = tokio::time::timeout(COMMAND_DEADLINE, child.wait_with_output()).await.context("ssh hung")??;
+        feed.abort();
+        Ok(output)
+    }
+
+    /// Runs a whole client program (sftp, scp) with the common options.
+    async fn program(&self, program: &str, key: &Path, args: &[String]) -> Result<Output> {
+        let mut command = tokio::process::Command::new(program);
+        command.args(self.options(key)).args(args).kill_on_drop(true).stdin(Stdio::null());
+        Ok(tokio::time::timeout(COMMAND_DEADLINE, command.output()).await.context(format!("{program} hung"))??)
+    }
+}
+
+fn sha256(path: &Path) -> Result<String> {
+    let out = std::process::Command::new("sha256sum").arg(path).output()?;
+    Ok(ok(out, "sha256sum")?.split_whitespace().next().unwrap_or_default().to_string())
+}
+
+fn random_file(path: &Path, megabytes: usize) -> Result<()> {
+    let out = std::process::Command::new("head")
+        .args(["-c", &format!("{}", megabytes * 1024 * 1024), "/dev/urandom"])
+        .output()?;
+    std::fs::write(path, out.stdout)?;
+    Ok(())
+}
+
+/// Creates a container and waits until its owner's account answers through `ssp exec`.
+async fn container(platform: &Platform, config: &Path, name: &str) -> Result<()> {
+    let created = cli(platform, config, &["container", "create", name]).await?;
+    if !created.status.success() {
+        // The CLI gives up waiting when LXD is slow (seen when other suites load it); the
+        // create itself was recorded if the container is listed, and is waited for below.
+        let listed = ok(cli(platform, config, &["--json", "container", "list"]).await?, "container list")?;
+        let listed: serde_json::Value = serde_json::from_str(&listed)?;
+        let known = listed.as_array().is_some_and(|all| all.iter().any(|c| c["name"] == name));
+        ensure!(known, "create {name} failed: {created:?}");
+    }
+    eventually(&format!("{name} answers as its owner"), EXEC_PATIENCE, || async {
+        let out = cli(platform, config, &["exec", name, "--", "id", "-u"]).await?;
+        Ok(out.status.success() && text(&out.stdout).trim() == "1000")
+    })
+    .await
+}
+
+/// The refusal text of a failed command, with the names that differ replaced.
+fn refusal(output: &Output, names: &[&str]) -> String {
+    let mut message = text(&output.stderr);
+    for name in names {
+        message = message.replace(name, "NAME");
+    }
+    message
+}
+
+async fn gateway_end_to_end(lxd: &'static PrivateLxd) -> Result<()> {
+    logged(lxd, "", |platform| async move {
+        match scenario(&platform).await {
+            Ok(()) => Ok(platform),
+            Err(e) => Err((platform, e)),
+        }
+    })
+    .await
+}
+
+async fn scenario(platform: &Platform) -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path();
+    let alice_key = keygen(dir, "alice")?;
+    let alice_spare = keygen(dir, "alice-spare")?;
+    let bob_key = keygen(dir, "bob")?;
+    let stranger = keygen(dir, "stranger")?;
+    let pub_of = |key: &Path| format!("{}.pub", key.display());
+    let alice = platform.user("alice", &["--key", &pub_of(&alice_key), "--key", &pub_of(&alice_spare)])?;
+    let bob = platform.user("bob", &["--key", &pub_of(&bob_key)])?;
+    let client = Client::new(platform, dir)?;
+
+    container(platform, &alice, "dev").await?;
+    container(platform, &alice, "web").await?;
+    container(platform, &bob, "dev").await?;
+
+    // A command with its exit status, as alice in her container `dev`. The first exec may
+    // meet LXD 5.0.2's stalls after start: keep trying.
+    let deadline = std::time::Instant::now() + EXEC_PATIENCE;
+    let out = loop {
+        let out = client.ssh(&alice_key, "alice+dev", &[], &["id -un; hostname; pwd; exit 7"], b"").await?;
+        if out.status.code() == Some(7) || std::time::Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    ensure!(out.status.code() == Some(7), "no command through the gateway: {out:?}");
+    ensure!(text(&out.stdout) == "alice\ndev\n/home/alice\n", "{out:?}");
+
+    // stdin to stdout, byte for byte.
+    let input: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let out = client.ssh(&alice_key, "alice+dev", &[], &["cat"], &input).await?;
+    ensure!(out.status.success() && out.stdout == input, "cat returned {} of {} bytes", out.stdout.len(), input.len());
+    let out = client.ssh(&alice_key, "alice+dev", &[], &["echo oops >&2; exit 3"], b"").await?;
+    ensure!(out.status.code() == Some(3) && text(&out.stderr).contains("oops"), "{out:?}");
+
+    // Environment: LANG passes (SetEnv), PATH and LD_PRELOAD do not.
+    let out = client
+        .ssh(
+            &alice_key,
+            "alice+dev",
+            &["-o", "SetEnv=LANG=C.UTF-8 LD_PRELOAD=/evil.so"],
+            &["echo \"$LANG|${LD_PRELOAD-unset}|$USER|$HOME\""],
+            b"",
+        )
+        .await?;
+    ensure!(text(&out.stdout).trim() == "C.UTF-8|unset|alice|/home/alice", "{out:?}");
+
+    // Agent forwarding: the client's agent answers inside, as the container user.
+    let agent_socket = dir.join("agent.sock");
+    let agent = std::process::Command::new("ssh-agent").arg("-s").arg("-a").arg(&agent_socket).output()?;
+    let agent_env = ok(agent, "ssh-agent")?;
+    let agent_pid = agent_env
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("SSH_AGENT_PID="))
+        .context("no SSH_AGENT_PID")?
+        .trim()
+        .to_string();
+    let added = std::process::Command::new("ssh-add").arg(&alice_key).env("SSH_AUTH_SOCK", &agent_socket).output()?;
+    let forwarded = async {
+        ok(added, "ssh-add")?;
+        let fingerprint =
+            ok(std::process::Command::new("ssh-keygen").arg("-lf").arg(&alice_key).output()?, "ssh-keygen -l")?;
+        let fingerprint = fingerprint.split_whitespace().nth(1).context("no fingerprint")?.to_string();
+        let mut ssh = client.ssh_command(&alice_key, "alice+dev", &["-A"]);
+        ssh.env("SSH_AUTH_SOCK", &agent_socket).arg("ssh-add -l; id -un; stat -c %U \"$SSH_AUTH_SOCK\"");
+        let out = tokio::time::timeout(COMMAND_DEADLINE, ssh.output()).await??;
+        ensure!(out.status.success() && text(&out.stdout).contains(&fingerprint), "agent not forwarded: {out:?}");
+        ensure!(text(&out.stdout).ends_with("alice\nalice\n"), "{out:?}");
+        // Without -A there is no agent inside.
+        let out = client.ssh(&alice_key, "alice+dev", &[], &["echo \"${SSH_AUTH_SOCK-none}\""], b"").await?;
+        ensure!(text(&out.stdout).trim() == "none", "{out:?}");
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::process::Command::new("kill").arg(&agent_pid).status();
+    forwarded?;
+
+    // An interactive shell on a pty: a command sequence, the terminal, the exit status.
+    let out =
+        client.ssh(&alice_key, "alice+dev", &["-tt"], &[], b"echo shell-$((6*7)); tty; stty size; exit 5\n").await?;
+    let shown = text(&out.stdout);
+    ensure!(out.status.code() == Some(5), "{out:?}");
+    ensure!(shown.contains("shell-42") && shown.contains("/dev/pts/"), "{shown}");
+
+    // sftp put and get of 20 MB, checked by SHA-256.
+    let big = dir.join("big.bin");
+    random_file(&big, 20)?;
+    let back = dir.join("back.bin");
+    let batch = dir.join("batch");
+    std::fs::write(&batch, format!("put {} /tmp/big.bin\nget /tmp/big.bin {}\n", big.display(), back.display()))?;
+    let args = vec![
+        "-P".into(),
+        client.port.to_string(),
+        "-b".into(),
+        batch.display().to_string(),
+        format!("alice+dev@{}", client.host),
+    ];
+    ok(client.program("sftp", &alice_key, &args).await?, "sftp put/get")?;
+    ensure!(sha256(&big)? == sha256(&back)?, "sftp round trip changed the file");
+    let inside =
+        client.ssh(&alice_key, "alice+dev", &[], &["sha256sum /tmp/big.bin; stat -c %U /tmp/big.bin"], b"").await?;
+    ensure!(text(&inside.stdout).contains(&sha256(&big)?) && text(&inside.stdout).contains("alice"), "{inside:?}");
+
+    // scp both ways (the sftp protocol, and the legacy one with -O).
+    let scp_back = dir.join("scp-back.bin");
+    for legacy in [false, true] {
+        let mut args: Vec<String> = vec!["-q".into(), "-P".into(), client.port.to_string()];
+        if legacy {
+            args.push("-O".into());
+        }
+        let remote = format!("alice+dev@{}:/tmp/scp.bin", client.host);
+        let mut up = args.clone();
+        up.extend([big.display().to_string(), remote.clone()]);
+        ok(client.program("scp", &alice_key, &up).await?, "scp up")?;
+        let mut down = args.clone();
+        down.extend([remote, scp_back.display().to_string()]);
+        ok(client.program("scp", &alice_key, &down).await?, "scp down")?;
+        ensure!(sha256(&big)? == sha256(&scp_back)?, "scp (legacy {legacy}) changed the file");
+        std::fs::remove_file(&scp_back)?;
+    }
+
+    // -L to a service inside the container (its sshd on 127.0.0.1:22).
+    let free = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let local_port = free.local_addr()?.port();
+    drop(free);
+    let mut forward = client
+        .ssh_command(
+            &alice_key,
+            "alice+dev",
+            &["-N", "-o", "ExitOnForwardFailure=yes", "-L", &format!("{local_port}:localhost:22")],
+        )
+        .spawn()?;
+    let banner = std::sync::Mutex::new(String::new());
+    eventually("a banner through -L", Duration::from_secs(120), || async {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", local_port)).await else {
+            return Ok(false);
+        };
+        let mut buffer = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buffer)).await??;
+        let got = text(&buffer[..n]);
+        let good = got.starts_with("SSH-2.0-OpenSSH");
+        *banner.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = got;
+        Ok(good)
+    })
+    .await
+    .with_context(|| format!("got {:?}", banner.lock().map(|b| b.clone()).unwrap_or_default()))?;
+    forward.kill().await.ok();
+
+    // -R: a port inside the container that leads back to a service on the client's side.
+    let service = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let service_port = service.local_addr()?.port();
+    let serving = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = service.accept().await {
+            let _ = stream.write_all(b"hello-from-client\n").await;
+        }
+    });
+    let mut remote = client
+        .ssh_command(
+            &alice_key,
+            "alice+dev",
+            &["-N", "-o", "ExitOnForwardFailure=yes", "-R", &format!("7070:127.0.0.1:{service_port}")],
+        )
+        .spawn()?;
+    let reached = eventually("the client's service through -R", Duration::from_secs(120), || async {
+        let out = client
+            .ssh(&alice_key, "alice+dev", &[], &["exec 3<>/dev/tcp/127.0.0.1/7070 && head -n 1 <&3"], b"")
+            .await?;
+        Ok(text(&out.stdout) == "hello-from-client\n")
+    })
+    .await;
+    remote.kill().await.ok();
+    serving.abort();
+    reached?;
+
+    // `ssp ssh-config` as VS Code or PyCharm would use it: a Host per container through the
+    // gateway, and a ProxyJump entry to the container's own sshd with the key ssp pinned when
+    // it set the container up (never trusted on first use).
+    let config = dir.join("ssp_config");
+    let known = dir.join("ssp_known_hosts");
+    let key_arg = alice_key.display().to_string();
+    let known_arg = known.display().to_string();
+    let ssh_config = ["ssh-config", "--host", "127.0.0.1", "--identity", &key_arg, "--known-hosts-file", &known_arg];
+    eventually("dev's sshd key is pinned", EXEC_PATIENCE, || async {
+        let text = ok(cli(platform, &alice, &ssh_config).await?, "ssp ssh-config")?;
+        std::fs::write(&config, &text)?;
+        Ok(text.contains("Host dev-sshd"))
+    })
+    .await?;
+    let known_text = ok(cli(platform, &alice, &["ssh-config", "--known-hosts"]).await?, "ssh-config --known-hosts")?;
+    std::fs::write(&known, &known_text)?;
+    let pinned = ok(
+        cli(platform, &alice, &["exec", "dev", "--root", "--", "cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).await?,
+        "reading dev's host key",
+    )?;
+    let pinned: Vec<&str> = pinned.split_whitespace().take(2).collect();
+    ensure!(known_text.contains(&format!("ssp-alice-dev {}", pinned.join(" "))), "{known_text}");
+    let run = |host: &'static str, command: &'static str| {
+        let mut ssh = tokio::process::Command::new("ssh");
+        ssh.arg("-F").arg(&config).args(["-o", "BatchMode=yes", host, command]);
+        ssh.kill_on_drop(true).stdin(Stdio::null());
+        async move { Ok::<_, anyhow::Error>(tokio::time::timeout(COMMAND_DEADLINE, ssh.output()).await??) }
+    };
+    let out = run("dev", "hostname; exit 6").await?;
+    ensure!(out.status.code() == Some(6) && text(&out.stdout) == "dev\n", "{out:?}");
+    let out = run("dev-sshd", "echo via-sshd $(hostname) $SSH_CONNECTION; exit 4").await?;
+    ensure!(out.status.code() == Some(4) && text(&out.stdout).starts_with("via-sshd dev 127.0.0.1"), "{out:?}");
+    // A container whose sshd key is not the pinned one is refused by the client.
+    // (the gateway's own key stands in for another valid key)
+    let gateway_blob = known_text.split_whitespace().nth(2).context("no gateway key line")?;
+    let wrong = known_text.replace(
+        &format!("ssp-alice-dev {} {}", pinned[0], pinned[1]),
+        &format!("ssp-alice-dev ssh-ed25519 {gateway_blob}"),
+    );
+    ensure!(wrong != known_text, "{known_text}");
+    std::fs::write(&known, wrong)?;
+    let out = run("dev-sshd", "echo reached").await?;
+    ensure!(
+        !out.status.success() && !text(&out.stdout).contains("reached"),
+        "an unpinned sshd key was accepted: {out:?}"
+    );
+    std::fs::write(&known, &known_text)?;
+
+    // A connection that never authenticates is closed (pre_auth_timeout_secs).
+    let mut idle = tokio::net::TcpStream::connect((client.host.as_str(), client.port)).await?;
+    let mut greeting = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(120), idle.read_to_end(&mut greeting)).await;
+    ensure!(closed.is_ok(), "an unauthenticated connection stayed open");
+    ensure!(text(&greeting).starts_with("SSH-2.0-ssp_gateway"), "{:?}", text(&greeting));
+
+    // The matrix: alice against bob's container, a missing one, and with a stranger's key;
+    // bob's key against alice's. No success, and the same refusal for each.
+    let refused_logins = [
+        (&alice_key, "bob+dev"),
+        (&alice_key, "alice+missing"),
+        (&alice_key, "bob"),
+        (&stranger, "alice+dev"),
+        (&stranger, "nobody+dev"),
+        (&bob_key, "alice+dev"),
+    ];
+    let mut refusals = std::collections::BTreeSet::new();
+    for (key, login) in refused_logins {
+        // A session, the sftp subsystem, and a forward: all refused at login.
+        let session = client.ssh(key, login, &[], &["echo reached"], b"").await?;
+        let forward = client.ssh(key, login, &["-W", "localhost:22"], &[], b"").await?;
+        let sftp_args = vec![
+            "-P".into(),
+            client.port.to_string(),
+            "-b".into(),
+            "/dev/null".into(),
+            format!("{login}@{}", client.host),
+        ];
+        let sftp = client.program("sftp", key, &sftp_args).await?;
+        for out in [&session, &forward] {
+            ensure!(out.status.code() == Some(255) && !text(&out.stdout).contains("reached"), "{login}: {out:?}");
+            refusals.insert(refusal(out, &[login]));
+        }
+        ensure!(!sftp.status.success(), "sftp as {login} succeeded");
+    }
+    ensure!(refusals.len() == 1, "refusals differ: {refusals:?}");
+    ensure!(refusals.iter().all(|r| r.contains("Permission denied (publickey)")), "{refusals:?}");
+
+    // Forwards from alice's own login to what is not hers read like a missing container.
+    let mut forward_refusals = std::collections::BTreeSet::new();
+    for host in ["bob+dev", "missing", "10.0.0.1", "example.com"] {
+        let out = client.ssh(&alice_key, "alice+dev", &["-W", &format!("{host}:22")], &[], b"").await?;
+        ensure!(!out.status.success(), "-W {host} succeeded: {out:?}");
+        forward_refusals.insert(refusal(&out, &[host]));
+    }
+    ensure!(forward_refusals.len() == 1, "forward refusals differ: {forward_refusals:?}");
+    // A login without a container, with two of them, is told how to choose.
+    let out = client.ssh(&alice_key, "alice", &[], &["true"], b"").await?;
+    ensure!(!out.status.success() && text(&out.stderr).contains("alice+"), "{out:?}");
+    // bob lands in his own dev, not alice's.
+    let out = client.ssh(&bob_key, "bob", &[], &["id -un; cat /etc/hostname"], b"").await?;
+    ensure!(text(&out.stdout) == "bob\ndev\n", "{out:?}");
+
+    // Removing a key ends the session that logged in with it.
+    let mut live = client.ssh_command(&alice_spare, "alice+dev", &[]).arg("sleep 3600").spawn()?;
+    eventually("the spare key's session is up", EXEC_PATIENCE, || async {
+        let out = client.ssh(&alice_key, "alice+dev", &[], &["pgrep -u alice -x sleep"], b"").await?;
+        Ok(out.status.success())
+    })
+    .await?;
+    ok(cli(platform, &alice, &["key", "remove", "alice-spare"]).await?, "key remove")?;
+    let ended =
+        tokio::time::timeout(Duration::from_secs(120), live.wait()).await.context("session outlived its key")??;
+    ensure!(!ended.success(), "{ended:?}");
+    let out = client.ssh(&alice_spare, "alice+dev", &[], &["true"], b"").await?;
+    ensure!(out.status.code() == Some(255), "a removed key still logs in: {out:?}");
+    ok(client.ssh(&alice_key, "alice+dev", &[], &["true"], b"").await?, "the other key still works")?;
+
+    // Disabling a user ends their sessions.
+    let mut bobs = client.ssh_command(&bob_key, "bob+dev", &[]).arg("sleep 3600").spawn()?;
+    eventually("bob's session is up", EXEC_PATIENCE, || async {
+        let out = client.ssh(&bob_key, "bob+dev", &[], &["pgrep -u bob -x sleep"], b"").await?;
+        Ok(out.status.success())
+    })
+    .await?;
+    ok(platform.root_cli(&["user", "disable", "bob"])?, "disable bob")?;
+    let ended =
+        tokio::time::timeout(Duration::from_secs(120), bobs.wait()).await.context("session outlived its user")??;
+    ensure!(!ended.success(), "{ended:?}");
+    let out = client.ssh(&bob_key, "bob+dev", &[], &["true"], b"").await?;
+    ensure!(out.status.code() == Some(255), "a disabled user still logs in: {out:?}");
+    let _ = bob;
+
+    // The audit log has the sessions, with bytes.
+    let answer = platform.request("GET", "/api/v1/gateway/sessions?user=alice", None, None).await?;
+    ensure!(answer.status == 200, "{answer:?}");
+    let sessions = answer.json();
+    let rows = sessions.as_array().context("sessions")?;
+    ensure!(
+        rows.iter()
+            .any(|s| s["kind"] == "sftp" && s["container"] == "dev" && s["bytes_in"].as_u64() > Some(20_000_000)),
+        "{sessions}"
+    );
+    ensure!(rows.iter().any(|s| s["kind"] == "exec" && s["exit_code"] == 7), "{sessions}");
+    ensure!(rows.iter().all(|s| s["user"] == "alice"), "{sessions}");
+    Ok(())
+}
+
+/// A venv under `dir` with paramiko and ssh-audit from PyPI; fails loudly when it cannot be
+/// made (scripts/test installs python3-venv).
+async fn python_tools(dir: &Path) -> Result<PathBuf> {
+    let venv = dir.join("venv");
+    let made = tokio::process::Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv).output().await?;
+    ok(made, "python3 -m venv (install python3-venv)")?;
+    let pip = tokio::process::Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "paramiko", "ssh-audit"])
+        .output();
+    ok(tokio::time::timeout(COMMAND_DEADLINE, pip).await.context("pip hung")??, "pip install paramiko ssh-audit")?;
+    Ok(venv)
+}
+
+/// paramiko logs in with the pinned host key, runs a command with its exit status and moves
+/// a file over sftp; ssh-audit finds no failure and sees strict key exchange; the idle
+/// timeout closes an idle connection but not a quiet command.
+async fn python_clients(lxd: &'static PrivateLxd) -> Result<()> {
+    // A short idle timeout, checked at the end: it closes a connection with nothing running,
+    // never a quiet command.
+    logged(lxd, "idle_timeout_secs = 3\n", |platform| async move {
+        match python_scenario(&platform).await {
+            Ok(()) => Ok(platform),
+            Err(e) => Err((platform, e)),
+        }
+    })
+    .await
+}
+
+const PARAMIKO_CHECK: &str = r#"
+import hashlib, os, sys, paramiko
+port, host_key, key_file, login = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+client = paramiko.SSHClient()
+client.set_missing_host_key_policy(paramiko.RejectPolicy())
+kind, blob = host_key.split()[:2]
+client.get_host_keys().add("[127.0.0.1]:%d" % port, kind, paramiko.PKey.from_type_string(kind, __import__("base64").b64decode(blob)))
+client.connect("127.0.0.1", port=port, username=login, key_filename=key_file, look_for_keys=False, allow_agent=False, timeout=60)
+stdin, stdout, stderr = client.exec_command("id -un; exit 9")
+out = stdout.read().decode()
+status = stdout.channel.recv_exit_status()
+assert out.strip() == "alice" and status == 9, (out, status)
+data = os.urandom(3 * 1024 * 1024)
+sftp = client.open_sftp()
+with sftp.open("/tmp/paramiko.bin", "wb") as f:
+    f.write(data)
+with sftp.open("/tmp/paramiko.bin", "rb") as f:
+    back = f.read()
+assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
+print("paramiko ok", client.get_transport().remote_cipher)
+"#;
+
+async fn python_scenario(platform: &Platform) -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path();
+    let venv = python_tools(dir).await?;
+    let alice_key = keygen(dir, "alice")?;
+    let alice = platform.user("alice", &["--key", &format!("{}.pub", alice_key.display())])?;
+    let client = Client::new(platform, dir)?;
+    container(platform, &alice, "dev").await?;
+
+    let info: serde_json::Value = serde_json::from_str(&ok(platform.root_cli(&["--json", "info"])?, "info")?)?;
+    let host_key = info["gateway"]["host_key"].as_str().context("host key")?.to_string();
+    let script = dir.join("check.py");
+    std::fs::write(&script, PARAMIKO_CHECK)?;
+    let deadline = std::time::Instant::now() + EXEC_PATIENCE;
+    loop {
+        let run = tokio::process::Command::new(venv.join("bin/python"))
+            .arg(&script)
+            .args([client.port.to_string(), host_key.clone(), alice_key.display().to_string(), "alice+dev".into()])
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(COMMAND_DEADLINE, run).await.context("paramiko hung")??;
+        if out.status.success() {
+            ensure!(text(&out.stdout).contains("paramiko ok"), "{out:?}");
+            break;
+        }
+        let last = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        ensure!(std::time::Instant::now() < deadline, "paramiko: {last}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    // ssh-audit's DHEat rate test counts TCP connections the kernel completes before any
+    // server sees them; its own message says even OpenSSH's `PerSourceMaxStartups 1` yields a
+    // false positive there. The gateway caps unauthenticated connections per source
+    // (`max_startups_per_source`); the rate test is skipped, every other check must pass.
+    let audit = tokio::process::Command::new(venv.join("bin/ssh-audit"))
+        .args(["--skip-rate-test", "-p", &client.port.to_string(), "127.0.0.1"])
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .output();
+    let audit = tokio::time::timeout(COMMAND_DEADLINE, audit).await.context("ssh-audit hung")??;
+    let report = text(&audit.stdout);
+    ensure!(!report.contains("(fail)") && !report.contains("-- [fail]"), "ssh-audit failures:\n{report}");
+    ensure!(report.contains("kex-strict-s-v00@openssh.com"), "no strict kex:\n{report}");
+    // ssh-audit exits 0 (good), 2 (warnings: curve25519, kept for clients without
+    // mlkem768x25519, is not post-quantum), 3 (failures) or 1 (could not connect).
+    ensure!(matches!(audit.status.code(), Some(0 | 2)), "ssh-audit exit {:?}:\n{report}", audit.status.code());
+
+    // Idle: `ssh -N` (no command, no forward) is closed; a command quiet for longer than the
+    // idle timeout runs to its end.
+    let mut idle = client.ssh_command(&alice_key, "alice+dev", &["-N"]).spawn()?;
+    let ended =
+        tokio::time::timeout(Duration::from_secs(120), idle.wait()).await.context("an idle connection stayed")??;
+    ensure!(!ended.success(), "{ended:?}");
+    let quiet = client.ssh(&alice_key, "alice+dev", &[], &["sleep 8; echo still-here"], b"").await?;
+    ensure!(quiet.status.success() && text(&quiet.stdout) == "still-here\n", "a quiet command was cut: {quiet:?}");
+    Ok(())
+}
+
+ssp_testkit::lxd_tests![gateway_end_to_end, python_clients];
