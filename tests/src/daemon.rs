@@ -413,7 +413,7 @@ fn parse_cidr(text: &str) -> Option<(u32, u32)> {
 }
 
 /// The last `lines` lines of `text`, saying how many were left out.
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     let skipped = all.len().saturating_sub(lines);
     let kept = all[skipped..].join("\n");

@@ -38,6 +38,12 @@ pub async fn cli(platform: &Platform, config: &Path, args: &[&str]) -> Result<Ou
     tokio::task::spawn_blocking(move || Ok(command.output()?)).await?
 }
 
+/// Runs the CLI as the host's root (admin over the local socket), on a blocking thread.
+pub async fn root(platform: &Platform, args: &[&str]) -> Result<Output> {
+    let mut command = platform.root_command(args);
+    tokio::task::spawn_blocking(move || Ok(command.output()?)).await?
+}
+
 /// Checks until `check` says yes, failing with `what` (and the last error) after `timeout`.
 pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
 where

@@ -220,15 +220,26 @@ interval_secs = 2
         &self.dir
     }
 
-    /// The CLI as the host's root over the local socket.
-    pub fn root_cli(&self, args: &[&str]) -> Result<Output> {
-        Ok(Command::new(&self.binary)
+    /// The CLI as the host's root over the local socket, ready to run.
+    pub fn root_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
             .args(args)
             .env("SSP_URL", format!("unix:{}", self.socket().display()))
             .env("SSP_CONFIG", self.dir.join("root-cli.toml"))
             .env_remove("SSP_TOKEN")
-            .stdin(Stdio::null())
-            .output()?)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs the CLI as the host's root over the local socket.
+    pub fn root_cli(&self, args: &[&str]) -> Result<Output> {
+        Ok(self.root_command(args).output()?)
+    }
+
+    /// `error` with the end of this daemon's log attached: what a failed suite prints.
+    pub fn explain(&self, error: anyhow::Error) -> anyhow::Error {
+        error.context(format!("ssp serve's log ends:\n{}", crate::daemon::tail(&self.log(), 80)))
     }
 
     /// The CLI with the config file `config` (made by `ssp login`), ready to run.

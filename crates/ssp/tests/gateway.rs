@@ -36,11 +36,7 @@ where
         Platform::start_async_with(PathBuf::from(env!("CARGO_BIN_EXE_ssp")), lxd, "debian-12", &config).await?;
     match body(platform).await {
         Ok(_) => Ok(()),
-        Err((platform, e)) => {
-            let log = platform.log();
-            let tail: Vec<&str> = log.lines().rev().take(80).collect();
-            Err(e.context(format!("ssp log (last lines):\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))))
-        }
+        Err((platform, e)) => Err(platform.explain(e)),
     }
 }
 

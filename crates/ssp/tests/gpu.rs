@@ -81,11 +81,7 @@ async fn gpus_exactly_as_granted(lxd: &'static PrivateLxd) -> Result<()> {
     let platform = Platform::start_async_with(binary(), lxd, "busybox", &extra).await?;
     let result = scenario(&platform, lxd).await;
     std::fs::remove_dir_all(DEV_DIR).ok();
-    result.map_err(|e| {
-        let log = platform.log();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        e.context(format!("ssp serve's log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")))
-    })
+    result.map_err(|e| platform.explain(e))
 }
 
 async fn scenario(platform: &Platform, lxd: &'static PrivateLxd) -> Result<()> {

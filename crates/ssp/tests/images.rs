@@ -5,11 +5,10 @@
 //! restoring ssp's own state.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use ssp_testkit::e2e::{cli, eventually, ok, text, EXEC_PATIENCE};
+use ssp_testkit::e2e::{cli, eventually, ok, root, text, EXEC_PATIENCE};
 use ssp_testkit::{Platform, PrivateLxd};
 
 async fn platform(lxd: &'static PrivateLxd) -> Result<Platform> {
@@ -28,27 +27,7 @@ where
 {
     let _one = ONE_AT_A_TIME.lock().await;
     let (platform, outcome) = body(lxd, platform(lxd).await?).await;
-    outcome.map_err(|e| {
-        let log = platform.log();
-        let tail: Vec<&str> = log.lines().rev().take(60).collect();
-        e.context(format!("ssp log (last lines):\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")))
-    })
-}
-
-async fn root(platform: &Platform, args: &[&str]) -> Result<Output> {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let socket = platform.socket();
-    let config = platform.dir().join("root-cli.toml");
-    tokio::task::spawn_blocking(move || {
-        Ok(std::process::Command::new(env!("CARGO_BIN_EXE_ssp"))
-            .args(&args)
-            .env("SSP_URL", format!("unix:{}", socket.display()))
-            .env("SSP_CONFIG", config)
-            .env_remove("SSP_TOKEN")
-            .stdin(std::process::Stdio::null())
-            .output()?)
-    })
-    .await?
+    outcome.map_err(|e| platform.explain(e))
 }
 
 /// Runs `sh -c script` in `container` (as root), returning stdout; retried through LXD's

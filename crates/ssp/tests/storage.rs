@@ -7,6 +7,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use ssp_testkit::e2e::{cli, root};
 use ssp_testkit::{Platform, PrivateLxd};
 
 /// The share identity block the host set-up delegates (scripts/lib/host.sh).
@@ -53,33 +54,8 @@ where
     let _one = ONE_AT_A_TIME.lock().await;
     match body(platform(lxd).await?).await {
         Ok(_) => Ok(()),
-        Err((platform, e)) => {
-            let log = platform.log();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            Err(e.context(format!("ssp log (last lines):\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))))
-        }
+        Err((platform, e)) => Err(platform.explain(e)),
     }
-}
-
-async fn cli(platform: &Platform, config: &Path, args: &[&str]) -> Result<Output> {
-    let mut command = platform.cli_command(config, args);
-    tokio::task::spawn_blocking(move || Ok(command.output()?)).await?
-}
-
-async fn root(platform: &Platform, args: &[&str]) -> Result<Output> {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let platform_socket = platform.socket();
-    let config = platform.dir().join("root-cli.toml");
-    tokio::task::spawn_blocking(move || {
-        Ok(std::process::Command::new(env!("CARGO_BIN_EXE_ssp"))
-            .args(&args)
-            .env("SSP_URL", format!("unix:{}", platform_socket.display()))
-            .env("SSP_CONFIG", config)
-            .env_remove("SSP_TOKEN")
-            .stdin(std::process::Stdio::null())
-            .output()?)
-    })
-    .await?
 }
 
 /// Runs `sh -c script` in `container` as its owner (or root), returning stdout.
