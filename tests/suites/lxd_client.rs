@@ -56,6 +56,9 @@ async fn container_lifecycle(lxd: &'static PrivateLxd) -> Result<()> {
     let out = client.exec_output(&name, &["sh", "-c", "echo out; echo err >&2; exit 3"], b"").await?;
     ensure!(out.exit_code == 3, "exit code {}", out.exit_code);
     ensure!(out.stdout_text() == "out\n" && out.stderr_text() == "err\n", "{out:?}");
+    // A program that is not there: a shell's answer, not an error.
+    let out = client.exec_output(&name, &["no-such-program"], b"").await?;
+    ensure!(out.exit_code == 127 && out.stderr_text().contains("command not found"), "{out:?}");
     // Stdin reaches the command and its end is seen.
     let out = client.exec_output(&name, &["sh", "-c", "wc -c"], &[7u8; 100_000]).await?;
     ensure!(out.stdout_text().trim() == "100000", "wc saw {:?}", out.stdout_text());

@@ -375,8 +375,31 @@ impl Client {
             }
             buf
         };
-        let (stdout, stderr, exit_code) = tokio::join!(collect_out, collect_err, exec.wait());
-        Ok(ExecOutput { exit_code: exit_code?, stdout, stderr })
+        let (stdout, mut stderr, exit_code) = tokio::join!(collect_out, collect_err, exec.wait());
+        // LXD fails the operation when the program cannot be started; answer as a shell
+        // would (127 not found, 126 not executable), so the exit code says what happened.
+        let spawn_failed = match &exit_code {
+            Err(Error::OperationFailed { message, .. }) => spawn_failure(message),
+            _ => None,
+        };
+        let exit_code = match (exit_code, spawn_failed) {
+            (Ok(code), _) => code,
+            (Err(_), Some((code, what))) => {
+                stderr.extend_from_slice(format!("{}: {what}\n", command[0]).as_bytes());
+                code
+            }
+            (Err(e), None) => return Err(e),
+        };
+        Ok(ExecOutput { exit_code, stdout, stderr })
+    }
+}
+
+/// The shell's exit code and words for LXD's message when it could not start a program.
+fn spawn_failure(message: &str) -> Option<(i32, &'static str)> {
+    match message {
+        "Command not found" => Some((127, "command not found")),
+        "Permission denied" => Some((126, "permission denied")),
+        _ => None,
     }
 }
 

@@ -418,24 +418,15 @@ pub async fn exec(
     }
     // The caller's variables win, as they did before the account's were factored out.
     options.environment.extend(request.environment.clone());
-    let output = match state.lxd.exec_output_with(&instance::lxd_name(&row), &request.command, &stdin, options).await {
-        Ok(output) => output,
-        Err(e @ ssp_lxd::Error::Api { status: 400, .. }) => {
-            return Err(ApiError::Conflict(format!("container {owner}/{name} is not running; start it first ({e})")))
-        }
-        // LXD fails the operation when the program cannot be started; answer as a shell
-        // would (127 not found, 126 not executable), so the exit code still says what happened.
-        Err(ssp_lxd::Error::OperationFailed { message, .. })
-            if message == "Command not found" || message == "Permission denied" =>
-        {
-            let (exit_code, what) =
-                if message == "Command not found" { (127, "command not found") } else { (126, "permission denied") };
-            let program = &request.command[0];
-            let stderr = format!("{program}: {what} in {owner}/{name}\n").into_bytes();
-            ssp_lxd::ExecOutput { exit_code, stdout: Vec::new(), stderr }
-        }
-        Err(other) => return Err(other.into()),
-    };
+    let output =
+        state.lxd.exec_output_with(&instance::lxd_name(&row), &request.command, &stdin, options).await.map_err(
+            |e| match e {
+                ssp_lxd::Error::Api { status: 400, .. } => {
+                    ApiError::Conflict(format!("container {owner}/{name} is not running; start it first ({e})"))
+                }
+                other => other.into(),
+            },
+        )?;
     let object = format!("{}/{}", row.owner, row.name);
     let detail = format!("exit {}", output.exit_code);
     let actor = caller.name.clone();
