@@ -4,17 +4,15 @@
 //! (`bind=instance`) listens inside and connects to a socket the gateway listens on under its
 //! state folder; each connection there becomes an `auth-agent@openssh.com` or
 //! `forwarded-tcpip` channel to the client. The device lives as long as the session or the
-//! forward: it is named `gateway-…`, which the reconciler leaves alone.
+//! forward: it is named `gateway-…` and registered in [`LiveDevices`], so the reconciler
+//! leaves it alone.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use ssp_lxd::wire::ConfigMap;
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 
-/// The prefix of the LXD devices the gateway adds for a session (and removes after it).
-pub const DEVICE_PREFIX: &str = "gateway-";
+use crate::devices::{proxy, set_device, LiveDevices, DEVICE_PREFIX};
 
 /// What a connection to the listener inside becomes.
 #[derive(Debug, Clone)]
@@ -33,6 +31,7 @@ pub(crate) enum Back {
 /// A listener inside a container, for one session (agent) or one forward (`-R`).
 pub(crate) struct Agent {
     lxd: ssp_lxd::Client,
+    live: LiveDevices,
     instance: String,
     device: String,
     host_socket: PathBuf,
@@ -45,6 +44,7 @@ impl Agent {
     /// Listens under `dir` and adds the proxy device to `instance`.
     pub(crate) async fn open(
         lxd: &ssp_lxd::Client,
+        live: &LiveDevices,
         instance: &str,
         dir: &Path,
         uid: u32,
@@ -70,61 +70,36 @@ impl Agent {
             ),
         };
         let relay = tokio::spawn(relay(listener, handle, back.clone()));
-        let mut config: ConfigMap = [
-            ("type", "proxy".to_string()),
+        let mut config = proxy(&[
             ("bind", "instance".into()),
             ("listen", listen),
             ("connect", format!("unix:{}", host_socket.display())),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        ]);
         if matches!(back, Back::Agent) {
             config.insert("uid".into(), uid.to_string());
             config.insert("gid".into(), uid.to_string());
             config.insert("mode".into(), "0600".into());
         }
-        let agent = Self { lxd: lxd.clone(), instance: instance.into(), device, host_socket, inside, relay };
-        if let Err(e) = agent.change(Some(config)).await {
+        let agent = Self {
+            lxd: lxd.clone(),
+            live: live.clone(),
+            instance: instance.into(),
+            device,
+            host_socket,
+            inside,
+            relay,
+        };
+        if let Err(e) = set_device(&agent.lxd, &agent.live, &agent.instance, &agent.device, Some(&config)).await {
             agent.close().await;
             return Err(e);
         }
         Ok(agent)
     }
 
-    /// Adds (`Some`) or removes (`None`) the device, retrying when someone else (the
-    /// reconciler) changed the instance in between.
-    async fn change(&self, config: Option<ConfigMap>) -> Result<(), String> {
-        let mut last = String::new();
-        for _ in 0..5 {
-            let current = self.lxd.instance(&self.instance).await.map_err(|e| e.to_string())?;
-            let mut put = current.value.to_put();
-            match &config {
-                Some(config) => {
-                    put.devices.insert(self.device.clone(), config.clone());
-                }
-                None => {
-                    if put.devices.remove(&self.device).is_none() {
-                        return Ok(());
-                    }
-                }
-            }
-            match self.lxd.update_instance(&self.instance, &put, current.etag.as_deref()).await {
-                Ok(operation) => match operation.wait(Some(Duration::from_secs(60))).await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last = e.to_string(),
-                },
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Err(format!("changing device {}: {last}", self.device))
-    }
-
     /// Removes the device and the socket.
     pub(crate) async fn close(self) {
         self.relay.abort();
-        if let Err(e) = self.change(None).await {
+        if let Err(e) = set_device(&self.lxd, &self.live, &self.instance, &self.device, None).await {
             tracing::warn!("gateway: removing the agent device of {}: {e}", self.instance);
         }
         let _ = std::fs::remove_file(&self.host_socket);

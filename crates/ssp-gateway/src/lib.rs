@@ -13,10 +13,12 @@
 //! pure function, or reach anything but the authenticated user's own containers.
 
 mod agent;
+mod devices;
 mod hostkey;
 mod limits;
 mod server;
 mod session;
+mod sshd;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,7 +29,7 @@ use std::time::Duration;
 use ssp_core::names::Name;
 use tokio::net::TcpListener;
 
-pub use agent::DEVICE_PREFIX;
+pub use devices::{LiveDevices, DEVICE_PREFIX};
 pub use hostkey::HostKey;
 
 /// How the gateway behaves; every value has a default in the daemon's `[gateway]` section.
@@ -56,6 +58,8 @@ pub struct Settings {
     pub max_startups_per_source: usize,
     /// How often live connections check that their key and user are still valid.
     pub revalidate_interval: Duration,
+    /// How long a container keeps the sshd socket ProxyJump uses after its last jump.
+    pub sshd_socket_linger: Duration,
 }
 
 impl Default for Settings {
@@ -71,6 +75,7 @@ impl Default for Settings {
             max_connections_per_user: 20,
             max_startups_per_source: 10,
             revalidate_interval: Duration::from_secs(2),
+            sshd_socket_linger: Duration::from_secs(600),
         }
     }
 }
@@ -168,18 +173,20 @@ impl<B: Backend> std::fmt::Debug for Gateway<B> {
 }
 
 impl<B: Backend> Gateway<B> {
-    /// Loads (or makes) the host key and binds `address`.
+    /// Loads (or makes) the host key and binds `address`. The devices it adds to containers
+    /// are registered in `live`.
     pub async fn bind(
         address: SocketAddr,
         settings: Settings,
         backend: B,
         lxd: ssp_lxd::Client,
+        live: LiveDevices,
     ) -> Result<Self, Error> {
         let host_key = HostKey::load_or_create(&settings.host_key_path)?;
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| Error::Listen { address: address.to_string(), source })?;
-        let shared = Arc::new(server::Shared::new(settings, &host_key, backend, lxd));
+        let shared = Arc::new(server::Shared::new(settings, &host_key, backend, lxd, live));
         Ok(Self { listener, shared, host_key })
     }
 
@@ -195,6 +202,8 @@ impl<B: Backend> Gateway<B> {
 
     /// Accepts connections until the task is dropped.
     pub async fn run(self) {
-        server::accept(self.listener, self.shared).await
+        let reaper = tokio::spawn(Arc::clone(&self.shared.sshd).reap());
+        server::accept(self.listener, self.shared).await;
+        reaper.abort();
     }
 }

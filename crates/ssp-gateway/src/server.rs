@@ -15,8 +15,10 @@ use ssp_core::gateway::{self as rules, Login, Refusal};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::agent::{Agent, Back};
+use crate::devices::LiveDevices;
 use crate::limits::{Limits, Slot, Startup};
 use crate::session::{self, Context};
+use crate::sshd::SshdSockets;
 use crate::{Backend, HostKey, Settings, Target};
 
 /// What every connection shares.
@@ -26,10 +28,18 @@ pub(crate) struct Shared<B: Backend> {
     pub(crate) backend: B,
     pub(crate) lxd: ssp_lxd::Client,
     pub(crate) limits: Arc<Limits>,
+    pub(crate) live: LiveDevices,
+    pub(crate) sshd: Arc<SshdSockets>,
 }
 
 impl<B: Backend> Shared<B> {
-    pub(crate) fn new(settings: Settings, host_key: &HostKey, backend: B, lxd: ssp_lxd::Client) -> Self {
+    pub(crate) fn new(
+        settings: Settings,
+        host_key: &HostKey,
+        backend: B,
+        lxd: ssp_lxd::Client,
+        live: LiveDevices,
+    ) -> Self {
         let config = russh::server::Config {
             server_id: russh::SshId::Standard(Cow::Borrowed("SSH-2.0-ssp_gateway")),
             methods: MethodSet::from(&[MethodKind::PublicKey][..]),
@@ -47,7 +57,13 @@ impl<B: Backend> Shared<B> {
             preferred: preferred(),
             ..Default::default()
         };
-        Self { settings, config: Arc::new(config), backend, lxd, limits: Arc::new(Limits::default()) }
+        let sshd = Arc::new(SshdSockets::new(
+            lxd.clone(),
+            live.clone(),
+            settings.socket_dir.clone(),
+            settings.sshd_socket_linger,
+        ));
+        Self { settings, config: Arc::new(config), backend, lxd, limits: Arc::new(Limits::default()), live, sshd }
     }
 }
 
@@ -318,6 +334,8 @@ impl<B: Backend> Connection<B> {
             activity: Arc::clone(&self.activity),
             handle: session.handle(),
             socket_dir: self.shared.settings.socket_dir.clone(),
+            live: self.shared.live.clone(),
+            sshd: Arc::clone(&self.shared.sshd),
         })
     }
 }
@@ -497,9 +515,16 @@ impl<B: Backend> russh::server::Handler for Connection<B> {
             }
         };
         let back = Back::Tcp { address: address.to_string(), port: inside_port };
-        let opened =
-            Agent::open(&context.lxd, &target.instance, &context.socket_dir, target.exec.uid, context.handle, back)
-                .await;
+        let opened = Agent::open(
+            &context.lxd,
+            &context.live,
+            &target.instance,
+            &context.socket_dir,
+            target.exec.uid,
+            context.handle,
+            back,
+        )
+        .await;
         match opened {
             Ok(forward) => {
                 tracing::info!(peer = %self.peer, user = %context.login.owner, container = %target.name, "gateway: -R on {}", forward.inside);

@@ -36,6 +36,9 @@ pub struct GatewayConfig {
     /// Seconds a source with recent failed logins waits at most before its keys are looked at
     /// (growing 1, 2, 4, … with its failures; less than `pre_auth_timeout_secs`).
     pub max_source_penalty_secs: u64,
+    /// Seconds a container keeps the sshd socket that ProxyJump uses after the last jump
+    /// (each costs LXD a `forkproxy` process; making one takes about a second).
+    pub sshd_socket_linger_secs: u64,
 }
 
 impl Default for GatewayConfig {
@@ -49,6 +52,7 @@ impl Default for GatewayConfig {
             max_startups_per_source: 10,
             auth_rejection_ms: 1000,
             max_source_penalty_secs: 10,
+            sshd_socket_linger_secs: 600,
         }
     }
 }
@@ -94,6 +98,7 @@ impl GatewayConfig {
             max_connections_per_user: self.max_connections_per_user,
             max_startups_per_source: self.max_startups_per_source,
             revalidate_interval: Duration::from_secs(2),
+            sshd_socket_linger: Duration::from_secs(self.sshd_socket_linger_secs),
         }
     }
 }

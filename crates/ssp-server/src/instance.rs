@@ -57,6 +57,9 @@ pub struct Layout {
     pub platform: String,
     /// How GPU leases become devices.
     pub gpu: crate::gpu::GpuPlumbing,
+    /// The SSH gateway's devices in use (a forwarded agent's socket, a jump's sshd socket):
+    /// kept; any other `gateway-` device is a leftover and goes.
+    pub gateway_devices: ssp_gateway::LiveDevices,
 }
 
 /// What shapes a container beyond its own row: config keys and devices that other tables
@@ -145,10 +148,13 @@ fn owned(key: &str) -> bool {
 pub fn repair(instance: &Instance, row: &Container, layout: &Layout, extra: &Attachments) -> Option<InstancePut> {
     let want_config = desired_config(row, layout, extra);
     let mut want_devices = desired_devices(row, layout, extra);
-    // The SSH gateway's per-session devices (a forwarded agent's socket) come and go with
-    // its sessions; it adds and removes them itself.
+    // The SSH gateway's devices come and go with its sessions; it adds and removes them
+    // itself. Those it no longer knows of were left by a daemon that stopped abruptly.
     for (name, device) in &instance.devices {
-        if name.starts_with(ssp_gateway::DEVICE_PREFIX) && device.get("type").map(String::as_str) == Some("proxy") {
+        if name.starts_with(ssp_gateway::DEVICE_PREFIX)
+            && device.get("type").map(String::as_str) == Some("proxy")
+            && layout.gateway_devices.contains(&instance.name, name)
+        {
             want_devices.insert(name.clone(), device.clone());
         }
     }
@@ -281,6 +287,7 @@ mod tests {
             network: "sspbr0".into(),
             platform: "p1".into(),
             gpu: crate::gpu::GpuPlumbing::default(),
+            gateway_devices: ssp_gateway::LiveDevices::default(),
         }
     }
 
@@ -332,17 +339,27 @@ mod tests {
     }
 
     #[test]
-    fn the_gateways_session_proxies_are_kept_and_nothing_else_under_its_prefix() {
-        let request = create_request(&row(), &layout(), &Attachments::default());
-        let mut instance =
-            Instance { config: request.config.clone(), devices: request.devices.clone(), ..Instance::default() };
+    fn the_gateways_live_proxies_are_kept_and_nothing_else_under_its_prefix() {
+        let layout = layout();
+        let request = create_request(&row(), &layout, &Attachments::default());
+        let mut instance = Instance {
+            name: lxd_name(&row()),
+            config: request.config.clone(),
+            devices: request.devices.clone(),
+            ..Instance::default()
+        };
         let proxy: ssp_lxd::wire::ConfigMap =
             [("type".to_string(), "proxy".to_string()), ("bind".to_string(), "instance".to_string())].into();
-        instance.devices.insert("gateway-agent-0a1b".into(), proxy);
-        assert!(repair(&instance, &row(), &layout(), &Attachments::default()).is_none());
+        instance.devices.insert("gateway-agent-0a1b".into(), proxy.clone());
+        layout.gateway_devices.insert(&instance.name, "gateway-agent-0a1b");
+        assert!(repair(&instance, &row(), &layout, &Attachments::default()).is_none());
+        // Left by a daemon that was killed: the gateway does not know it.
+        instance.devices.insert("gateway-sshd".into(), proxy);
         instance.devices.insert("gateway-disk".into(), [("type".to_string(), "disk".to_string())].into());
-        let fixed = repair(&instance, &row(), &layout(), &Attachments::default()).unwrap();
+        layout.gateway_devices.insert(&instance.name, "gateway-disk");
+        let fixed = repair(&instance, &row(), &layout, &Attachments::default()).unwrap();
         assert!(fixed.devices.contains_key("gateway-agent-0a1b"));
+        assert!(!fixed.devices.contains_key("gateway-sshd"));
         assert!(!fixed.devices.contains_key("gateway-disk"));
     }
 

@@ -164,14 +164,19 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         network: settings.network.as_str().into(),
         platform,
         gpu: gpus.plumbing(),
+        gateway_devices: ssp_gateway::LiveDevices::default(),
     };
+    let gateway_devices = layout.gateway_devices.clone();
     let reconciler = Reconciler::new(db.clone(), lxd.clone(), layout, settings.raw.reconcile.parallelism);
     let gateway =
         match settings.raw.gateway.address().map_err(|e| io_error("gateway.listen")(std::io::Error::other(e)))? {
             Some(address) => {
                 let gateway_settings = settings.raw.gateway.settings(&state_dir);
                 let backend = gateway::StoreBackend::new(db.clone());
-                Some(ssp_gateway::Gateway::bind(address, gateway_settings, backend, lxd.clone()).await?)
+                Some(
+                    ssp_gateway::Gateway::bind(address, gateway_settings, backend, lxd.clone(), gateway_devices)
+                        .await?,
+                )
             }
             None => None,
         };

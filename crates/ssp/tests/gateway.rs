@@ -31,7 +31,7 @@ where
     // The refusal matrix fails many logins from 127.0.0.1: a short penalty cap keeps the
     // suite quick while the penalty still applies.
     let config =
-        format!("[gateway]\nlisten = \"127.0.0.1:0\"\nmax_source_penalty_secs = 2\npre_auth_timeout_secs = 5\n{extra}");
+        format!("[gateway]\nlisten = \"127.0.0.1:0\"\nmax_source_penalty_secs = 2\npre_auth_timeout_secs = 5\nsshd_socket_linger_secs = 3\n{extra}");
     let platform =
         Platform::start_async_with(PathBuf::from(env!("CARGO_BIN_EXE_ssp")), lxd, "debian-12", &config).await?;
     match body(platform).await {
@@ -164,7 +164,7 @@ fn refusal(output: &Output, names: &[&str]) -> String {
 
 async fn gateway_end_to_end(lxd: &'static PrivateLxd) -> Result<()> {
     logged(lxd, "", |platform| async move {
-        match scenario(&platform).await {
+        match scenario(&platform, lxd).await {
             Ok(()) => Ok(platform),
             Err(e) => Err((platform, e)),
         }
@@ -172,7 +172,7 @@ async fn gateway_end_to_end(lxd: &'static PrivateLxd) -> Result<()> {
     .await
 }
 
-async fn scenario(platform: &Platform) -> Result<()> {
+async fn scenario(platform: &Platform, lxd: &PrivateLxd) -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path();
     let alice_key = keygen(dir, "alice")?;
@@ -395,6 +395,54 @@ async fn scenario(platform: &Platform) -> Result<()> {
     );
     std::fs::write(&known, &known_text)?;
 
+    // Jumps reach sshd through a proxy device with a host socket (not an exec relay); it goes
+    // once no jump has used it for the linger time (3 s here), and comes back for the next.
+    let alice_dev = || async {
+        let instances = platform.lxd_instances(lxd).await?;
+        instances
+            .into_iter()
+            .find(|i| {
+                i.config.get("user.ssp.owner").map(String::as_str) == Some("alice")
+                    && i.config.get("user.ssp.name").map(String::as_str) == Some("dev")
+            })
+            .context("no LXD instance for alice/dev")
+    };
+    // While a jump is open its device stays, linger or not.
+    let mut held = tokio::process::Command::new("ssh");
+    held.arg("-F").arg(&config).args(["-o", "BatchMode=yes", "dev-sshd", "echo up; exec sleep 600"]);
+    let mut held = held.kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::piped()).spawn()?;
+    let mut first_line = String::new();
+    let mut reader = tokio::io::BufReader::new(held.stdout.take().context("no stdout")?);
+    tokio::time::timeout(COMMAND_DEADLINE, tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut first_line))
+        .await??;
+    ensure!(first_line == "up\n", "{first_line:?}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ensure!(alice_dev().await?.devices.contains_key("gateway-sshd"), "the sshd device went while a jump used it");
+    held.kill().await?;
+    eventually("the sshd socket device is removed after its linger", Duration::from_secs(60), || async {
+        Ok(!alice_dev().await?.devices.contains_key("gateway-sshd"))
+    })
+    .await?;
+    let out = run("dev-sshd", "echo again").await?;
+    ensure!(out.status.success() && text(&out.stdout) == "again\n", "{out:?}");
+    // A `gateway-` device the gateway does not use (as a killed daemon leaves behind) goes.
+    let instance = alice_dev().await?.name;
+    lxd.lxc(&[
+        "config",
+        "device",
+        "add",
+        &instance,
+        "gateway-agent-left",
+        "proxy",
+        "bind=instance",
+        "listen=unix:/run/left.sock",
+        "connect=unix:/nonexistent.sock",
+    ])?;
+    eventually("a leftover gateway device is removed", Duration::from_secs(60), || async {
+        Ok(!alice_dev().await?.devices.contains_key("gateway-agent-left"))
+    })
+    .await?;
+
     // A connection that never authenticates is closed (pre_auth_timeout_secs).
     let mut idle = tokio::net::TcpStream::connect((client.host.as_str(), client.port)).await?;
     let mut greeting = Vec::new();
@@ -490,6 +538,10 @@ async fn scenario(platform: &Platform) -> Result<()> {
         "{sessions}"
     );
     ensure!(rows.iter().any(|s| s["kind"] == "exec" && s["exit_code"] == 7), "{sessions}");
+    ensure!(
+        rows.iter().any(|s| s["kind"] == "sshd" && s["container"] == "dev" && s["bytes_out"].as_u64() > Some(1000)),
+        "{sessions}"
+    );
     ensure!(rows.iter().all(|s| s["user"] == "alice"), "{sessions}");
     Ok(())
 }

@@ -1,0 +1,169 @@
+//! A container's own sshd as a host unix socket, for ProxyJump and `ssh -W HOST:22`. Those
+//! bytes are the client's inner SSH connection, already encrypted end to end, so they go
+//! through an LXD `proxy` device (listening on a host socket, connecting to `127.0.0.1:22`
+//! in the container) instead of LXD exec's websocket framing: the gateway copies them
+//! between the channel and the socket and nothing else.
+//!
+//! Adding a proxy device takes LXD about a second and each one keeps a `forkproxy` process
+//! (about 12 MiB), so a container gets its device on its first jump and loses it once no
+//! jump has used it for the linger time: the next connections of an IDE reuse it, and idle
+//! containers cost nothing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixStream;
+
+use crate::devices::{proxy, set_device, LiveDevices, DEVICE_PREFIX};
+
+/// The device's name in every container that has one.
+pub(crate) const DEVICE: &str = "gateway-sshd";
+
+const _: () = assert!(DEVICE.len() > DEVICE_PREFIX.len());
+
+/// The longest socket path used as is (the kernel's limit is 107 bytes).
+const MAX_SOCKET_PATH: usize = 100;
+
+/// The sshd sockets of the containers that were jumped to lately.
+pub(crate) struct SshdSockets {
+    lxd: ssp_lxd::Client,
+    live: LiveDevices,
+    dir: PathBuf,
+    linger: Duration,
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+struct Entry {
+    path: PathBuf,
+    /// Held while the device is added or removed.
+    changing: tokio::sync::Mutex<()>,
+    /// Whether the device was added (and not removed since) by this gateway.
+    present: AtomicBool,
+    /// Jumps using the socket now.
+    users: AtomicUsize,
+    last_used: Mutex<Instant>,
+}
+
+/// One jump's hold on a socket: while any lives, the device stays.
+pub(crate) struct Lease(Arc<Entry>);
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        *self.0.last_used.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        self.0.users.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Where the socket for `instance` lives under `dir`: named after it when the path fits.
+fn socket_path(dir: &Path, instance: &str) -> PathBuf {
+    let named = dir.join(format!("sshd-{instance}.sock"));
+    if named.as_os_str().len() <= MAX_SOCKET_PATH {
+        return named;
+    }
+    // FNV-1a: short, stable, and instance names are unique already.
+    let hash = instance.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    dir.join(format!("sshd-{hash:016x}.sock"))
+}
+
+impl SshdSockets {
+    pub(crate) fn new(lxd: ssp_lxd::Client, live: LiveDevices, dir: PathBuf, linger: Duration) -> Self {
+        Self { lxd, live, dir, linger, entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn entry(&self, instance: &str) -> Arc<Entry> {
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = entries.entry(instance.to_string()).or_insert_with(|| {
+            Arc::new(Entry {
+                path: socket_path(&self.dir, instance),
+                changing: tokio::sync::Mutex::new(()),
+                present: AtomicBool::new(false),
+                users: AtomicUsize::new(0),
+                last_used: Mutex::new(Instant::now()),
+            })
+        });
+        // Counted under the map's lock: the reaper never removes a device someone is about to use.
+        entry.users.fetch_add(1, Ordering::AcqRel);
+        Arc::clone(entry)
+    }
+
+    /// A connection to the sshd of `instance`, adding its device first when needed.
+    pub(crate) async fn connect(&self, instance: &str) -> Result<(UnixStream, Lease), String> {
+        let entry = self.entry(instance);
+        let lease = Lease(Arc::clone(&entry));
+        let _changing = entry.changing.lock().await;
+        if entry.present.load(Ordering::Acquire) {
+            if let Ok(stream) = UnixStream::connect(&entry.path).await {
+                return Ok((stream, lease));
+            }
+        }
+        // Absent, or gone with a restart of the container: (re)add it, on a fresh path.
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
+        let _ = std::fs::remove_file(&entry.path);
+        let config = proxy(&[
+            ("bind", "host".into()),
+            ("listen", format!("unix:{}", entry.path.display())),
+            ("connect", "tcp:127.0.0.1:22".into()),
+            ("mode", "0600".into()),
+        ]);
+        set_device(&self.lxd, &self.live, instance, DEVICE, None).await?;
+        set_device(&self.lxd, &self.live, instance, DEVICE, Some(&config)).await?;
+        entry.present.store(true, Ordering::Release);
+        // LXD answers once forkproxy runs; its socket may take a moment more.
+        let mut last = String::new();
+        for _ in 0..50 {
+            match UnixStream::connect(&entry.path).await {
+                Ok(stream) => return Ok((stream, lease)),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        Err(format!("connecting to {}: {last}", entry.path.display()))
+    }
+
+    /// Removes the devices no jump has used for the linger time, until the task is dropped.
+    pub(crate) async fn reap(self: Arc<Self>) {
+        let every = (self.linger / 2).clamp(Duration::from_millis(200), Duration::from_secs(30));
+        loop {
+            tokio::time::sleep(every).await;
+            let entries: Vec<(String, Arc<Entry>)> = {
+                let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                entries.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
+            };
+            for (instance, entry) in entries {
+                if !entry.present.load(Ordering::Acquire) {
+                    continue;
+                }
+                let Ok(_changing) = entry.changing.try_lock() else { continue };
+                let idle = entry.last_used.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed();
+                if entry.users.load(Ordering::Acquire) > 0 || idle < self.linger {
+                    continue;
+                }
+                entry.present.store(false, Ordering::Release);
+                if let Err(e) = set_device(&self.lxd, &self.live, &instance, DEVICE, None).await {
+                    tracing::warn!("gateway: removing the sshd socket of {instance}: {e}");
+                }
+                let _ = std::fs::remove_file(&entry.path);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_paths_fit_the_kernel_limit_and_stay_distinct() {
+        let short = socket_path(Path::new("/var/lib/ssp/gateway/sockets"), "alice-dev-0a1b2c3d");
+        assert_eq!(short, Path::new("/var/lib/ssp/gateway/sockets/sshd-alice-dev-0a1b2c3d.sock"));
+        let deep = Path::new("/tmp/ssp-lxd.abcdefgh/ssp-0123456789abcdef/state/gateway/sockets");
+        let a = socket_path(deep, &format!("{}-0a1b2c3d", "a".repeat(54)));
+        let b = socket_path(deep, &format!("{}-0a1b2c3e", "a".repeat(54)));
+        assert!(a.as_os_str().len() <= MAX_SOCKET_PATH && b.as_os_str().len() <= MAX_SOCKET_PATH, "{a:?}");
+        assert_ne!(a, b);
+        assert!(a.starts_with(deep));
+    }
+}
