@@ -19,7 +19,7 @@ use crate::devices::LiveDevices;
 use crate::limits::{Limits, Slot, Startup};
 use crate::session::{self, Context};
 use crate::sshd::SshdSockets;
-use crate::{Backend, HostKey, Settings, Target};
+use crate::{Backend, Ciphers, HostKey, Settings, Target};
 
 /// What every connection shares.
 pub(crate) struct Shared<B: Backend> {
@@ -54,7 +54,7 @@ impl<B: Backend> Shared<B> {
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_max: 4,
             nodelay: true,
-            preferred: preferred(),
+            preferred: preferred(settings.ciphers),
             ..Default::default()
         };
         let sshd = Arc::new(SshdSockets::new(
@@ -69,8 +69,11 @@ impl<B: Backend> Shared<B> {
 
 /// Modern algorithms only: hybrid post-quantum and curve25519 key exchange (strict kex is
 /// always on), AEAD ciphers, encrypt-then-MAC SHA-2 MACs, no SHA-1 anywhere.
-fn preferred() -> Preferred {
+fn preferred(ciphers: Ciphers) -> Preferred {
     use russh::{cipher, kex, mac};
+    static ALL: [cipher::Name; 3] = [cipher::CHACHA20_POLY1305, cipher::AES_256_GCM, cipher::AES_128_GCM];
+    static AES_GCM: [cipher::Name; 2] = [cipher::AES_256_GCM, cipher::AES_128_GCM];
+    let cipher: &'static [cipher::Name] = if ciphers.offers_chacha20() { &ALL } else { &AES_GCM };
     Preferred {
         kex: Cow::Borrowed(&[
             kex::MLKEM768X25519_SHA256,
@@ -87,7 +90,7 @@ fn preferred() -> Preferred {
             Algorithm::Rsa { hash: Some(HashAlg::Sha512) },
             Algorithm::Rsa { hash: Some(HashAlg::Sha256) },
         ]),
-        cipher: Cow::Borrowed(&[cipher::CHACHA20_POLY1305, cipher::AES_256_GCM, cipher::AES_128_GCM]),
+        cipher: Cow::Borrowed(cipher),
         mac: Cow::Borrowed(&[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM]),
         compression: Cow::Borrowed(&[russh::compression::NONE]),
     }

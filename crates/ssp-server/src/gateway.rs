@@ -39,6 +39,10 @@ pub struct GatewayConfig {
     /// Seconds a container keeps the sshd socket that ProxyJump uses after the last jump
     /// (each costs LXD a `forkproxy` process; making one takes about a second).
     pub sshd_socket_linger_secs: u64,
+    /// `"auto"`: AES-GCM only where the CPU accelerates it (the cheapest for the gateway,
+    /// which decrypts every session), chacha20-poly1305 as well elsewhere; `"all"`: both
+    /// everywhere, for clients without AES-GCM.
+    pub ciphers: String,
 }
 
 impl Default for GatewayConfig {
@@ -53,6 +57,7 @@ impl Default for GatewayConfig {
             auth_rejection_ms: 1000,
             max_source_penalty_secs: 10,
             sshd_socket_linger_secs: 600,
+            ciphers: "auto".into(),
         }
     }
 }
@@ -69,9 +74,18 @@ impl GatewayConfig {
         }
     }
 
+    fn ciphers(&self) -> Result<ssp_gateway::Ciphers, String> {
+        match self.ciphers.as_str() {
+            "auto" => Ok(ssp_gateway::Ciphers::Auto),
+            "all" => Ok(ssp_gateway::Ciphers::All),
+            other => Err(format!("gateway.ciphers = {other:?}: use \"auto\" or \"all\"")),
+        }
+    }
+
     /// Checks the values.
     pub fn check(&self) -> Result<(), String> {
         self.address()?;
+        self.ciphers()?;
         if self.max_auth_attempts == 0 || self.max_auth_attempts > 20 {
             return Err("gateway.max_auth_attempts must be 1 to 20".into());
         }
@@ -99,6 +113,7 @@ impl GatewayConfig {
             max_startups_per_source: self.max_startups_per_source,
             revalidate_interval: Duration::from_secs(2),
             sshd_socket_linger: Duration::from_secs(self.sshd_socket_linger_secs),
+            ciphers: self.ciphers().unwrap_or_default(),
         }
     }
 }

@@ -201,6 +201,29 @@ async fn scenario(platform: &Platform, lxd: &PrivateLxd) -> Result<()> {
     ensure!(out.status.code() == Some(7), "no command through the gateway: {out:?}");
     ensure!(text(&out.stdout) == "alice\ndev\n/home/alice\n", "{out:?}");
 
+    // The cipher ("auto"): AES-GCM only where the CPU accelerates AES and GHASH (chacha20-
+    // poly1305 is then not offered: OpenSSH would pick it first), the client's choice elsewhere.
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")?;
+    let accelerated = cpu.lines().find(|l| l.starts_with("flags") || l.starts_with("Features")).is_some_and(|l| {
+        let flags: Vec<&str> = l.split_whitespace().collect();
+        flags.contains(&"aes") && (flags.contains(&"pclmulqdq") || flags.contains(&"pmull"))
+    });
+    let out = client.ssh(&alice_key, "alice+dev", &["-v"], &["true"], b"").await?;
+    let negotiated = text(&out.stderr)
+        .lines()
+        .find_map(|l| l.split("kex: server->client cipher: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .context("no cipher in ssh -v")?;
+    let chacha = client.ssh(&alice_key, "alice+dev", &["-c", "chacha20-poly1305@openssh.com"], &["true"], b"").await?;
+    if accelerated {
+        ensure!(negotiated.starts_with("aes") && negotiated.ends_with("-gcm@openssh.com"), "{negotiated}");
+        ensure!(!chacha.status.success(), "chacha20-poly1305 was offered: {chacha:?}");
+    } else {
+        ensure!(negotiated == "chacha20-poly1305@openssh.com", "{negotiated}");
+        ensure!(chacha.status.success(), "{chacha:?}");
+    }
+
     // stdin to stdout, byte for byte.
     let input: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let out = client.ssh(&alice_key, "alice+dev", &[], &["cat"], &input).await?;
