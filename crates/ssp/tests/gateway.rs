@@ -28,10 +28,11 @@ where
     Fut: std::future::Future<Output = Result<Platform, (Platform, anyhow::Error)>>,
 {
     let _one = ONE_AT_A_TIME.lock().await;
-    // The refusal matrix fails many logins from 127.0.0.1: a short penalty cap keeps the
-    // suite quick while the penalty still applies.
+    // The refusal matrix fails many logins from 127.0.0.1: a short penalty cap and refusal
+    // delay keep the suite quick while both still apply (six refusals fit in the 5 s a
+    // connection has to authenticate).
     let config =
-        format!("[gateway]\nlisten = \"127.0.0.1:0\"\nmax_source_penalty_secs = 2\npre_auth_timeout_secs = 5\nsshd_socket_linger_secs = 3\n{extra}");
+        format!("[gateway]\nlisten = \"127.0.0.1:0\"\nmax_source_penalty_secs = 2\npre_auth_timeout_secs = 5\nauth_rejection_ms = 200\nsshd_socket_linger_secs = 3\n{extra}");
     let platform =
         Platform::start_async_with(PathBuf::from(env!("CARGO_BIN_EXE_ssp")), lxd, "debian-12", &config).await?;
     match body(platform).await {
@@ -466,6 +467,25 @@ async fn scenario(platform: &Platform, lxd: &PrivateLxd) -> Result<()> {
     })
     .await?;
 
+    // At most 6 authentication attempts per connection: with seven wrong keys before hers,
+    // alice's own is never tried.
+    let mut extra: Vec<String> = vec!["-v".into()];
+    let mut wrong = Vec::new();
+    for i in 0..7 {
+        wrong.push(keygen(dir, &format!("wrong-{i}"))?);
+    }
+    for key in wrong[1..].iter().chain([&alice_key]) {
+        extra.extend(["-i".into(), key.display().to_string()]);
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let out = client.ssh(&wrong[0], "alice+dev", &extra, &["echo reached"], b"").await?;
+    let log = text(&out.stderr);
+    let offered = log.lines().filter(|l| l.contains("Offering public key")).count();
+    ensure!(
+        !out.status.success() && log.contains("Too many authentication attempts") && offered <= 6,
+        "{offered} keys offered: {log}"
+    );
+
     // A connection that never authenticates is closed (pre_auth_timeout_secs).
     let mut idle = tokio::net::TcpStream::connect((client.host.as_str(), client.port)).await?;
     let mut greeting = Vec::new();
@@ -588,7 +608,7 @@ async fn python_tools(dir: &Path) -> Result<PathBuf> {
 async fn python_clients(lxd: &'static PrivateLxd) -> Result<()> {
     // A short idle timeout, checked at the end: it closes a connection with nothing running,
     // never a quiet command.
-    logged(lxd, "idle_timeout_secs = 3\n", |platform| async move {
+    logged(lxd, "idle_timeout_secs = 3\nmax_connections_per_user = 3\n", |platform| async move {
         match python_scenario(&platform).await {
             Ok(()) => Ok(platform),
             Err(e) => Err((platform, e)),
@@ -617,6 +637,49 @@ with sftp.open("/tmp/paramiko.bin", "rb") as f:
     back = f.read()
 assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
 print("paramiko ok", client.get_transport().remote_cipher)
+"#;
+
+/// The per-user connection cap (3 in this suite), with paramiko: it keeps several logins open.
+const PARAMIKO_LIMITS: &str = r#"
+import base64, sys, time, paramiko
+port, host_key, key_file, login, cap = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+kind, blob = host_key.split()[:2]
+key = paramiko.PKey.from_path(key_file)
+
+def transport():
+    t = paramiko.Transport(("127.0.0.1", port))
+    t.start_client(timeout=60)
+    assert t.get_remote_server_key().get_base64() == blob, "the gateway's host key is not the pinned one"
+    return t
+
+held = []
+for _ in range(cap):
+    t = transport()
+    t.auth_publickey(login, key)
+    held.append(t)
+extra = transport()
+try:
+    extra.auth_publickey(login, key)
+    sys.exit("a connection over the cap was accepted")
+except paramiko.AuthenticationException:
+    pass
+extra.close()
+held.pop().close()
+deadline = time.time() + 60
+while True:
+    t = transport()
+    try:
+        t.auth_publickey(login, key)
+        break
+    except paramiko.AuthenticationException:
+        t.close()
+        if time.time() > deadline:
+            sys.exit("a closed connection's slot was not given back")
+        time.sleep(0.5)
+for t in held + [t]:
+    t.close()
+
+print("limits ok")
 "#;
 
 async fn python_scenario(platform: &Platform) -> Result<()> {
@@ -648,6 +711,22 @@ async fn python_scenario(platform: &Platform) -> Result<()> {
         ensure!(std::time::Instant::now() < deadline, "paramiko: {last}");
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+
+    let limits = dir.join("limits.py");
+    std::fs::write(&limits, PARAMIKO_LIMITS)?;
+    let run = tokio::process::Command::new(venv.join("bin/python"))
+        .arg(&limits)
+        .args([
+            client.port.to_string(),
+            host_key.clone(),
+            alice_key.display().to_string(),
+            "alice+dev".into(),
+            "3".into(),
+        ])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(COMMAND_DEADLINE, run).await.context("paramiko hung")??;
+    ensure!(out.status.success() && text(&out.stdout).contains("limits ok"), "{out:?}");
 
     // ssh-audit's DHEat rate test counts TCP connections the kernel completes before any
     // server sees them; its own message says even OpenSSH's `PerSourceMaxStartups 1` yields a
