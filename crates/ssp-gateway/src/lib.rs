@@ -133,6 +133,9 @@ pub struct Target {
     pub running: bool,
     /// How commands run inside as the owner's account: uid, gid, home, `USER`, ….
     pub exec: ssp_lxd::ExecOptions,
+    /// The container sshd's host key as ssp pinned it (an OpenSSH public key line), if it
+    /// has one: jumps to its sshd are checked against it.
+    pub ssh_host_key: Option<String>,
 }
 
 /// One channel's audit record, as it starts.

@@ -177,7 +177,9 @@ pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: 
 pub(crate) async fn run_forward<B: Backend>(channel: Channel<Msg>, context: Context<B>, target: Target, port: u16) {
     let _running = Running::new(&context.activity);
     if port == 22 {
-        match context.sshd.connect(&target.instance).await {
+        // The container's sshd, through its socket, once its host key is the pinned one;
+        // never through a relay that could not check it.
+        match context.sshd.connect(&target.instance, target.ssh_host_key.as_deref()).await {
             Ok((socket, _lease)) => {
                 let audit = audit_start(&context, &target, "sshd").await;
                 let mut channel = channel.into_stream();
@@ -189,12 +191,13 @@ pub(crate) async fn run_forward<B: Backend>(channel: Channel<Msg>, context: Cont
                 context.activity.touch();
                 let end = SessionEnd { bytes_in: socket.written, bytes_out: socket.read, exit_code: None };
                 audit_end(&context, audit, end).await;
-                return;
             }
             Err(e) => {
-                tracing::warn!(container = %target.name, "gateway: the sshd socket: {e}; relaying through LXD exec")
+                tracing::warn!(user = %context.login.owner, container = %target.name, "gateway: jump to sshd: {e}");
+                let _ = channel.close().await;
             }
         }
+        return;
     }
     let audit = audit_start(&context, &target, &format!("forward:{port}")).await;
     let command = vec!["/bin/bash".to_string(), "-c".into(), RELAY.into(), "relay".into(), port.to_string()];

@@ -8,7 +8,13 @@
 //! (about 12 MiB), so a container gets its device on its first jump and loses it once no
 //! jump has used it for the linger time: the next connections of an IDE reuse it, and idle
 //! containers cost nothing.
+//!
+//! The client checks the sshd's host key itself (`ssp ssh-config` pins it), and so does the
+//! gateway: before it relays, it runs a key exchange of its own with that sshd and compares
+//! the host key with the one ssp pinned when it set the container up — never trust on first
+//! use, whatever the client does. A check holds for [`RECHECK_AFTER`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -23,6 +29,9 @@ use crate::devices::{proxy, set_device, LiveDevices, DEVICE_PREFIX};
 pub(crate) const DEVICE: &str = "gateway-sshd";
 
 const _: () = assert!(DEVICE.len() > DEVICE_PREFIX.len());
+
+/// How long a host key check holds before the next jump checks again.
+const RECHECK_AFTER: Duration = Duration::from_secs(300);
 
 /// The longest socket path used as is (the kernel's limit is 107 bytes).
 const MAX_SOCKET_PATH: usize = 100;
@@ -45,6 +54,8 @@ struct Entry {
     /// Jumps using the socket now.
     users: AtomicUsize,
     last_used: Mutex<Instant>,
+    /// The pinned key last found on the sshd, and when (under `changing`).
+    checked: Mutex<Option<(String, Instant)>>,
 }
 
 /// One jump's hold on a socket: while any lives, the device stays.
@@ -52,7 +63,7 @@ pub(crate) struct Lease(Arc<Entry>);
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        *self.0.last_used.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        *lock(&self.0.last_used) = Instant::now();
         self.0.users.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -82,6 +93,7 @@ impl SshdSockets {
                 present: AtomicBool::new(false),
                 users: AtomicUsize::new(0),
                 last_used: Mutex::new(Instant::now()),
+                checked: Mutex::new(None),
             })
         });
         // Counted under the map's lock: the reaper never removes a device someone is about to use.
@@ -89,17 +101,36 @@ impl SshdSockets {
         Arc::clone(entry)
     }
 
-    /// A connection to the sshd of `instance`, adding its device first when needed.
-    pub(crate) async fn connect(&self, instance: &str) -> Result<(UnixStream, Lease), String> {
+    /// A connection to the sshd of `instance`, adding its device first when needed, once that
+    /// sshd was found to hold `pinned`.
+    pub(crate) async fn connect(&self, instance: &str, pinned: Option<&str>) -> Result<(UnixStream, Lease), String> {
+        let pinned =
+            pinned.ok_or("ssp has not pinned this container's sshd host key (is openssh-server installed?)")?;
         let entry = self.entry(instance);
         let lease = Lease(Arc::clone(&entry));
         let _changing = entry.changing.lock().await;
+        let mut stream = None;
         if entry.present.load(Ordering::Acquire) {
-            if let Ok(stream) = UnixStream::connect(&entry.path).await {
-                return Ok((stream, lease));
-            }
+            stream = UnixStream::connect(&entry.path).await.ok();
         }
-        // Absent, or gone with a restart of the container: (re)add it, on a fresh path.
+        let stream = match stream {
+            Some(stream) => stream,
+            None => {
+                *lock(&entry.checked) = None;
+                self.add_device(instance, &entry).await?
+            }
+        };
+        let recent =
+            lock(&entry.checked).as_ref().is_some_and(|(key, at)| key == pinned && at.elapsed() < RECHECK_AFTER);
+        if !recent {
+            holds_key(&entry.path, pinned).await?;
+            *lock(&entry.checked) = Some((pinned.to_string(), Instant::now()));
+        }
+        Ok((stream, lease))
+    }
+
+    /// Adds (or adds again: the container may have restarted) the device, and connects.
+    async fn add_device(&self, instance: &str, entry: &Entry) -> Result<UnixStream, String> {
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
         let _ = std::fs::remove_file(&entry.path);
         let config = proxy(&[
@@ -115,7 +146,7 @@ impl SshdSockets {
         let mut last = String::new();
         for _ in 0..50 {
             match UnixStream::connect(&entry.path).await {
-                Ok(stream) => return Ok((stream, lease)),
+                Ok(stream) => return Ok(stream),
                 Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(Duration::from_millis(40)).await;
@@ -148,6 +179,49 @@ impl SshdSockets {
                 let _ = std::fs::remove_file(&entry.path);
             }
         }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether the sshd behind `path` holds `pinned` (an OpenSSH public key line): the gateway's
+/// own key exchange with it, ended before authentication.
+async fn holds_key(path: &Path, pinned: &str) -> Result<(), String> {
+    let expected = russh::keys::PublicKey::from_openssh(pinned).map_err(|e| format!("the pinned host key: {e}"))?;
+    let stream = UnixStream::connect(path).await.map_err(|e| format!("connecting to {}: {e}", path.display()))?;
+    let mut config = russh::client::Config::default();
+    config.preferred.key = Cow::Owned(vec![expected.algorithm()]);
+    let seen = Arc::new(Mutex::new(None));
+    let check = KeyCheck { expected, seen: Arc::clone(&seen) };
+    let handshake = russh::client::connect_stream(Arc::new(config), stream, check);
+    let outcome = tokio::time::timeout(Duration::from_secs(30), handshake).await;
+    let found = lock(&seen).clone();
+    match (outcome, found) {
+        (Ok(Ok(handle)), Some(true)) => {
+            let _ = handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+            Ok(())
+        }
+        (_, Some(false)) => Err("its sshd's host key is not the one ssp pinned; refused".into()),
+        (Ok(Err(e)), _) => Err(format!("checking its sshd's host key: {e}")),
+        (Err(_), _) => Err("its sshd did not finish a key exchange within 30 s".into()),
+        (Ok(Ok(_)), None) => Err("its sshd showed no host key".into()),
+    }
+}
+
+struct KeyCheck {
+    expected: russh::keys::PublicKey,
+    seen: Arc<Mutex<Option<bool>>>,
+}
+
+impl russh::client::Handler for KeyCheck {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &russh::keys::PublicKey) -> Result<bool, Self::Error> {
+        let matches = key.key_data() == self.expected.key_data();
+        *lock(&self.seen) = Some(matches);
+        Ok(matches)
     }
 }
 

@@ -467,6 +467,31 @@ async fn scenario(platform: &Platform, lxd: &PrivateLxd) -> Result<()> {
     })
     .await?;
 
+    // The gateway checks the sshd's host key against the pin itself: with dev's key replaced,
+    // a client that checks nothing still cannot jump (the check is redone with a new device).
+    eventually("the sshd socket device is removed again", Duration::from_secs(60), || async {
+        Ok(!alice_dev().await?.devices.contains_key("gateway-sshd"))
+    })
+    .await?;
+    let swap = |script: &'static str| {
+        let alice = &alice;
+        let args = ["exec", "dev", "--root", "--", "sh", "-c", script];
+        async move { ok(cli(platform, alice, &args).await?, script) }
+    };
+    swap("mkdir -p /root/pinned && mv /etc/ssh/ssh_host_ed25519_key* /root/pinned/ && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key && systemctl restart ssh").await?;
+    let mut unchecked = tokio::process::Command::new("ssh");
+    unchecked.arg("-F").arg(&config).args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"]);
+    unchecked.args(["-o", "UserKnownHostsFile=/dev/null", "dev-sshd", "echo reached"]).stdin(Stdio::null());
+    let out = tokio::time::timeout(COMMAND_DEADLINE, unchecked.kill_on_drop(true).output()).await??;
+    ensure!(
+        !out.status.success() && !text(&out.stdout).contains("reached"),
+        "a replaced sshd key was relayed to: {out:?}"
+    );
+    ensure!(platform.log().contains("not the one ssp pinned"), "no refusal logged");
+    swap("mv -f /root/pinned/ssh_host_ed25519_key* /etc/ssh/ && systemctl restart ssh").await?;
+    let out = run("dev-sshd", "echo restored").await?;
+    ensure!(out.status.success() && text(&out.stdout) == "restored\n", "{out:?}");
+
     // At most 6 authentication attempts per connection: with seven wrong keys before hers,
     // alice's own is never tried.
     let mut extra: Vec<String> = vec!["-v".into()];
