@@ -197,7 +197,7 @@ async fn holds_key(path: &Path, pinned: &str) -> Result<(), String> {
     let check = KeyCheck { expected, seen: Arc::clone(&seen) };
     let handshake = russh::client::connect_stream(Arc::new(config), stream, check);
     let outcome = tokio::time::timeout(Duration::from_secs(30), handshake).await;
-    let found = lock(&seen).clone();
+    let found = *lock(&seen);
     match (outcome, found) {
         (Ok(Ok(handle)), Some(true)) => {
             let _ = handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
