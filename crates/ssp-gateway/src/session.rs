@@ -39,11 +39,11 @@ const LOGIN_SHELL: &str = r#"s=$(getent passwd "$(id -un)" 2>/dev/null | cut -d:
 const SFTP_SERVER: &str = r#"for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server; do [ -x "$p" ] && exec "$p"; done; echo "ssp: no sftp-server in this container (install openssh-sftp-server)" >&2; exit 127"#;
 
 /// A relay to `127.0.0.1:$1` inside the container, with bash's `/dev/tcp`: no helper binary
-/// to push, and it connects from the container's own loopback, as the owner. The client's
-/// end-of-file ends only the sending half (the answer still comes back); its hang-up (the
-/// gateway sends SIGHUP when the channel closes) ends both.
-const RELAY: &str =
-    r#"exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; cat <&3 & r=$!; trap 'kill $r 2>/dev/null' HUP; cat >&3; wait $r"#;
+/// to push, and it connects from the container's own loopback, as the owner. When the service
+/// closes the connection the relay ends, and with it the channel; the client's end-of-file
+/// only stops the sending half (bash cannot half-close a socket); its hang-up (the gateway
+/// sends SIGHUP when the channel closes) ends both.
+const RELAY: &str = r#"exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; cat >&3 & w=$!; trap 'kill $w 2>/dev/null; exit 0' HUP; cat <&3; kill $w 2>/dev/null; exit 0"#;
 
 /// The most bytes of the client's input sent to LXD in one websocket frame. LXD 5.0.2 reads
 /// each frame whole and then writes it to the command's pipe; measured with

@@ -367,9 +367,58 @@ async fn scenario(platform: &Platform, lxd: &PrivateLxd) -> Result<()> {
         Ok(text(&out.stdout) == "hello-from-client\n")
     })
     .await;
+    // While it is up, 127.0.0.1:7070 is a service inside the container on a port other than
+    // 22: -L to it goes through the relay started with LXD exec, and -D (a SOCKS proxy, as VS
+    // Code Remote-SSH uses) to it and to sshd's port.
+    let relayed = async {
+        reached?;
+        let free = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let (l_port, d_port) =
+            (free.local_addr()?.port(), std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+        drop(free);
+        let forwards = [format!("{l_port}:127.0.0.1:7070"), d_port.to_string()];
+        let mut local = client
+            .ssh_command(
+                &alice_key,
+                "alice+dev",
+                &["-N", "-o", "ExitOnForwardFailure=yes", "-L", &forwards[0], "-D", &forwards[1]],
+            )
+            .spawn()?;
+        let through = eventually("-L and -D to services inside", Duration::from_secs(120), || async {
+            let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", l_port)).await else { return Ok(false) };
+            let mut line = String::new();
+            tokio::time::timeout(COMMAND_DEADLINE, stream.read_to_string(&mut line)).await??;
+            if line != "hello-from-client\n" {
+                return Ok(false);
+            }
+            for (host, port, want) in [("localhost", 7070u16, "hello-from-client"), ("dev", 22, "SSH-2.0-OpenSSH")] {
+                let Ok(mut socks) = tokio::net::TcpStream::connect(("127.0.0.1", d_port)).await else {
+                    return Ok(false);
+                };
+                socks.write_all(b"\x05\x01\x00").await?;
+                let mut reply = [0u8; 2];
+                socks.read_exact(&mut reply).await?;
+                let mut request = vec![5u8, 1, 0, 3, host.len() as u8];
+                request.extend_from_slice(host.as_bytes());
+                request.extend_from_slice(&port.to_be_bytes());
+                socks.write_all(&request).await?;
+                let mut answer = [0u8; 10];
+                socks.read_exact(&mut answer).await?;
+                ensure!(answer[1] == 0, "SOCKS refused {host}:{port}: {answer:?}");
+                let mut buffer = [0u8; 64];
+                let n = tokio::time::timeout(COMMAND_DEADLINE, socks.read(&mut buffer)).await??;
+                ensure!(text(&buffer[..n]).starts_with(want), "{host}:{port} through -D: {:?}", text(&buffer[..n]));
+            }
+            Ok(true)
+        })
+        .await;
+        local.kill().await.ok();
+        through
+    }
+    .await;
     remote.kill().await.ok();
     serving.abort();
-    reached?;
+    relayed?;
 
     // `ssp ssh-config` as VS Code or PyCharm would use it: a Host per container through the
     // gateway, and a ProxyJump entry to the container's own sshd with the key ssp pinned when
