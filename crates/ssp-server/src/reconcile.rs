@@ -546,6 +546,24 @@ impl Reconciler {
         Ok(outcome)
     }
 
+    /// Starts instance `name`. LXD refuses while another operation holds the instance ("is
+    /// busy running a stop operation"): a stop a killed predecessor started, or LXD's own
+    /// clean-up right after an instance stopped (which is not an API operation one can wait
+    /// for). Then it waits for the API operations on it and tries again, for up to 10 s.
+    async fn start_when_idle(&self, name: &str) -> Result<(), StepError> {
+        let mut attempts = 0;
+        loop {
+            match self.lxd.start_instance(name, START_TIMEOUT).await {
+                Err(e) if e.to_string().contains("is busy running") && attempts < 40 => {
+                    attempts += 1;
+                    self.wait_for_operations_on(name).await?;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
     /// Waits for LXD operations still running on instance `name`.
     async fn wait_for_operations_on(&self, name: &str) -> Result<(), StepError> {
         let path = format!("/1.0/instances/{name}");
@@ -597,11 +615,11 @@ impl Reconciler {
             DesiredState::Running if existing.status == "Error" => {
                 // LXD leaves an instance whose start went wrong in "Error": stop it for real first.
                 self.lxd.stop_instance(&name, CLEAN_STOP_TIMEOUT, true).await.ok();
-                self.lxd.start_instance(&name, START_TIMEOUT).await?;
+                self.start_when_idle(&name).await?;
                 outcome.started = true;
             }
             DesiredState::Running if !running => {
-                self.lxd.start_instance(&name, START_TIMEOUT).await?;
+                self.start_when_idle(&name).await?;
                 outcome.started = true;
                 self.handle.moved();
             }
