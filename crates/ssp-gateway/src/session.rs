@@ -423,7 +423,8 @@ async fn pump(channel: Channel<Msg>, mut exec: Exec, activity: &Arc<Activity>, s
             // (canonical/lxd#11422): say so rather than end as if all was well.
             tracing::warn!("gateway: waiting for the command: {e}");
             if session && writing {
-                let note = format!("ssp: the command's output was cut off by LXD ({e}); its exit status is unknown\r\n");
+                let note =
+                    format!("ssp: the command's output was cut off by LXD ({e}); its exit status is unknown\r\n");
                 let _ = writer.extended_data_bytes(1, Bytes::from(note)).await;
             }
             None
