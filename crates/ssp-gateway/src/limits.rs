@@ -14,9 +14,43 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(600);
 /// The shared counters.
 #[derive(Debug, Default)]
 pub(crate) struct Limits {
-    connections: Mutex<HashMap<String, usize>>,
-    startups: Mutex<HashMap<IpAddr, usize>>,
+    connections: Counts<String>,
+    startups: Counts<IpAddr>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+/// Holders per key, each key capped.
+#[derive(Debug)]
+struct Counts<K>(Mutex<HashMap<K, usize>>);
+
+impl<K> Default for Counts<K> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Counts<K> {
+    /// Counts one more holder of `key`, unless it already has `cap`.
+    fn take(&self, key: K, cap: usize) -> bool {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(key).or_insert(0);
+        if *count >= cap {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Counts one holder of `key` fewer, forgetting keys nobody holds.
+    fn release(&self, key: &K) {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(key);
+            }
+        }
+    }
 }
 
 /// A connection from a source that has not authenticated yet; dropping it frees the place.
@@ -28,13 +62,7 @@ pub(crate) struct Startup {
 
 impl Drop for Startup {
     fn drop(&mut self) {
-        let mut startups = self.limits.startups.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = startups.get_mut(&self.source) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                startups.remove(&self.source);
-            }
-        }
+        self.limits.startups.release(&self.source);
     }
 }
 
@@ -47,13 +75,7 @@ pub(crate) struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut connections = self.limits.connections.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = connections.get_mut(&self.user) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                connections.remove(&self.user);
-            }
-        }
+        self.limits.connections.release(&self.user);
     }
 }
 
@@ -61,24 +83,12 @@ impl Limits {
     /// A place for a new connection from `source`, unless it already has `cap` that have not
     /// authenticated.
     pub(crate) fn startup(self: &Arc<Self>, source: IpAddr, cap: usize) -> Option<Startup> {
-        let mut startups = self.startups.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = startups.entry(source).or_insert(0);
-        if *count >= cap {
-            return None;
-        }
-        *count += 1;
-        Some(Startup { limits: Arc::clone(self), source })
+        self.startups.take(source, cap).then(|| Startup { limits: Arc::clone(self), source })
     }
 
     /// A slot for `user`, unless they already hold `cap`.
     pub(crate) fn take_slot(self: &Arc<Self>, user: &str, cap: usize) -> Option<Slot> {
-        let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = connections.entry(user.to_string()).or_insert(0);
-        if *count >= cap {
-            return None;
-        }
-        *count += 1;
-        Some(Slot { limits: Arc::clone(self), user: user.to_string() })
+        self.connections.take(user.to_string(), cap).then(|| Slot { limits: Arc::clone(self), user: user.to_string() })
     }
 
     /// Recent failures from `source`.
