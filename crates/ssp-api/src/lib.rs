@@ -400,7 +400,7 @@ pub struct GatewaySession {
     pub user: String,
     /// The container.
     pub container: String,
-    /// `shell`, `exec`, `sftp` or `forward:PORT`.
+    /// `shell`, `exec`, `sftp`, `forward:PORT` or `sshd` (a jump to the container's sshd).
     pub kind: String,
     /// The client's address and port.
     pub source: String,

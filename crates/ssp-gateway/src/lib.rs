@@ -145,7 +145,7 @@ pub struct SessionStart {
     pub user: String,
     /// The container.
     pub container: String,
-    /// `shell`, `exec`, `sftp` or `forward:PORT`.
+    /// `shell`, `exec`, `sftp`, `forward:PORT` or `sshd` (a jump to the container's sshd).
     pub kind: String,
     /// The client's address.
     pub source: String,

@@ -151,25 +151,20 @@ impl ssp_gateway::Backend for StoreBackend {
 
     async fn containers(&self, user: &Name) -> Result<Vec<Target>, BackendError> {
         let user = user.to_string();
-        let rows = self
+        let (rows, mut pins) = self
             .db
-            .run(move |store| {
-                let rows = store.containers_of(&user)?;
-                rows.into_iter()
-                    .filter(|row| row.phase != ContainerPhase::Deleting)
-                    .map(|row| Ok((store.ssh_host_key(&row.uid)?, row)))
-                    .collect::<ssp_store::Result<Vec<_>>>()
-            })
+            .run(move |store| Ok((store.containers_of(&user)?, store.ssh_host_keys_of(&user)?)))
             .await
             .map_err(backend_error)?;
         Ok(rows
             .into_iter()
-            .map(|(ssh_host_key, row)| Target {
+            .filter(|row| row.phase != ContainerPhase::Deleting)
+            .map(|row| Target {
+                ssh_host_key: pins.remove(&row.uid),
                 name: row.name.clone(),
                 instance: instance::lxd_name(&row),
                 running: row.phase == ContainerPhase::Ready && row.desired_state == DesiredState::Running,
                 exec: instance::owner_exec_options(&row),
-                ssh_host_key,
             })
             .collect())
     }

@@ -16,7 +16,7 @@ pub struct GatewaySession {
     pub user: String,
     /// The container.
     pub container: String,
-    /// `shell`, `exec`, `sftp` or `forward:PORT`.
+    /// `shell`, `exec`, `sftp`, `forward:PORT` or `sshd` (a jump to the container's sshd).
     pub kind: String,
     /// The client's address and port.
     pub source: String,
@@ -85,6 +85,17 @@ impl Store {
             .optional()?)
     }
 
+    /// The sshd host keys pinned for `owner`'s containers, by container uid (one query, for
+    /// the gateway's every login and channel).
+    pub fn ssh_host_keys_of(&self, owner: &str) -> Result<std::collections::HashMap<String, String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT k.container_uid, k.public_key FROM container_host_keys k
+             JOIN containers c ON c.uid = k.container_uid JOIN users u ON u.id = c.owner_id WHERE u.name = ?1",
+        )?;
+        let rows = stmt.query_map([owner], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The newest `limit` gateway channels, newest first; only `user`'s when given.
     pub fn gateway_sessions(&self, user: Option<&str>, limit: u32) -> Result<Vec<GatewaySession>> {
         let mut stmt = self.conn.prepare(
@@ -140,6 +151,8 @@ mod tests {
         assert!(store.pin_ssh_host_key(&row.uid, "ssh-ed25519 AAAAfirst").unwrap());
         assert!(!store.pin_ssh_host_key(&row.uid, "ssh-ed25519 AAAAsecond").unwrap());
         assert_eq!(store.ssh_host_key(&row.uid).unwrap().as_deref(), Some("ssh-ed25519 AAAAfirst"));
+        assert_eq!(store.ssh_host_keys_of(&row.owner.to_string()).unwrap()[&row.uid], "ssh-ed25519 AAAAfirst");
+        assert!(store.ssh_host_keys_of("nobody").unwrap().is_empty());
         store.forget_container(&row.uid).unwrap();
         assert_eq!(store.ssh_host_key(&row.uid).unwrap(), None);
     }
