@@ -23,6 +23,20 @@ const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// and many problems (an image still unpacking, LXD busy) clear by themselves.
 const PROBLEM_GRACE: Duration = Duration::from_secs(30);
 
+/// A container's limits, each the daemon's default unless given.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// CPUs (default: the daemon's).
+    #[arg(long, value_name = "N")]
+    cpus: Option<u32>,
+    /// Memory limit, e.g. 16GiB (default: the daemon's).
+    #[arg(long, value_name = "SIZE", value_parser = super::nonzero_size)]
+    memory: Option<String>,
+    /// Root disk size, e.g. 50GiB (default: the daemon's).
+    #[arg(long, value_name = "SIZE", value_parser = super::nonzero_size)]
+    disk: Option<String>,
+}
+
 /// `ssp container …`.
 #[derive(Debug, Subcommand)]
 pub enum ContainerCommand {
@@ -34,15 +48,8 @@ pub enum ContainerCommand {
         /// the daemon's).
         #[arg(long, value_parser = image_ref)]
         image: Option<String>,
-        /// CPUs (default: the daemon's).
-        #[arg(long, value_name = "N")]
-        cpus: Option<u32>,
-        /// Memory limit, e.g. 16GiB (default: the daemon's).
-        #[arg(long, value_name = "SIZE", value_parser = super::nonzero_size)]
-        memory: Option<String>,
-        /// Root disk size, e.g. 50GiB (default: the daemon's).
-        #[arg(long, value_name = "SIZE", value_parser = super::nonzero_size)]
-        disk: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Create it stopped.
         #[arg(long)]
         stopped: bool,
@@ -121,15 +128,8 @@ pub enum ContainerCommand {
         file: std::path::PathBuf,
         /// The new container: `OWNER/NAME`.
         container: ContainerRef,
-        /// CPUs (default: the daemon's).
-        #[arg(long, value_name = "N")]
-        cpus: Option<u32>,
-        /// Memory limit, e.g. 16GiB (default: the daemon's).
-        #[arg(long, value_name = "SIZE", value_parser = super::nonzero_size)]
-        memory: Option<String>,
-        /// Root disk size, e.g. 50GiB (default: the daemon's).
-        #[arg(long, value_name = "SIZE", value_parser = super::nonzero_size)]
-        disk: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -164,7 +164,15 @@ pub struct WaitArgs {
 pub async fn run(command: ContainerCommand, json: bool) -> anyhow::Result<()> {
     let client = super::connect()?;
     match command {
-        ContainerCommand::Create { container, image, cpus, memory, disk, stopped, gpus, idempotency_key, wait } => {
+        ContainerCommand::Create {
+            container,
+            image,
+            limits: LimitArgs { cpus, memory, disk },
+            stopped,
+            gpus,
+            idempotency_key,
+            wait,
+        } => {
             let desired = if stopped { DesiredState::Stopped } else { DesiredState::Running };
             let create = ContainerCreate {
                 name: container.name.to_string(),
@@ -271,7 +279,7 @@ pub async fn run(command: ContainerCommand, json: bool) -> anyhow::Result<()> {
             println!("container {owner}/{name} exported to {} ({})", file.display(), output::human_bytes(written));
             Ok(())
         }
-        ContainerCommand::Import { file, container, cpus, memory, disk, wait } => {
+        ContainerCommand::Import { file, container, limits: LimitArgs { cpus, memory, disk }, wait } => {
             let owner = match &container.owner {
                 Some(owner) => owner.to_string(),
                 None => super::caller(&client).await?,
