@@ -151,7 +151,7 @@ mod tests {
         assert!(store.pin_ssh_host_key(&row.uid, "ssh-ed25519 AAAAfirst").unwrap());
         assert!(!store.pin_ssh_host_key(&row.uid, "ssh-ed25519 AAAAsecond").unwrap());
         assert_eq!(store.ssh_host_key(&row.uid).unwrap().as_deref(), Some("ssh-ed25519 AAAAfirst"));
-        assert_eq!(store.ssh_host_keys_of(&row.owner.to_string()).unwrap()[&row.uid], "ssh-ed25519 AAAAfirst");
+        assert_eq!(store.ssh_host_keys_of(row.owner.as_str()).unwrap()[&row.uid], "ssh-ed25519 AAAAfirst");
         assert!(store.ssh_host_keys_of("nobody").unwrap().is_empty());
         store.forget_container(&row.uid).unwrap();
         assert_eq!(store.ssh_host_key(&row.uid).unwrap(), None);
