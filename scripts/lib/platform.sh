@@ -8,6 +8,8 @@ SSP_STATE_DIR=/var/lib/ssp
 SSP_SOCKET=/run/ssp/ssp.sock
 SSP_PORT=${SSP_PORT:-8443}
 SSP_ADMIN=${SSP_ADMIN:-admin}
+# From lib/host.sh, sourced first.
+: "${SSP_POOL:?lib/host.sh sets it}" "${SSP_BRIDGE:?lib/host.sh sets it}"
 
 # Writes the configuration once; an existing file is the admin's and is left alone.
 ssp_write_config() {
@@ -99,6 +101,7 @@ UNIT
     ssp_log "starting the ssp daemon (log: /var/log/ssp.log)"
     mkdir -p /run/ssp
     (
+      # shellcheck source=/dev/null  # the admin's settings, written by scripts/up
       if [ -f "$SSP_ENV_FILE" ]; then set -a; . "$SSP_ENV_FILE"; set +a; fi
       exec setsid /usr/local/bin/ssp serve --config "$SSP_CONFIG_FILE" </dev/null >>/var/log/ssp.log 2>&1
     ) &
