@@ -313,6 +313,19 @@ pub struct Container {
     /// The last problem the reconciler met with it, until it is solved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// When that problem was last met (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem_at: Option<i64>,
+    /// When the reconciler tries again (Unix seconds); absent when it waits for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_try_at: Option<i64>,
+    /// What the reconciler waits for before it can go on (an LXD operation on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+    /// ssp's work on it is done: LXD matches what ssp wants and, when running, its owner's
+    /// account, keys, home and GPUs are in place — it is usable through every door.
+    #[serde(default)]
+    pub converged: bool,
     /// Host indices of the GPUs it holds, in the order it sees them (GPU0, GPU1, …).
     #[serde(default)]
     pub gpus: Vec<u32>,

@@ -29,7 +29,7 @@ use std::time::Duration;
 use ssp_core::names::Name;
 use tokio::net::TcpListener;
 
-pub use devices::{LiveDevices, DEVICE_PREFIX};
+pub use devices::{LiveDevices, Writer, DEVICE_PREFIX};
 pub use hostkey::HostKey;
 
 /// How the gateway behaves; every value has a default in the daemon's `[gateway]` section.
@@ -131,6 +131,9 @@ pub struct Target {
     pub instance: String,
     /// Whether it is ready and meant to be running (an exec is tried only then).
     pub running: bool,
+    /// Whether its owner's account has been set up inside (a login before that would find
+    /// no such user): until then the gateway waits a while, saying so.
+    pub set_up: bool,
     /// How commands run inside as the owner's account: uid, gid, home, `USER`, ….
     pub exec: ssp_lxd::ExecOptions,
     /// The container sshd's host key as ssp pinned it (an OpenSSH public key line), if it

@@ -600,5 +600,27 @@ pub(crate) async fn resolve<B: Backend>(
             target.name, target.name
         ));
     }
-    Ok(target)
+    if target.set_up {
+        return Ok(target);
+    }
+    // Just made (or copied, or restored): its owner's account is being set up. A login now
+    // would find no such user, so wait for it a while.
+    let deadline = tokio::time::Instant::now() + SET_UP_PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let owned = context.backend.containers(&context.login.owner).await.map_err(|e| format!("backend: {e}"))?;
+        match owned.into_iter().find(|t| t.name == chosen) {
+            Some(now) if now.set_up && now.running => return Ok(now),
+            Some(now) if now.running => {}
+            _ => return Err(Refusal::NoSuchContainer(chosen.to_string()).to_string()),
+        }
+    }
+    Err(format!(
+        "container {} is still being set up (its owner's account and keys); try again in a minute, \
+         and see `ssp container show {}` if it stays so",
+        target.name, target.name
+    ))
 }
+
+/// How long a channel waits for a container whose owner's account is still being set up.
+const SET_UP_PATIENCE: Duration = Duration::from_secs(90);

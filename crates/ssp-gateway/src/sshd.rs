@@ -113,7 +113,7 @@ impl SshdSockets {
         if entry.present.load(Ordering::Acquire) {
             stream = UnixStream::connect(&entry.path).await.ok();
         }
-        let stream = match stream {
+        let mut stream = match stream {
             Some(stream) => stream,
             None => {
                 *lock(&entry.checked) = None;
@@ -123,8 +123,13 @@ impl SshdSockets {
         let recent =
             lock(&entry.checked).as_ref().is_some_and(|(key, at)| key == pinned && at.elapsed() < RECHECK_AFTER);
         if !recent {
-            holds_key(&entry.path, pinned).await?;
+            holds_key_once_up(&entry.path, pinned).await?;
             *lock(&entry.checked) = Some((pinned.to_string(), Instant::now()));
+            // The first connection may have been made before sshd listened (LXD's proxy then
+            // closes it): relay over one made after the check.
+            stream = UnixStream::connect(&entry.path)
+                .await
+                .map_err(|e| format!("connecting to {}: {e}", entry.path.display()))?;
         }
         Ok((stream, lease))
     }
@@ -186,11 +191,44 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// [`holds_key`], riding out an sshd that is not listening yet: right after a container
+/// (re)starts, LXD's proxy accepts and then closes the connection until sshd is up. A key
+/// that does not match is final at once.
+async fn holds_key_once_up(path: &Path, pinned: &str) -> Result<(), String> {
+    let deadline = Instant::now() + SSHD_START_PATIENCE;
+    loop {
+        match holds_key(path, pinned).await {
+            Err(Check::NotUp(why)) if Instant::now() < deadline => {
+                tracing::debug!("the container's sshd is not up yet ({why}); trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(Check::NotUp(why)) => {
+                return Err(format!("its sshd did not come up within {} s ({why})", SSHD_START_PATIENCE.as_secs()))
+            }
+            Err(Check::Refused(why)) => return Err(why),
+            Ok(()) => return Ok(()),
+        }
+    }
+}
+
+/// How long a jump waits for a container's sshd to start listening.
+const SSHD_START_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Why a key check did not pass.
+enum Check {
+    /// No sshd answered (yet): worth another try.
+    NotUp(String),
+    /// An sshd answered, and not as it must.
+    Refused(String),
+}
+
 /// Whether the sshd behind `path` holds `pinned` (an OpenSSH public key line): the gateway's
 /// own key exchange with it, ended before authentication.
-async fn holds_key(path: &Path, pinned: &str) -> Result<(), String> {
-    let expected = russh::keys::PublicKey::from_openssh(pinned).map_err(|e| format!("the pinned host key: {e}"))?;
-    let stream = UnixStream::connect(path).await.map_err(|e| format!("connecting to {}: {e}", path.display()))?;
+async fn holds_key(path: &Path, pinned: &str) -> Result<(), Check> {
+    let expected = russh::keys::PublicKey::from_openssh(pinned)
+        .map_err(|e| Check::Refused(format!("the pinned host key: {e}")))?;
+    let stream =
+        UnixStream::connect(path).await.map_err(|e| Check::NotUp(format!("connecting to {}: {e}", path.display())))?;
     let mut config = russh::client::Config::default();
     config.preferred.key = Cow::Owned(vec![expected.algorithm()]);
     let seen = Arc::new(Mutex::new(None));
@@ -203,10 +241,12 @@ async fn holds_key(path: &Path, pinned: &str) -> Result<(), String> {
             let _ = handle.disconnect(russh::Disconnect::ByApplication, "", "en").await;
             Ok(())
         }
-        (_, Some(false)) => Err("its sshd's host key is not the one ssp pinned; refused".into()),
-        (Ok(Err(e)), _) => Err(format!("checking its sshd's host key: {e}")),
-        (Err(_), _) => Err("its sshd did not finish a key exchange within 30 s".into()),
-        (Ok(Ok(_)), None) => Err("its sshd showed no host key".into()),
+        (_, Some(false)) => Err(Check::Refused("its sshd's host key is not the one ssp pinned; refused".into())),
+        // Closed before any key was shown: nothing listens behind LXD's proxy yet.
+        (Ok(Err(e)), None) => Err(Check::NotUp(format!("checking its sshd's host key: {e}"))),
+        (Ok(Err(e)), Some(true)) => Err(Check::Refused(format!("checking its sshd's host key: {e}"))),
+        (Err(_), _) => Err(Check::Refused("its sshd did not finish a key exchange within 30 s".into())),
+        (Ok(Ok(_)), None) => Err(Check::Refused("its sshd showed no host key".into())),
     }
 }
 

@@ -122,12 +122,13 @@ impl GatewayConfig {
 #[derive(Debug, Clone)]
 pub struct StoreBackend {
     db: Db,
+    reconciler: crate::reconcile::ReconcilerHandle,
 }
 
 impl StoreBackend {
     /// Over `db`.
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, reconciler: crate::reconcile::ReconcilerHandle) -> Self {
+        Self { db, reconciler }
     }
 }
 
@@ -164,6 +165,7 @@ impl ssp_gateway::Backend for StoreBackend {
                 name: row.name.clone(),
                 instance: instance::lxd_name(&row),
                 running: row.phase == ContainerPhase::Ready && row.desired_state == DesiredState::Running,
+                set_up: self.reconciler.account_set_up(&row.uid),
                 exec: instance::owner_exec_options(&row),
             })
             .collect())

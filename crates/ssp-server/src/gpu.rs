@@ -134,55 +134,66 @@ pub fn health_digest(devices: &DeviceMap, last_used_at: &str) -> String {
     hash.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
-/// The probe run inside after a start. Emulated: the expected nodes `/dev/nvidia0..N-1` are
-/// character devices and there are no others. Real: `nvidia-smi -L` lists exactly N GPUs
-/// (after making ssp's driver copy known to the dynamic linker, where ssp provides it).
-pub const PROBE_SCRIPT: &str = r#"set -u
-expected="$1"; kind="$2"
-if [ "$kind" = emulated ]; then
-  n=0
-  for d in /dev/nvidia[0-9]*; do
-    [ -e "$d" ] || continue
-    [ -c "$d" ] || { echo "$d is not a character device"; exit 1; }
-    n=$((n + 1))
-  done
-  k=0
-  while [ "$k" -lt "$expected" ]; do
-    [ -c "/dev/nvidia$k" ] || { echo "/dev/nvidia$k is missing"; exit 1; }
-    k=$((k + 1))
-  done
-  [ "$n" -eq "$expected" ] || { echo "$n GPU nodes inside, $expected expected"; exit 1; }
-  exit 0
-fi
-if [ -d /usr/local/nvidia/lib ]; then
-  echo /usr/local/nvidia/lib > /etc/ld.so.conf.d/ssp-nvidia.conf
-  ldconfig 2>/dev/null || true
-  [ -x /usr/local/nvidia/bin/nvidia-smi ] && ln -sf /usr/local/nvidia/bin/nvidia-smi /usr/local/bin/nvidia-smi
-fi
-command -v nvidia-smi >/dev/null 2>&1 || { echo "nvidia-smi is not available inside"; exit 1; }
-listed=$(nvidia-smi -L 2>&1) || { echo "nvidia-smi failed: $listed"; exit 1; }
-n=$(printf '%s\n' "$listed" | grep -c '^GPU ')
-[ "$n" -eq "$expected" ] || { echo "nvidia-smi lists $n GPUs, $expected expected"; exit 1; }
-"#;
-
-/// Tells the container's people something: appended to `/var/log/ssp/notices` and written
-/// to every terminal open inside. The message comes from ssp's own text and numbers only.
-pub const NOTICE_SCRIPT: &str = r#"set -u
-mkdir -p /var/log/ssp
-printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" >> /var/log/ssp/notices
-for t in /dev/pts/[0-9]*; do
-  [ -c "$t" ] && printf '\r\n[ssp] %s\r\n' "$1" > "$t" 2>/dev/null
-done
-exit 0
-"#;
-
 /// Telemetry as last sampled, and idle tracking per lease.
 #[derive(Debug, Default)]
 struct Live {
     samples: Vec<GpuSample>,
     sampled_at: Option<i64>,
+    idle: IdleTracking,
+}
+
+/// Idle reclaim's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct IdlePolicy {
+    /// Below this utilization a GPU counts as idle.
+    pub threshold_percent: u32,
+    /// Idle this long, its lease ends.
+    pub after: Duration,
+    /// The holder is warned this long before.
+    pub warning: Duration,
+}
+
+/// Since when each lease's GPU has been idle, and which holders were warned.
+#[derive(Debug, Default)]
+pub struct IdleTracking {
     idle_since: HashMap<i64, Instant>,
     warned: HashSet<i64>,
+}
+
+/// Idle reclaim's decision for one sample: which holders to warn (with the time left) and
+/// which leases to end. Pure: the tracking it updates is its only state, `now` is given.
+/// A lease is idle from the first sample its GPU is under the threshold; any busy sample
+/// starts it over (and a later idle spell warns again).
+pub fn idle_decisions(
+    policy: &IdlePolicy,
+    leases: &[Lease],
+    samples: &[GpuSample],
+    tracking: &mut IdleTracking,
+    now: Instant,
+) -> (Vec<(Lease, Duration)>, Vec<Lease>) {
+    let warn_at = policy.after.saturating_sub(policy.warning);
+    let mut to_warn = Vec::new();
+    let mut to_reclaim = Vec::new();
+    let active: HashSet<i64> = leases.iter().map(|l| l.id).collect();
+    tracking.idle_since.retain(|id, _| active.contains(id));
+    tracking.warned.retain(|id| active.contains(id));
+    for lease in leases {
+        let busy =
+            samples.iter().find(|s| s.index == lease.gpu).is_some_and(|s| s.utilization >= policy.threshold_percent);
+        if busy {
+            tracking.idle_since.insert(lease.id, now);
+            tracking.warned.remove(&lease.id);
+            continue;
+        }
+        let since = *tracking.idle_since.entry(lease.id).or_insert(now);
+        let idle = now.saturating_duration_since(since);
+        if idle >= policy.after {
+            to_reclaim.push(lease.clone());
+        } else if idle >= warn_at && tracking.warned.insert(lease.id) {
+            to_warn.push((lease.clone(), policy.after - idle));
+        }
+    }
+    (to_warn, to_reclaim)
 }
 
 /// The daemon's GPUs: their source, the last telemetry, and the loop that watches leases.
@@ -372,35 +383,15 @@ impl Gpus {
         samples: &[GpuSample],
         leases: &[Lease],
     ) -> Result<bool, String> {
-        let after = Duration::from_secs(self.settings.idle_after_secs);
-        let warn_at = after.saturating_sub(Duration::from_secs(self.settings.idle_warning_secs));
-        let now = Instant::now();
-        let mut to_warn = Vec::new();
-        let mut to_reclaim = Vec::new();
-        {
+        let (to_warn, to_reclaim) = {
             let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let active: HashSet<i64> = leases.iter().map(|l| l.id).collect();
-            live.idle_since.retain(|id, _| active.contains(id));
-            live.warned.retain(|id| active.contains(id));
-            for lease in leases {
-                let busy = samples
-                    .iter()
-                    .find(|s| s.index == lease.gpu)
-                    .is_some_and(|s| s.utilization >= self.settings.idle_threshold_percent);
-                if busy {
-                    live.idle_since.insert(lease.id, now);
-                    live.warned.remove(&lease.id);
-                    continue;
-                }
-                let since = *live.idle_since.entry(lease.id).or_insert(now);
-                let idle = now.duration_since(since);
-                if idle >= after {
-                    to_reclaim.push(lease.clone());
-                } else if idle >= warn_at && live.warned.insert(lease.id) {
-                    to_warn.push((lease.clone(), after - idle));
-                }
-            }
-        }
+            let policy = IdlePolicy {
+                threshold_percent: self.settings.idle_threshold_percent,
+                after: Duration::from_secs(self.settings.idle_after_secs),
+                warning: Duration::from_secs(self.settings.idle_warning_secs),
+            };
+            idle_decisions(&policy, leases, samples, &mut live.idle, Instant::now())
+        };
         for (lease, left) in to_warn {
             let text = format!(
                 "GPU {} of {}/{} has been idle; it will be detached in about {} s unless it is used.",
@@ -430,19 +421,18 @@ impl Gpus {
     }
 }
 
-/// Runs [`NOTICE_SCRIPT`] in the lease's container; a stopped or busy container just misses
+/// Runs the notice script (`guest/notice.sh`) in the lease's container; a stopped or busy container just misses
 /// the terminal part (the journal has the event either way).
 async fn notify(db: &Db, lxd: &ssp_lxd::Client, lease: &Lease, text: &str) {
     let (owner, name) = (lease.owner.clone(), lease.container.clone());
     let Ok(row) = db.run(move |s| s.container(&owner, &name)).await else { return };
-    let command: Vec<String> = ["sh", "-c", NOTICE_SCRIPT, "ssp-notice", text].iter().map(|s| s.to_string()).collect();
     let name = instance::lxd_name(&row);
-    let exec = lxd.exec_output_with(&name, &command, &[], ssp_lxd::ExecOptions::default());
-    match tokio::time::timeout(Duration::from_secs(30), exec).await {
-        Ok(Ok(output)) if output.exit_code == 0 => {}
-        Ok(Ok(output)) => tracing::debug!("notice in {}: exit {}", row.name, output.exit_code),
-        Ok(Err(e)) => tracing::debug!("notice in {}: {e}", row.name),
-        Err(_) => tracing::debug!("notice in {}: timed out", row.name),
+    let args = [text];
+    let notice = crate::guest::run(lxd, &name, crate::guest::Script::Notice, &args, &[], Duration::from_secs(30));
+    match notice.await {
+        Ok(output) if output.exit_code == 0 => {}
+        Ok(output) => tracing::debug!("notice in {}: exit {}", row.name, output.exit_code),
+        Err(e) => tracing::debug!("notice in {}: {e}", row.name),
     }
 }
 
@@ -609,6 +599,61 @@ mod tests {
                 ("libcuda.so.1".to_string(), "/lib/x86_64-linux-gnu/libcuda.so.1".to_string()),
             ]
         );
+    }
+
+    fn lease(id: i64, gpu: u32) -> Lease {
+        Lease {
+            id,
+            gpu,
+            container_uid: format!("c{id}"),
+            owner: "alice".into(),
+            container: "dev".into(),
+            granted_at: 0,
+            expires_at: None,
+        }
+    }
+
+    fn sample(index: u32, utilization: u32) -> GpuSample {
+        GpuSample { index, utilization, memory_used: 0, processes: Vec::new() }
+    }
+
+    #[test]
+    fn idle_reclaim_warns_then_ends_only_idle_leases() {
+        let policy =
+            IdlePolicy { threshold_percent: 10, after: Duration::from_secs(100), warning: Duration::from_secs(30) };
+        let leases = [lease(1, 0), lease(2, 1)];
+        let mut tracking = IdleTracking::default();
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        let ids = |list: &[Lease]| list.iter().map(|l| l.id).collect::<Vec<_>>();
+        // (seconds, GPU0 utilization, GPU1 utilization, warned ids, reclaimed ids)
+        type Row = (u64, u32, u32, &'static [i64], &'static [i64]);
+        let table: &[Row] = &[
+            (0, 0, 50, &[], &[]),    // GPU0 idle from now; GPU1 busy
+            (60, 0, 50, &[], &[]),   // 60 s idle: not yet warned (warn at 70)
+            (70, 9, 50, &[1], &[]),  // under the threshold still: warned, once
+            (80, 0, 50, &[], &[]),   // not warned twice
+            (100, 0, 5, &[], &[1]),  // 100 s: reclaimed; GPU1 idle from now
+            (150, 0, 10, &[], &[1]), // at the threshold counts as busy: GPU1 starts over
+            (221, 0, 0, &[2], &[1]), // GPU1 idle since 150 for 71 s: warned
+        ];
+        for (secs, gpu0, gpu1, warned, reclaimed) in table {
+            let samples = [sample(0, *gpu0), sample(1, *gpu1)];
+            let (warn, reclaim) = idle_decisions(&policy, &leases, &samples, &mut tracking, at(*secs));
+            let warned_ids: Vec<i64> = warn.iter().map(|(l, _)| l.id).collect();
+            assert_eq!(warned_ids, *warned, "warned at {secs} s");
+            assert_eq!(ids(&reclaim), *reclaimed, "reclaimed at {secs} s");
+        }
+        // The warning says how long is left.
+        let mut tracking = IdleTracking::default();
+        idle_decisions(&policy, &leases[..1], &[sample(0, 0)], &mut tracking, at(0));
+        let (warn, _) = idle_decisions(&policy, &leases[..1], &[sample(0, 0)], &mut tracking, at(75));
+        assert_eq!(warn[0].1, Duration::from_secs(25));
+        // A GPU with no sample is idle; a lease that ended is forgotten.
+        let (_, reclaim) = idle_decisions(&policy, &leases[..1], &[], &mut tracking, at(200));
+        assert_eq!(ids(&reclaim), vec![1]);
+        idle_decisions(&policy, &[], &[], &mut tracking, at(201));
+        assert!(tracking.idle_since.is_empty() && tracking.warned.is_empty());
     }
 
     #[test]

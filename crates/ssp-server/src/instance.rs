@@ -1,6 +1,6 @@
 //! What an ssp container looks like in LXD: its instance name, tags, limits, security keys
-//! and devices, computed from the stored row alone, and the script that sets up its owner's
-//! account inside.
+//! and devices, computed from the stored row alone (the script that sets up its owner's
+//! account inside is `guest/account.sh`).
 //!
 //! Every value written into LXD config comes from a checked name, a parsed size or a
 //! constant; no user string reaches LXD unparsed. The instance is unprivileged with an
@@ -148,14 +148,12 @@ fn owned(key: &str) -> bool {
 pub fn repair(instance: &Instance, row: &Container, layout: &Layout, extra: &Attachments) -> Option<InstancePut> {
     let want_config = desired_config(row, layout, extra);
     let mut want_devices = desired_devices(row, layout, extra);
-    // The SSH gateway's devices come and go with its sessions; it adds and removes them
-    // itself. Those it no longer knows of were left by a daemon that stopped abruptly.
-    for (name, device) in &instance.devices {
-        if name.starts_with(ssp_gateway::DEVICE_PREFIX)
-            && device.get("type").map(String::as_str) == Some("proxy")
-            && layout.gateway_devices.contains(&instance.name, name)
-        {
-            want_devices.insert(name.clone(), device.clone());
+    // The SSH gateway's devices come and go with its sessions: it registers what it wants and
+    // asks the executor to apply it. Those it no longer knows of were left by a daemon that
+    // stopped abruptly, and go.
+    for (name, device) in layout.gateway_devices.wanted(&instance.name) {
+        if name.starts_with(ssp_gateway::DEVICE_PREFIX) && device.get("type").map(String::as_str) == Some("proxy") {
+            want_devices.insert(name, device);
         }
     }
     let mut config: ConfigMap =
@@ -175,68 +173,11 @@ pub fn repair(instance: &Instance, row: &Container, layout: &Layout, extra: &Att
     })
 }
 
-/// Sets up the owner's account, host name and `authorized_keys`. Arguments: user, host name
-/// (both checked names); the keys arrive on stdin, never on a command line. Idempotent, and
-/// works with Debian's tools and with busybox.
-pub const ACCOUNT_SCRIPT: &str = r#"set -eu
-user="$1"; host="$2"
-printf '%s\n' "$host" > /etc/hostname
-hostname "$host" 2>/dev/null || true
-if grep -q '^127\.0\.1\.1[[:space:]]' /etc/hosts 2>/dev/null; then
-  sed -i "s/^127\.0\.1\.1[[:space:]].*/127.0.1.1	$host/" /etc/hosts
-else
-  printf '127.0.1.1\t%s\n' "$host" >> /etc/hosts
-fi
-# An image published by another user carries that user's account as uid 1000: it becomes
-# this owner's (renamed, same files), and the previous owner's sudo rule and keys go.
-previous=$(awk -F: '$3 == 1000 { print $1; exit }' /etc/passwd)
-if [ -n "$previous" ] && [ "$previous" != "$user" ] && ! id "$user" >/dev/null 2>&1; then
-  rm -f /etc/sudoers.d/90-ssp-owner "/home/$previous/.ssh/authorized_keys"
-  if command -v usermod >/dev/null 2>&1; then
-    usermod -l "$user" "$previous"
-    groupmod -n "$user" "$previous" 2>/dev/null || true
-    if [ -e "/home/$user" ]; then usermod -d "/home/$user" "$user"; else usermod -d "/home/$user" -m "$user"; fi
-  else
-    sed -i "s/^$previous:\(.*\):\/home\/$previous:/$user:\1:\/home\/$user:/; s/^$previous:/$user:/" /etc/passwd
-    sed -i "s/^$previous:/$user:/" /etc/group
-    if [ -f /etc/shadow ]; then sed -i "s/^$previous:/$user:/" /etc/shadow; fi
-    if [ -d "/home/$previous" ] && [ ! -e "/home/$user" ]; then mv "/home/$previous" "/home/$user"; fi
-  fi
-fi
-if ! id "$user" >/dev/null 2>&1; then
-  if command -v useradd >/dev/null 2>&1; then
-    useradd --create-home --uid 1000 --user-group --shell /bin/bash "$user"
-  elif command -v adduser >/dev/null 2>&1; then
-    adduser -D -u 1000 -s /bin/sh "$user"
-  else
-    grep -q "^$user:" /etc/group || printf '%s:x:1000:\n' "$user" >> /etc/group
-    printf '%s:x:1000:1000::/home/%s:/bin/sh\n' "$user" "$user" >> /etc/passwd
-    if [ -f /etc/shadow ]; then printf '%s:!:1::::::\n' "$user" >> /etc/shadow; fi
-    mkdir -p "/home/$user"
-  fi
-fi
-if command -v usermod >/dev/null 2>&1 && grep -q '^sudo:' /etc/group; then
-  usermod -a -G sudo "$user"
-fi
-if [ -d /etc/sudoers.d ]; then
-  printf '%s ALL=(ALL:ALL) NOPASSWD: ALL\n' "$user" > /etc/sudoers.d/90-ssp-owner
-  chmod 0440 /etc/sudoers.d/90-ssp-owner
-fi
-home=$(awk -F: -v u="$user" '$1 == u { print $6 }' /etc/passwd)
-group=$(id -g "$user")
-mkdir -p "$home/.ssh"
-cat > "$home/.ssh/authorized_keys.ssp-new"
-chmod 0600 "$home/.ssh/authorized_keys.ssp-new"
-chown "$user:$group" "$home" "$home/.ssh" "$home/.ssh/authorized_keys.ssp-new"
-chmod 0700 "$home/.ssh"
-mv -f "$home/.ssh/authorized_keys.ssp-new" "$home/.ssh/authorized_keys"
-"#;
-
 /// What the account set-up writes: its digest goes into `user.ssp.account` so the
 /// reconciler runs it again only when something changed (a key added, a script update).
 pub fn account_digest(row: &Container, keys: &[String]) -> String {
     let mut hash = Sha256::new();
-    hash.update(ACCOUNT_SCRIPT.as_bytes());
+    hash.update(crate::guest::Script::Account.text().as_bytes());
     hash.update(row.owner.as_str().as_bytes());
     hash.update([0]);
     hash.update(row.name.as_str().as_bytes());
@@ -339,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn the_gateways_live_proxies_are_kept_and_nothing_else_under_its_prefix() {
+    fn the_gateways_registered_proxies_are_applied_and_nothing_else_under_its_prefix() {
         let layout = layout();
         let request = create_request(&row(), &layout, &Attachments::default());
         let mut instance = Instance {
@@ -351,16 +292,21 @@ mod tests {
         let proxy: ssp_lxd::wire::ConfigMap =
             [("type".to_string(), "proxy".to_string()), ("bind".to_string(), "instance".to_string())].into();
         instance.devices.insert("gateway-agent-0a1b".into(), proxy.clone());
-        layout.gateway_devices.insert(&instance.name, "gateway-agent-0a1b");
+        layout.gateway_devices.insert(&instance.name, "gateway-agent-0a1b", proxy.clone());
         assert!(repair(&instance, &row(), &layout, &Attachments::default()).is_none());
         // Left by a daemon that was killed: the gateway does not know it.
-        instance.devices.insert("gateway-sshd".into(), proxy);
-        instance.devices.insert("gateway-disk".into(), [("type".to_string(), "disk".to_string())].into());
-        layout.gateway_devices.insert(&instance.name, "gateway-disk");
+        instance.devices.insert("gateway-sshd".into(), proxy.clone());
+        let disk: ssp_lxd::wire::ConfigMap = [("type".to_string(), "disk".to_string())].into();
+        instance.devices.insert("gateway-disk".into(), disk.clone());
+        layout.gateway_devices.insert(&instance.name, "gateway-disk", disk);
         let fixed = repair(&instance, &row(), &layout, &Attachments::default()).unwrap();
         assert!(fixed.devices.contains_key("gateway-agent-0a1b"));
         assert!(!fixed.devices.contains_key("gateway-sshd"));
         assert!(!fixed.devices.contains_key("gateway-disk"));
+        // Registered and not there yet: added, as registered.
+        layout.gateway_devices.insert(&instance.name, "gateway-fwd-2222", proxy.clone());
+        let fixed = repair(&instance, &row(), &layout, &Attachments::default()).unwrap();
+        assert_eq!(fixed.devices["gateway-fwd-2222"], proxy);
     }
 
     #[test]

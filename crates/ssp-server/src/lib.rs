@@ -16,6 +16,7 @@ pub mod db;
 pub mod error;
 pub mod gateway;
 pub mod gpu;
+pub mod guest;
 pub mod instance;
 pub mod reconcile;
 pub mod storage;
@@ -168,11 +169,18 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     };
     let gateway_devices = layout.gateway_devices.clone();
     let reconciler = Reconciler::new(db.clone(), lxd.clone(), layout, settings.raw.reconcile.parallelism);
+    // The gateway's devices are written by the reconciler's executor, like all of ssp's
+    // instance config: the gateway registers what it wants and waits for this.
+    let writer = reconciler.clone();
+    gateway_devices.set_writer(Arc::new(move |instance: String| {
+        let writer = writer.clone();
+        Box::pin(async move { writer.apply_devices(&instance).await.map_err(|e| e.to_string()) })
+    }));
     let gateway =
         match settings.raw.gateway.address().map_err(|e| io_error("gateway.listen")(std::io::Error::other(e)))? {
             Some(address) => {
                 let gateway_settings = settings.raw.gateway.settings(&state_dir);
-                let backend = gateway::StoreBackend::new(db.clone());
+                let backend = gateway::StoreBackend::new(db.clone(), reconciler.handle());
                 Some(
                     ssp_gateway::Gateway::bind(address, gateway_settings, backend, lxd.clone(), gateway_devices)
                         .await?,

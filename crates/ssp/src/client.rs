@@ -476,13 +476,23 @@ impl Client {
     }
 
     /// `POST /containers/{owner}/{name}/gpus`.
-    pub async fn attach_gpus(&self, owner: &str, name: &str, ask: &api::GpuAsk) -> Result<api::GpuGrant, ApiError> {
-        self.call(Method::POST, &path(&["containers", owner, name, "gpus"]), ask).await
+    /// With `wait`, the answer comes once the container has them.
+    pub async fn attach_gpus(
+        &self,
+        owner: &str,
+        name: &str,
+        ask: &api::GpuAsk,
+        wait: bool,
+    ) -> Result<api::GpuGrant, ApiError> {
+        let path = format!("{}{}", path(&["containers", owner, name, "gpus"]), if wait { "" } else { "?wait=false" });
+        self.call(Method::POST, &path, ask).await
     }
 
     /// `DELETE /containers/{owner}/{name}/gpus/{index}`.
-    pub async fn detach_gpu(&self, owner: &str, name: &str, index: u32) -> Result<(), ApiError> {
-        self.delete(&path(&["containers", owner, name, "gpus", &index.to_string()])).await
+    /// With `wait`, the answer comes once the GPU is gone from the container.
+    pub async fn detach_gpu(&self, owner: &str, name: &str, index: u32, wait: bool) -> Result<(), ApiError> {
+        let path = path(&["containers", owner, name, "gpus", &index.to_string()]);
+        self.delete(&format!("{path}{}", if wait { "" } else { "?wait=false" })).await
     }
 
     /// `PATCH /gpus/{index}` (admin).

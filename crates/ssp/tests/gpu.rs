@@ -238,4 +238,90 @@ async fn scenario(platform: &Platform, lxd: &'static PrivateLxd) -> Result<()> {
     Ok(())
 }
 
-ssp_testkit::lxd_tests![gpus_exactly_as_granted];
+/// A container whose GPU probe always fails costs LXD a handful of operations a minute
+/// (capped exponential backoff), `ssp container show` says what failed and when the next try
+/// is, and once the cause is gone the next try makes it healthy again.
+async fn a_failing_gpu_probe_backs_off(lxd: &'static PrivateLxd) -> Result<()> {
+    const PROBE_DEV_DIR: &str = "/dev/ssp-gpu-test-probe";
+    let extra = format!("[gpu]\nemulate = 2\nemulated_dev_dir = \"{PROBE_DEV_DIR}\"\nsample_interval_secs = 5\n");
+    let platform = Platform::start_async_with(binary(), lxd, "busybox", &extra).await?;
+    let result = probe_scenario(&platform, lxd).await;
+    std::fs::remove_dir_all(PROBE_DEV_DIR).ok();
+    result.map_err(|e| platform.explain(e))
+}
+
+async fn probe_scenario(platform: &Platform, lxd: &'static PrivateLxd) -> Result<()> {
+    let carol = platform.user("carol", &["--max-gpus", "2"])?;
+    ok(cli(platform, &carol, &["container", "create", "probe", "--gpu", "0"]).await?, "carol creates probe")?;
+    ensure!(shown(platform, &carol, "probe").await?["gpu_health"] == "healthy", "create returned before the probe");
+    let instance = platform
+        .lxd_instances(lxd)
+        .await?
+        .into_iter()
+        .find(|i| i.config.get("user.ssp.name").map(String::as_str) == Some("probe"))
+        .context("carol/probe's instance")?
+        .name;
+
+    // A stray regular file where GPU nodes live makes every probe fail, re-plug or not.
+    ok(cli(platform, &carol, &["exec", "--root", "probe", "--", "touch", "/dev/nvidia7"]).await?, "plant")?;
+    let attach = cli(platform, &carol, &["gpu", "attach", "probe", "--gpu", "1"]).await?;
+    ensure!(attach.status.code() == Some(6), "attach with a failing probe: exit {:?}", attach.status.code());
+    let said = text(&attach.stderr);
+    ensure!(said.contains("GPU health probe failed") && said.contains("not a character device"), "{said}");
+    let view = shown(platform, &carol, "probe").await?;
+    ensure!(view["problem"].as_str().is_some_and(|p| p.contains("GPU health probe failed")), "{view}");
+    ensure!(view["next_try_at"].as_i64() > view["problem_at"].as_i64(), "no next try: {view}");
+    ensure!(view["converged"] == false, "{view}");
+    let human = ok(cli(platform, &carol, &["container", "show", "probe"]).await?, "show")?;
+    ensure!(human.contains("next try at"), "{human}");
+
+    // Count the LXD operations on its instance for a minute: without backoff the reconciler
+    // re-plugged and probed every ~130 ms (hundreds of operations); with it, a few tries.
+    let mut events = lxd.client().events(&[ssp_lxd::EventKind::Operation]).await?;
+    let path = format!("/1.0/instances/{instance}");
+    let mut operations = std::collections::BTreeSet::new();
+    let window = tokio::time::sleep(Duration::from_secs(60));
+    tokio::pin!(window);
+    loop {
+        tokio::select! {
+            () = &mut window => break,
+            event = events.next() => {
+                let event = event.context("the event stream ended")??;
+                let on_it = event.metadata["resources"]["instances"]
+                    .as_array()
+                    .is_some_and(|list| list.iter().any(|p| p.as_str() == Some(&path)));
+                if on_it {
+                    operations.insert(event.metadata["id"].as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+    }
+    drop(events);
+    eprintln!("LXD operations on a container whose GPU probe always fails, over 60 s: {}", operations.len());
+    // Tries at about 2, 6, 14 and 30 s (±20 %), each a re-plug (two updates) and a probe.
+    ensure!(
+        (2..=20).contains(&operations.len()),
+        "{} LXD operations on a container whose probe always fails, in 60 s",
+        operations.len()
+    );
+    let view = shown(platform, &carol, "probe").await?;
+    ensure!(view["problem"].as_str().is_some_and(|p| p.contains("GPU health probe failed")), "{view}");
+
+    // The cause goes; an explicit pass tries at once (no waiting out the backoff).
+    ok(cli(platform, &carol, &["exec", "--root", "probe", "--", "rm", "/dev/nvidia7"]).await?, "unplant")?;
+    let report = platform.request("POST", "/api/v1/reconcile", None, None).await?;
+    ensure!(report.status == 200, "reconcile: {report:?}");
+    let view = shown(platform, &carol, "probe").await?;
+    ensure!(view["gpu_health"] == "healthy" && view.get("problem").is_none(), "{view}");
+    ensure!(view["converged"] == true && view["gpus"] == json!([0, 1]), "{view}");
+    let nodes = nodes_inside(platform, &carol, "probe").await?;
+    ensure!(nodes == vec![("nvidia0".into(), 195, 0), ("nvidia1".into(), 195, 1)], "inside: {nodes:?}");
+
+    // A detach returns once the node is gone from the running container.
+    ok(cli(platform, &carol, &["gpu", "detach", "probe", "--gpu", "1"]).await?, "detach")?;
+    let nodes = nodes_inside(platform, &carol, "probe").await?;
+    ensure!(nodes == vec![("nvidia0".into(), 195, 0)], "right after the detach returned: {nodes:?}");
+    Ok(())
+}
+
+ssp_testkit::lxd_tests![gpus_exactly_as_granted, a_failing_gpu_probe_backs_off];

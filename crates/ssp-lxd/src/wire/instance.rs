@@ -71,7 +71,7 @@ impl Instance {
 }
 
 /// The writable fields of an instance (`PUT /1.0/instances/{name}`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct InstancePut {
     /// Architecture name.
@@ -94,7 +94,7 @@ pub struct InstancePut {
 }
 
 /// Where a new instance comes from.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct InstanceSource {
     /// `image`, `copy`, `none`, …
@@ -132,7 +132,7 @@ impl InstanceSource {
 }
 
 /// Creation request (`POST /1.0/instances`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct InstancesPost {
     /// Name of the new instance.

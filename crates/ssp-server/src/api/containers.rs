@@ -22,6 +22,7 @@ use crate::auth::Caller;
 use crate::convert;
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::instance;
+use crate::reconcile::Condition;
 use crate::AppState;
 
 /// Filters for the list.
@@ -56,6 +57,15 @@ pub(crate) async fn view(state: &AppState, row: &Container, with_addresses: bool
         }
     };
     container.gpu_health = state.reconciler.gpu_health(&row.uid);
+    match state.reconciler.condition(&row.uid) {
+        Some(Condition::Converged) => container.converged = true,
+        Some(Condition::Waiting(what)) => container.waiting_for = Some(what),
+        Some(Condition::Failed(retry)) => {
+            container.problem_at = Some(retry.failed_at_ms / 1000);
+            container.next_try_at = Some(retry.next_at_ms.div_euclid(1000) + 1);
+        }
+        Some(Condition::Stuck(_)) | None => {}
+    }
     let uid = row.uid.clone();
     container.ssh_host_key = state.db.run(move |s| s.ssh_host_key(&uid)).await.unwrap_or_else(|e| {
         tracing::warn!("reading a pinned host key: {e}");
@@ -242,7 +252,7 @@ pub async fn create(
             Ok(created.map(|c| (StatusCode::CREATED, c)).map_err(ApiError::from))
         })
         .await??;
-    state.reconciler.wake();
+    state.reconciler.changed(&row.uid);
     Ok((status, Json(view(&state, &row, false).await)))
 }
 
@@ -267,6 +277,7 @@ pub async fn show(
         let row = visible(&state, &caller, &owner, &name).await?;
         let current = view(&state, &row, true).await;
         let reached = current.phase == api::Phase::Ready
+            && current.converged
             && match target {
                 WaitFor::Running => current.status == "Running",
                 WaitFor::Stopped => current.status == "Stopped",
@@ -347,7 +358,7 @@ pub async fn set_state(
             store.container(&owner, &name)
         })
         .await?;
-    state.reconciler.wake();
+    state.reconciler.changed(&row.uid);
     Ok((StatusCode::ACCEPTED, Json(view(&state, &row, false).await)))
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::Json;
 use ssp_api as api;
 use ssp_core::gpu::GpuRequest;
@@ -183,14 +183,35 @@ pub async fn usage(State(state): State<AppState>, caller: Caller) -> ApiResult<J
     Ok(Json(api::GpuUsage { containers, users }))
 }
 
-/// Grants GPUs to a container, running or not: they are plugged in at once (hot-plug).
-#[utoipa::path(post, path = "/api/v1/containers/{owner}/{name}/gpus", tag = "gpus", request_body = api::GpuAsk,
+/// Whether a change's answer waits until LXD has it (the default) or comes once it is
+/// recorded (`?wait=false`, for scripts that want to go on).
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+pub struct ChangeWait {
+    /// `false`: answer once recorded, without waiting for the container to have it.
+    pub wait: Option<bool>,
+}
+
+impl ChangeWait {
+    /// Has the reconciler's executor converge the container now (waiting for it) or later.
+    async fn apply(&self, state: &AppState, uid: &str) -> ApiResult<()> {
+        state.reconciler.changed(uid);
+        if self.wait != Some(false) {
+            state.reconciler_pass.converge_now(uid).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Grants GPUs to a container, running or not: they are plugged in at once (hot-plug), and
+/// the answer comes once the container has them (unless `?wait=false`).
+#[utoipa::path(post, path = "/api/v1/containers/{owner}/{name}/gpus", tag = "gpus", request_body = api::GpuAsk, params(ChangeWait),
     responses((status = 200, body = api::GpuGrant), (status = 400, body = api::ErrorBody),
         (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub async fn attach(
     State(state): State<AppState>,
     caller: Caller,
     Path((owner, name)): Path<(String, String)>,
+    Query(wait): Query<ChangeWait>,
     ApiJson(ask): ApiJson<api::GpuAsk>,
 ) -> ApiResult<Json<api::GpuGrant>> {
     let row = visible(&state, &caller, &owner, &name).await?;
@@ -208,24 +229,26 @@ pub async fn attach(
             Ok((granted, holds))
         })
         .await?;
-    state.reconciler.wake();
+    wait.apply(&state, &row.uid).await?;
     Ok(Json(api::GpuGrant { granted, holds, expires_at }))
 }
 
-/// Detaches GPU `index` from a container; the container keeps running.
-#[utoipa::path(delete, path = "/api/v1/containers/{owner}/{name}/gpus/{index}", tag = "gpus",
+/// Detaches GPU `index` from a container; the container keeps running. The answer comes
+/// once the device is gone from it (unless `?wait=false`).
+#[utoipa::path(delete, path = "/api/v1/containers/{owner}/{name}/gpus/{index}", tag = "gpus", params(ChangeWait),
     responses((status = 204), (status = 404, body = api::ErrorBody)))]
 pub async fn detach(
     State(state): State<AppState>,
     caller: Caller,
     Path((owner, name, index)): Path<(String, String, u32)>,
+    Query(wait): Query<ChangeWait>,
 ) -> ApiResult<axum::http::StatusCode> {
     let row = visible(&state, &caller, &owner, &name).await?;
     let (actor, uid) = (caller.name.clone(), row.uid.clone());
     if !state.db.run(move |s| s.end_lease(Some(&actor), &uid, index, "detach")).await? {
         return Err(ApiError::NotFound(format!("container {owner}/{name} does not hold GPU {index}")));
     }
-    state.reconciler.wake();
+    wait.apply(&state, &row.uid).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 

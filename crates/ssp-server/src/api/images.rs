@@ -301,7 +301,7 @@ pub(crate) async fn record(
             Ok(store.create_container_from(Some(&actor), &new, &source).map_err(ApiError::from))
         })
         .await??;
-    state.reconciler.wake();
+    state.reconciler.changed(&row.uid);
     Ok(row)
 }
 

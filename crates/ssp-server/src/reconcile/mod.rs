@@ -1,20 +1,34 @@
 //! The reconciler: makes LXD match the containers in the state database, level-driven.
 //!
-//! A pass reads every stored container and every LXD instance tagged with this platform's
-//! id, and converges each pair from what it finds — never from why it was woken (periodic
-//! timer, an LXD event, an API change). That makes every step idempotent and lets a daemon
-//! killed at any instant finish or undo its work on the next pass:
+//! A pass reads every stored container, every LXD instance tagged with this platform's id
+//! and LXD's running operations, and converges each pair from what it finds — never from why
+//! it was woken (periodic timer, an LXD event, an API change). The decisions are one pure
+//! function, [`plan::plan`]: from the row, its attachments and what LXD shows, the *next*
+//! step. This module is the executor: it observes, plans, carries the step out, observes
+//! again, and stops at a step that is not an action:
 //!
 //! - a row in `creating` gets its instance made (or adopted, if a previous run made it and
 //!   died before recording it), then moves to `ready`;
 //! - a `ready` row is kept at its desired state, its drifted config and devices restored,
-//!   its owner's account and keys synced; if its instance vanished it becomes `lost`;
+//!   its owner's account and keys synced, its GPUs probed; if its instance vanished it
+//!   becomes `lost`;
 //! - a `deleting` row has its instance removed, then the row;
 //! - an instance tagged with this platform whose row is gone is an orphan and is removed.
+//!
+//! A step that fails is tried again after a capped, jittered backoff (`plan::backoff_ms`),
+//! at once when the desired state or LXD's status changed; an instance LXD reports busy is
+//! waited for, never counted as a failure. What failed and when the next try is are kept
+//! per container ([`Condition`]) for the API to show.
+//!
+//! **One writer:** every change ssp makes to an instance's config and devices is made here.
+//! Other parts record what they want (a lease, a share, a restore) and ask for a converge
+//! ([`Reconciler::converge_now`]) when their caller waits for the result.
 //!
 //! Rows are only ever written *before* LXD is touched (by the API) or *after* LXD reached the
 //! recorded state (by the reconciler), so every acknowledged create exists after a crash and
 //! nothing in LXD is left without a row.
+
+pub mod plan;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -24,12 +38,14 @@ use futures_util::StreamExt;
 use ssp_api::ReconcileReport;
 use ssp_lxd::wire::Instance;
 use ssp_lxd::StateAction;
-use ssp_store::{Container, ContainerPhase, ContainerSource, DesiredState};
+use ssp_store::{Container, ContainerPhase, ContainerSource};
 use tokio::sync::Notify;
 
+use self::plan::{CopySource, Step};
 use crate::attachments;
 use crate::db::Db;
 use crate::gpu;
+use crate::guest::{self, Script};
 use crate::instance::{self, Attachments, Layout, TAG_ACCOUNT, TAG_ID, TAG_PLATFORM};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,16 +54,53 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
 const WORK_TIMEOUT: Duration = Duration::from_secs(600);
 /// Inside work (account set-up, the GPU probe) rides out LXD's exec stalls (see `ssp-lxd`).
 const ACCOUNT_TIMEOUT: Duration = Duration::from_secs(200);
+/// Steps one converge may take before it gives up for now (a plan that never settles is a
+/// bug; it must not spin).
+const MAX_STEPS: usize = 12;
 
-/// What went wrong converging one container; kept as its `problem` until a pass succeeds.
+/// What went wrong converging one container; kept as its `problem` until it converges.
 #[derive(Debug, thiserror::Error)]
-enum StepError {
+pub enum StepError {
+    /// LXD refused or failed.
     #[error("{0}")]
     Lxd(#[from] ssp_lxd::Error),
+    /// The state database failed.
     #[error("{0}")]
     Store(#[from] ssp_store::Error),
+    /// A script inside could not be run.
+    #[error("{0}")]
+    Guest(#[from] guest::GuestError),
+    /// Anything else, said for people.
     #[error("{0}")]
     Other(String),
+}
+
+impl StepError {
+    /// LXD refused because another operation holds the instance: a state to wait out.
+    fn is_busy(&self) -> bool {
+        match self {
+            StepError::Lxd(e) | StepError::Guest(guest::GuestError::Lxd(e)) => is_busy(e),
+            _ => false,
+        }
+    }
+}
+
+/// LXD's "Instance is busy running a … operation".
+fn is_busy(e: &ssp_lxd::Error) -> bool {
+    e.to_string().contains("is busy running")
+}
+
+impl From<StepError> for crate::error::ApiError {
+    /// A converge someone waited for failed: LXD's and the store's own errors map as
+    /// everywhere; what the reconciler itself reports is a state of the container (it keeps
+    /// trying), not an internal error.
+    fn from(error: StepError) -> Self {
+        match error {
+            StepError::Lxd(e) | StepError::Guest(guest::GuestError::Lxd(e)) => e.into(),
+            StepError::Store(e) => e.into(),
+            other => crate::error::ApiError::Conflict(format!("{other}; ssp keeps trying (see `ssp container show`)")),
+        }
+    }
 }
 
 /// Why a whole pass could not run.
@@ -63,7 +116,7 @@ pub enum PassError {
 
 /// What converging one container did.
 #[derive(Debug, Default, Clone, Copy)]
-struct Outcome {
+pub struct Outcome {
     created: bool,
     started: bool,
     stopped: bool,
@@ -79,12 +132,26 @@ impl Outcome {
     }
 }
 
-/// Shared with the API: wakes the reconciler and reads its per-container problems.
+/// Where the reconciler stands with one container, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// LXD matches what ssp wants: the owner can use it.
+    Converged,
+    /// Waiting for an LXD operation on it to end.
+    Waiting(String),
+    /// A step failed; tried again at `retry.next_at_ms`.
+    Failed(plan::Retry),
+    /// Needs a person: the text says what to do.
+    Stuck(String),
+}
+
+/// Shared with the API: wakes the reconciler and reads where it stands with each container.
 #[derive(Debug, Clone)]
 pub struct ReconcilerHandle {
     wake: Arc<Notify>,
-    problems: Arc<Mutex<HashMap<String, String>>>,
+    conditions: Arc<Mutex<HashMap<String, Condition>>>,
     gpu_health: Arc<Mutex<HashMap<String, String>>>,
+    set_up: Arc<Mutex<HashSet<String>>>,
     progress: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
@@ -92,8 +159,9 @@ impl Default for ReconcilerHandle {
     fn default() -> Self {
         Self {
             wake: Arc::default(),
-            problems: Arc::default(),
+            conditions: Arc::default(),
             gpu_health: Arc::default(),
+            set_up: Arc::default(),
             progress: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
@@ -115,9 +183,63 @@ impl ReconcilerHandle {
         self.wake.notify_one();
     }
 
+    /// The API changed what ssp wants of container `uid`: it is not converged until the
+    /// reconciler says so again (so a waiting caller does not take the old state as done).
+    pub fn changed(&self, uid: &str) {
+        self.conditions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
+        self.wake();
+    }
+
+    /// Where the reconciler stands with container `uid` (`None`: not looked at since it
+    /// last changed).
+    pub fn condition(&self, uid: &str) -> Option<Condition> {
+        self.conditions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(uid).cloned()
+    }
+
     /// The last problem with container `uid`, if it is not converged.
     pub fn problem(&self, uid: &str) -> Option<String> {
-        self.problems.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(uid).cloned()
+        match self.condition(uid)? {
+            Condition::Failed(retry) => Some(retry.problem),
+            Condition::Stuck(why) => Some(why),
+            Condition::Converged | Condition::Waiting(_) => None,
+        }
+    }
+
+    fn retry(&self, uid: &str) -> Option<plan::Retry> {
+        match self.condition(uid)? {
+            Condition::Failed(retry) => Some(retry),
+            _ => None,
+        }
+    }
+
+    fn settle(&self, uid: &str, condition: Condition) {
+        let mut conditions = self.conditions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Waiting for LXD keeps an earlier failure's record (and its backoff).
+        if matches!(condition, Condition::Waiting(_)) && matches!(conditions.get(uid), Some(Condition::Failed(_))) {
+            return;
+        }
+        conditions.insert(uid.to_string(), condition);
+    }
+
+    /// Whether container `uid`'s owner account was set up inside at least once (its
+    /// instance carries the account tag): from then on a login finds its user.
+    pub fn account_set_up(&self, uid: &str) -> bool {
+        self.set_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(uid)
+    }
+
+    fn saw(&self, uid: &str, found: Option<&Instance>) {
+        let mut set_up = self.set_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if found.is_some_and(|i| i.config.contains_key(TAG_ACCOUNT)) {
+            set_up.insert(uid.to_string());
+        } else {
+            set_up.remove(uid);
+        }
+    }
+
+    fn forget(&self, uid: &str) {
+        self.set_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
+        self.conditions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
+        self.gpu_health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
     }
 
     /// The last GPU health probe of container `uid`: `healthy`, or what failed.
@@ -130,14 +252,6 @@ impl ReconcilerHandle {
         match health {
             Some(text) => map.insert(uid.to_string(), text),
             None => map.remove(uid),
-        };
-    }
-
-    fn set_problem(&self, uid: &str, problem: Option<String>) {
-        let mut problems = self.problems.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match problem {
-            Some(text) => problems.insert(uid.to_string(), text),
-            None => problems.remove(uid),
         };
     }
 }
@@ -157,8 +271,34 @@ pub struct Reconciler {
     unknown_reported: Arc<Mutex<HashSet<String>>>,
 }
 
-/// One container's work: its row, its instance if LXD has one, what else shapes it.
-type Work = (Container, Option<Instance>, Attachments);
+/// One container's work: what ssp wants and what LXD shows of it.
+#[derive(Debug, Clone)]
+struct Work {
+    row: Container,
+    instance: Option<Instance>,
+    extra: Attachments,
+    copy_source: CopySource,
+    /// An LXD operation that holds the instance right now.
+    busy: Option<String>,
+}
+
+/// How patient a converge is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The background loop: honour backoff, come back for a busy instance later.
+    Patient,
+    /// Someone waits for the result (an explicit pass, a user's action): try now, and wait
+    /// for a busy instance.
+    Now,
+}
+
+/// What to do after a step.
+enum Flow {
+    /// Observe and plan again.
+    Continue,
+    /// The container's work is over (its row went, or it changed under us).
+    Done,
+}
 
 impl Reconciler {
     /// A reconciler over `db` and `lxd`.
@@ -188,8 +328,8 @@ impl Reconciler {
     }
 
     /// Keeps the reconciler's hands off container `uid` until the [`Hold`] drops: a
-    /// multi-step action (a snapshot restore stops, restores, repairs and starts it) must
-    /// not race a pass that would start it half-way. Waits for work already in flight.
+    /// multi-step action (a snapshot restore stops and restores it) must not race a pass
+    /// that would start it half-way. Waits for work already in flight.
     pub async fn hold(&self, uid: &str) -> Hold {
         loop {
             {
@@ -204,6 +344,97 @@ impl Reconciler {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Converges container `uid` now and returns when it is done (or failed): what an action
+    /// whose caller waits uses after recording its intent (a GPU detach, a restore, a
+    /// start). Waits for work on it already in flight; ignores backoff (someone asked).
+    pub async fn converge_now(&self, uid: &str) -> Result<(), StepError> {
+        let hold = self.hold(uid).await;
+        let result = self.converge_held(uid).await;
+        drop(hold);
+        result
+    }
+
+    /// Converges container `uid` while the caller holds it (see [`Reconciler::hold`]).
+    pub async fn converge_held(&self, uid: &str) -> Result<(), StepError> {
+        let Some(mut work) = self.load(uid).await? else { return Ok(()) };
+        self.observe_one(&mut work).await?;
+        let object = format!("{}/{}", work.row.owner, work.row.name);
+        let outcome = match tokio::time::timeout(WORK_TIMEOUT, self.converge(work, Mode::Now)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StepError::Other(format!("no answer from LXD within {} s", WORK_TIMEOUT.as_secs()))),
+        };
+        match &outcome {
+            Ok(done) if done.any() => tracing::info!(container = %object, ?done, "converged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(container = %object, "not converged: {e}"),
+        }
+        self.handle.moved();
+        outcome.map(|_| ())
+    }
+
+    /// Applies ssp's config and devices to LXD instance `instance` now, and nothing more (no
+    /// start, no account, no GPU probe): what the SSH gateway's device registry calls after
+    /// it registered or dropped a device, so its sessions' devices are written by this one
+    /// writer — and still reach a container whose other work fails.
+    pub async fn apply_devices(&self, instance: &str) -> Result<(), StepError> {
+        let name = instance.to_string();
+        let uid = self
+            .db
+            .run(move |s| Ok(s.all_containers()?.into_iter().find(|r| instance::lxd_name(r) == name).map(|r| r.uid)))
+            .await?;
+        let Some(uid) = uid else { return Err(StepError::Other(format!("no container has instance {instance}"))) };
+        let _hold = self.hold(&uid).await;
+        let Some(mut work) = self.load(&uid).await? else { return Ok(()) };
+        for _ in 0..MAX_STEPS {
+            self.observe_one(&mut work).await?;
+            let input = plan::Input {
+                row: &work.row,
+                instance: work.instance.as_ref(),
+                extra: &work.extra,
+                layout: &self.layout,
+                copy_source: &work.copy_source,
+                busy: None,
+                retry: None,
+                now_ms: unix_ms(),
+            };
+            let Step::Repair(put) = plan::plan(&input) else { return Ok(()) };
+            match self.lxd.update_instance(instance, &put, None).await {
+                Ok(operation) => match operation.wait(Some(OPERATION_TIMEOUT)).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if is_busy(&e) => {}
+                    Err(e) => return Err(e.into()),
+                },
+                Err(e) if is_busy(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.wait_for_operations_on(instance).await?;
+        }
+        Err(StepError::Other(format!("instance {instance} stayed busy")))
+    }
+
+    /// One container's row, attachments and copy source, from the store.
+    async fn load(&self, uid: &str) -> Result<Option<Work>, StepError> {
+        let layout = self.layout.clone();
+        let id = uid.to_string();
+        let found = self
+            .db
+            .run(move |store| {
+                let row = match store.container_by_uid(&id) {
+                    Ok(row) => row,
+                    Err(ssp_store::Error::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let rows = [row];
+                let mut extra = attachments::load(store, &rows, &layout)?;
+                let [row] = rows;
+                let copy_source = copy_source(store, &row)?;
+                let extra = extra.remove(&row.uid).unwrap_or_default();
+                Ok(Some((row, extra, copy_source)))
+            })
+            .await?;
+        Ok(found.map(|(row, extra, copy_source)| Work { row, instance: None, extra, copy_source, busy: None }))
     }
 
     /// Runs forever: after every wake-up, LXD event, and at least every `interval`, observes
@@ -250,18 +481,24 @@ impl Reconciler {
         }
     }
 
-    /// What ssp wants and what LXD has: each row with its instance and its attachments, and
-    /// the instances tagged with this platform that no row claims (orphans).
+    /// What ssp wants and what LXD has: each row with its instance, attachments and the
+    /// operation holding it, and the instances tagged with this platform that no row claims
+    /// (orphans).
     async fn observe(&self) -> Result<(Vec<Work>, HashMap<String, Instance>), PassError> {
         let layout = self.layout.clone();
-        let (rows, mut attachments) = self
+        let (rows, mut attachments, mut copies) = self
             .db
             .run(move |store| {
                 let rows = store.all_containers()?;
                 let attachments = attachments::load(store, &rows, &layout)?;
-                Ok((rows, attachments))
+                let mut copies = HashMap::new();
+                for row in rows.iter().filter(|r| r.phase == ContainerPhase::Creating) {
+                    copies.insert(row.uid.clone(), copy_source(store, row)?);
+                }
+                Ok((rows, attachments, copies))
             })
             .await?;
+        let mut busy = self.operations_holding_instances().await?;
         // Several instances may carry one id for a moment: an import (or a copy) starts
         // with its source's tags until ssp's replace them. A row's own instance is the one
         // with its name; the others are someone's work in progress, not orphans.
@@ -286,7 +523,9 @@ impl Reconciler {
                     (at < list.len()).then(|| list.swap_remove(at))
                 });
                 let extra = attachments.remove(&row.uid).unwrap_or_default();
-                (row, found, extra)
+                let copy_source = copies.remove(&row.uid).unwrap_or(CopySource::None);
+                let busy = found.as_ref().and_then(|i| busy.remove(&i.name));
+                Work { row, instance: found, extra, copy_source, busy }
             })
             .collect();
         let orphans = ours
@@ -294,6 +533,26 @@ impl Reconciler {
             .filter_map(|(id, list)| list.into_iter().find(|i| !row_names.contains(&i.name)).map(|i| (id, i)))
             .collect();
         Ok((work, orphans))
+    }
+
+    /// The running LXD operations that hold an instance (start, stop, update, snapshot,
+    /// restore, …), by instance name. Exec and console sessions (websocket operations) run
+    /// beside everything and hold nothing.
+    async fn operations_holding_instances(&self) -> Result<HashMap<String, String>, PassError> {
+        let mut holding = HashMap::new();
+        for operation in self.lxd.running_operations().await? {
+            let state = operation.state();
+            if state.class != "task" {
+                continue;
+            }
+            for path in state.resources.get("instances").into_iter().flatten() {
+                if let Some(name) = path.strip_prefix("/1.0/instances/") {
+                    let name = name.split(['/', '?']).next().unwrap_or(name);
+                    holding.insert(name.to_string(), format!("LXD is busy with \"{}\"", state.description));
+                }
+            }
+        }
+        Ok(holding)
     }
 
     /// Marks `uid` as being worked on; `false` if it already is.
@@ -309,30 +568,29 @@ impl Reconciler {
         !self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
     }
 
-    /// Converges one container under a parallelism slot and records its problem, if any.
-    async fn work_on(&self, (row, found, extra): Work) -> Result<Outcome, StepError> {
-        let uid = row.uid.clone();
-        let object = format!("{}/{}", row.owner, row.name);
+    /// Converges one container under a parallelism slot and logs what happened.
+    async fn work_on(&self, work: Work, mode: Mode) -> Result<Outcome, StepError> {
+        let uid = work.row.uid.clone();
+        let object = format!("{}/{}", work.row.owner, work.row.name);
         let outcome = {
             let _slot = self.slots.acquire().await;
             // A hung LXD call (an exec whose websocket never ends) must not hold this
             // container's claim forever: give up, and the next pass tries again.
-            match tokio::time::timeout(WORK_TIMEOUT, self.converge(row, found, &extra)).await {
+            match tokio::time::timeout(WORK_TIMEOUT, self.converge(work, mode)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(StepError::Other(format!("no answer from LXD within {} s", WORK_TIMEOUT.as_secs()))),
             }
         };
         match &outcome {
             Ok(done) => {
-                self.handle.set_problem(&uid, None);
+                if done.deleted {
+                    self.handle.forget(&uid);
+                }
                 if done.any() {
                     tracing::info!(container = %object, ?done, "converged");
                 }
             }
-            Err(e) => {
-                tracing::warn!(container = %object, "not converged: {e}");
-                self.handle.set_problem(&uid, Some(e.to_string()));
-            }
+            Err(e) => tracing::warn!(container = %object, "not converged: {e}"),
         }
         self.release(&uid);
         self.handle.moved();
@@ -344,13 +602,13 @@ impl Reconciler {
         let _one = self.one_at_a_time.lock().await;
         let (work, orphans) = self.observe().await?;
         for item in work {
-            if !self.claim(&item.0.uid) {
+            if !self.claim(&item.row.uid) {
                 continue;
             }
             let this = self.clone();
             tokio::spawn(async move {
-                // Whatever changed may call for a follow-up (a create is followed by a start).
-                if matches!(this.work_on(item).await, Ok(done) if done.any()) {
+                // Whatever changed may call for a follow-up.
+                if matches!(this.work_on(item, Mode::Patient).await, Ok(done) if done.any()) {
                     this.handle.wake();
                 }
             });
@@ -360,7 +618,8 @@ impl Reconciler {
     }
 
     /// One full pass over every container, waiting for all of it (and for work dispatched
-    /// earlier): after it returns, LXD matches the database as far as it can be made to.
+    /// earlier), trying failed work now rather than after its backoff: after it returns, LXD
+    /// matches the database as far as it can be made to.
     pub async fn pass(&self) -> Result<ReconcileReport, PassError> {
         let _one = self.one_at_a_time.lock().await;
         let started = Instant::now();
@@ -373,8 +632,8 @@ impl Reconciler {
         let outcomes: Vec<Result<Outcome, StepError>> = futures_util::stream::iter(work)
             .map(|item| async move {
                 // Nothing else can claim while this pass holds the lock and the queue is empty.
-                self.claim(&item.0.uid);
-                self.work_on(item).await
+                self.claim(&item.row.uid);
+                self.work_on(item, Mode::Now).await
             })
             .buffer_unordered(self.parallelism)
             .collect()
@@ -445,52 +704,165 @@ impl Reconciler {
         removed
     }
 
-    async fn converge(
-        &self,
-        row: Container,
-        found: Option<Instance>,
-        extra: &Attachments,
-    ) -> Result<Outcome, StepError> {
+    /// Converges one container: plan a step, carry it out, observe again, until the plan is
+    /// not an action (converged, waiting for LXD, backing off, stuck) or `MAX_STEPS` ran.
+    /// A failed step is recorded with its backoff; a busy LXD is waited out, not a failure.
+    async fn converge(&self, mut work: Work, mode: Mode) -> Result<Outcome, StepError> {
         let mut outcome = Outcome::default();
-        let uid = row.uid.clone();
-        match (row.phase, found) {
-            (ContainerPhase::Deleting, Some(existing)) => {
-                self.remove_instance(&existing).await?;
-                self.db.run(move |s| s.forget_container(&uid)).await?;
-                outcome.deleted = true;
-            }
-            (ContainerPhase::Deleting, None) => {
-                self.db.run(move |s| s.forget_container(&uid)).await?;
-                outcome.deleted = true;
-            }
-            (ContainerPhase::Creating, None) => {
-                let mut request = instance::create_request(&row, &self.layout, extra);
-                // A copy starts only after `keep` replaced the config LXD copied from its
-                // source (another owner's identity in `raw.idmap`, say) with its own.
-                let mut start_now = true;
-                match &row.source {
-                    ContainerSource::Image => {}
-                    ContainerSource::Copy(from) => {
-                        let from = from.clone();
-                        let source = match self.db.run(move |s| s.container_by_uid(&from)).await {
-                            Ok(source) => source,
-                            Err(ssp_store::Error::NotFound { .. }) => {
-                                return Err(StepError::Other(
-                                    "the container it copies was deleted before the copy was made; delete this one"
-                                        .into(),
-                                ))
-                            }
-                            Err(e) => return Err(e.into()),
-                        };
-                        request.source = ssp_lxd::wire::InstanceSource::copy_of(instance::lxd_name(&source));
-                        start_now = false;
-                    }
-                    ContainerSource::Import => {
-                        return Err(StepError::Other(
-                            "its import did not finish; delete it and import the archive again".into(),
-                        ))
+        let uid = work.row.uid.clone();
+        for _ in 0..MAX_STEPS {
+            self.handle.saw(&uid, work.instance.as_ref());
+            let now_ms = unix_ms();
+            let retry = match mode {
+                Mode::Patient => self.handle.retry(&uid),
+                // An explicit pass (an admin's, the crash test's) tries now.
+                Mode::Now => None,
+            };
+            let input = plan::Input {
+                row: &work.row,
+                instance: work.instance.as_ref(),
+                extra: &work.extra,
+                layout: &self.layout,
+                copy_source: &work.copy_source,
+                busy: work.busy.as_deref(),
+                retry: retry.as_ref(),
+                now_ms,
+            };
+            let step = plan::plan(&input);
+            let fingerprint = plan::fingerprint(&input);
+            match step {
+                Step::Converged => {
+                    self.handle.settle(&uid, Condition::Converged);
+                    return Ok(outcome);
+                }
+                Step::Backoff { until_ms } => {
+                    self.wake_at(until_ms);
+                    return Ok(outcome);
+                }
+                Step::Stuck(why) => {
+                    self.handle.settle(&uid, Condition::Stuck(why.clone()));
+                    return Err(StepError::Other(why));
+                }
+                Step::WaitForLxd(what) => {
+                    let name = work.instance.as_ref().map_or_else(|| instance::lxd_name(&work.row), |i| i.name.clone());
+                    self.handle.settle(&uid, Condition::Waiting(what));
+                    match mode {
+                        // Woken again by LXD's event when it is done, or by the timer.
+                        Mode::Patient => {
+                            self.wake_at(now_ms + 2_000);
+                            return Ok(outcome);
+                        }
+                        Mode::Now => self.wait_for_operations_on(&name).await?,
                     }
                 }
+                action => {
+                    tracing::debug!(container = %format!("{}/{}", work.row.owner, work.row.name), step = action.name(), "step");
+                    match self.execute(&mut work, action, &mut outcome).await {
+                        Ok(Flow::Continue) => {}
+                        Ok(Flow::Done) => {
+                            self.handle.settle(&uid, Condition::Converged);
+                            return Ok(outcome);
+                        }
+                        Err(e) if e.is_busy() => {
+                            // Someone else's operation got there first: wait it out.
+                            self.handle.settle(&uid, Condition::Waiting(e.to_string()));
+                            self.wake_at(unix_ms() + 2_000);
+                            return Ok(outcome);
+                        }
+                        Err(e) => {
+                            self.fail(&uid, fingerprint, &e);
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            self.observe_one(&mut work).await?;
+        }
+        let e = StepError::Other(format!("did not settle after {MAX_STEPS} steps; trying again later"));
+        let input_fingerprint = {
+            let input = plan::Input {
+                row: &work.row,
+                instance: work.instance.as_ref(),
+                extra: &work.extra,
+                layout: &self.layout,
+                copy_source: &work.copy_source,
+                busy: work.busy.as_deref(),
+                retry: None,
+                now_ms: unix_ms(),
+            };
+            plan::fingerprint(&input)
+        };
+        self.fail(&uid, input_fingerprint, &e);
+        Err(e)
+    }
+
+    /// Records a failed step and when to try again (the same failure in a row backs off
+    /// longer), and has the reconciler woken then.
+    fn fail(&self, uid: &str, fingerprint: String, e: &StepError) {
+        let now_ms = unix_ms();
+        let attempts = match self.handle.retry(uid) {
+            Some(previous) if previous.fingerprint == fingerprint => previous.attempts.saturating_add(1),
+            _ => 1,
+        };
+        let seed = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (uid, attempts, now_ms).hash(&mut hasher);
+            hasher.finish()
+        };
+        let next_at_ms = now_ms + plan::backoff_ms(attempts, seed);
+        self.handle.settle(
+            uid,
+            Condition::Failed(plan::Retry {
+                fingerprint,
+                attempts,
+                problem: e.to_string(),
+                failed_at_ms: now_ms,
+                next_at_ms,
+            }),
+        );
+        self.wake_at(next_at_ms);
+    }
+
+    /// Wakes the reconciler at `at_ms` (Unix milliseconds).
+    fn wake_at(&self, at_ms: i64) {
+        let delay = Duration::from_millis(u64::try_from(at_ms - unix_ms()).unwrap_or(0));
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            handle.wake();
+        });
+    }
+
+    /// Looks at one container's instance again after a step (LXD changed it).
+    async fn observe_one(&self, work: &mut Work) -> Result<(), StepError> {
+        let name = instance::lxd_name(&work.row);
+        work.busy = None;
+        work.instance = match self.lxd.instance(&name).await {
+            Ok(found) => Some(found.value),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(())
+    }
+
+    /// Carries out one step.
+    async fn execute(&self, work: &mut Work, step: Step, outcome: &mut Outcome) -> Result<Flow, StepError> {
+        let uid = work.row.uid.clone();
+        let object = format!("{}/{}", work.row.owner, work.row.name);
+        let name = work.instance.as_ref().map_or_else(|| instance::lxd_name(&work.row), |i| i.name.clone());
+        match step {
+            Step::Forget => {
+                self.db.run(move |s| s.forget_container(&uid)).await?;
+                outcome.deleted = true;
+                return Ok(Flow::Done);
+            }
+            Step::Remove => {
+                if let Some(existing) = &work.instance {
+                    self.remove_instance(existing).await?;
+                }
+            }
+            Step::Create { request, start } => {
                 {
                     // LXD 5.0.2 hands out isolated idmap ranges racily: concurrent creates got
                     // overlapping ranges, or ranges outside /etc/subuid that then fail to start
@@ -503,108 +875,42 @@ impl Reconciler {
                 }
                 outcome.created = true;
                 // Made exactly as desired: record it and start it at once, side by side.
-                let name = request.name.clone();
-                let start = async {
-                    if row.desired_state == DesiredState::Running && start_now {
-                        self.lxd.start_instance(&name, START_TIMEOUT).await.map(|()| true)
+                let start_it = async {
+                    if start {
+                        self.lxd.start_instance(&request.name, START_TIMEOUT).await.map(|()| true)
                     } else {
                         Ok(false)
                     }
                 };
                 let record =
                     self.db.run(move |s| s.advance_phase(&uid, ContainerPhase::Creating, ContainerPhase::Ready));
-                let (advanced, started) = tokio::join!(record, start);
+                let (advanced, started) = tokio::join!(record, start_it);
                 outcome.started = started?;
                 self.handle.moved();
-                // Deleted meanwhile: the next pass removes what was just made.
-                if advanced? {
-                    let made = self.lxd.instance(&name).await?.value;
-                    self.keep(&row, made, extra, &mut outcome).await?;
+                if !advanced? {
+                    // Deleted meanwhile: the next pass removes what was just made.
+                    return Ok(Flow::Done);
                 }
+                work.row.phase = ContainerPhase::Ready;
             }
-            (from @ (ContainerPhase::Creating | ContainerPhase::Lost), Some(existing)) => {
-                // Made by a predecessor that died: its create may still be running in LXD,
-                // and acting on a half-made instance wedges it ("Error" status).
-                self.wait_for_operations_on(&existing.name).await?;
-                let existing = self.lxd.instance(&existing.name).await?.value;
-                if self.db.run(move |s| s.advance_phase(&uid, from, ContainerPhase::Ready)).await? {
-                    self.keep(&row, existing, extra, &mut outcome).await?;
+            Step::Adopt => {
+                let from = work.row.phase;
+                if !self.db.run(move |s| s.advance_phase(&uid, from, ContainerPhase::Ready)).await? {
+                    return Ok(Flow::Done);
                 }
+                work.row.phase = ContainerPhase::Ready;
             }
-            (ContainerPhase::Ready, Some(existing)) => self.keep(&row, existing, extra, &mut outcome).await?,
-            (ContainerPhase::Ready, None) => {
+            Step::MarkLost => {
                 outcome.lost =
                     self.db.run(move |s| s.advance_phase(&uid, ContainerPhase::Ready, ContainerPhase::Lost)).await?;
+                work.row.phase = ContainerPhase::Lost;
             }
-            (ContainerPhase::Lost, None) => {
-                return Err(StepError::Other(
-                    "its LXD instance vanished outside ssp; delete it (`ssp container delete`) and create it again"
-                        .into(),
-                ))
+            Step::Repair(put) => {
+                self.lxd.update_instance(&name, &put, None).await?.wait(Some(OPERATION_TIMEOUT)).await?;
+                outcome.repaired = true;
+                self.db.run(move |s| s.log(None, "container.repaired", &object, None)).await?;
             }
-        }
-        Ok(outcome)
-    }
-
-    /// Starts instance `name`. LXD refuses while another operation holds the instance ("is
-    /// busy running a stop operation"): a stop a killed predecessor started, or LXD's own
-    /// clean-up right after an instance stopped (which is not an API operation one can wait
-    /// for). Then it waits for the API operations on it and tries again, for up to 10 s.
-    async fn start_when_idle(&self, name: &str) -> Result<(), StepError> {
-        let mut attempts = 0;
-        loop {
-            match self.lxd.start_instance(name, START_TIMEOUT).await {
-                Err(e) if e.to_string().contains("is busy running") && attempts < 40 => {
-                    attempts += 1;
-                    self.wait_for_operations_on(name).await?;
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                other => return Ok(other?),
-            }
-        }
-    }
-
-    /// Waits for LXD operations still running on instance `name`.
-    async fn wait_for_operations_on(&self, name: &str) -> Result<(), StepError> {
-        let path = format!("/1.0/instances/{name}");
-        for operation in self.lxd.running_operations().await? {
-            let on_it = operation.state().resources.get("instances").is_some_and(|list| list.contains(&path))
-                || operation
-                    .state()
-                    .resources
-                    .get("containers")
-                    .is_some_and(|list| list.iter().any(|p| p == &format!("/1.0/containers/{name}")));
-            if on_it {
-                tracing::info!(instance = %name, operation = %operation.id(), "waiting for an operation a predecessor started");
-                match operation.wait(Some(OPERATION_TIMEOUT)).await {
-                    Ok(_) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => tracing::warn!(instance = %name, "an earlier operation on it failed: {e}"),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Keeps an existing instance at the row's desired shape and state.
-    async fn keep(
-        &self,
-        row: &Container,
-        mut existing: Instance,
-        extra: &Attachments,
-        outcome: &mut Outcome,
-    ) -> Result<(), StepError> {
-        let name = existing.name.clone();
-        if let Some(put) = instance::repair(&existing, row, &self.layout, extra) {
-            self.lxd.update_instance(&name, &put, None).await?.wait(Some(OPERATION_TIMEOUT)).await?;
-            outcome.repaired = true;
-            let object = format!("{}/{}", row.owner, row.name);
-            self.db.run(move |s| s.log(None, "container.repaired", &object, None)).await?;
-            existing = self.lxd.instance(&name).await?.value;
-        }
-        let running = existing.status == "Running";
-        match row.desired_state {
-            DesiredState::Running if existing.status == "Frozen" => {
+            Step::Unfreeze => {
                 self.lxd
                     .change_state(&name, StateAction::Unfreeze, START_TIMEOUT, false)
                     .await?
@@ -612,87 +918,78 @@ impl Reconciler {
                     .await?;
                 outcome.started = true;
             }
-            DesiredState::Running if existing.status == "Error" => {
+            Step::Recover => {
                 // LXD leaves an instance whose start went wrong in "Error": stop it for real first.
                 self.lxd.stop_instance(&name, CLEAN_STOP_TIMEOUT, true).await.ok();
-                self.start_when_idle(&name).await?;
+                self.lxd.start_instance(&name, START_TIMEOUT).await?;
                 outcome.started = true;
             }
-            DesiredState::Running if !running => {
-                self.start_when_idle(&name).await?;
+            Step::Start => {
+                self.lxd.start_instance(&name, START_TIMEOUT).await?;
                 outcome.started = true;
                 self.handle.moved();
             }
-            DesiredState::Stopped if running => {
+            Step::Stop => {
                 self.stop(&name).await?;
                 outcome.stopped = true;
-                return Ok(());
             }
-            _ => {}
-        }
-        if row.desired_state == DesiredState::Running {
-            let digest = instance::account_digest(row, &extra.keys);
-            if existing.config.get(TAG_ACCOUNT) != Some(&digest) {
-                self.set_up_account(&name, row, &extra.keys).await?;
-                self.pin_host_key(&name, row).await;
-                let current = self.lxd.instance(&name).await?;
-                let mut put = current.value.to_put();
-                put.config.insert(TAG_ACCOUNT.into(), digest);
-                self.lxd
-                    .update_instance(&name, &put, current.etag.as_deref())
-                    .await?
-                    .wait(Some(OPERATION_TIMEOUT))
-                    .await?;
+            Step::SetUpAccount { digest } => {
+                self.set_up_account(&name, &work.row, &work.extra.keys).await?;
+                self.pin_host_key(&name, &work.row).await;
+                self.record_tag(&name, TAG_ACCOUNT, digest).await?;
                 outcome.account = true;
             }
-            self.check_gpus(&name, row, extra).await?;
+            Step::ProbeGpus { digest, expected, replug } => {
+                if replug {
+                    self.replug_gpus(&name).await?;
+                }
+                self.probe_gpus(&name, &work.row, expected, digest).await?;
+            }
+            Step::Converged | Step::WaitForLxd(_) | Step::Backoff { .. } | Step::Stuck(_) => {}
         }
+        Ok(Flow::Continue)
+    }
+
+    /// Sets one of the tags the reconciler records as it works, against the instance's
+    /// current ETag (so a concurrent change is not overwritten).
+    async fn record_tag(&self, name: &str, tag: &str, value: String) -> Result<(), StepError> {
+        let current = self.lxd.instance(name).await?;
+        let mut put = current.value.to_put();
+        put.config.insert(tag.into(), value);
+        self.lxd.update_instance(name, &put, current.etag.as_deref()).await?.wait(Some(OPERATION_TIMEOUT)).await?;
         Ok(())
     }
 
-    /// After each start (and each change of its GPUs), probes inside that the container sees
-    /// exactly its GPUs; a failed probe re-plugs them and is tried again on the next pass.
-    async fn check_gpus(&self, name: &str, row: &Container, extra: &Attachments) -> Result<(), StepError> {
-        if extra.gpus.is_empty() {
-            self.handle.set_gpu_health(&row.uid, None);
-            return Ok(());
-        }
+    /// Takes the GPU devices out and puts them back: a retry after a failed probe starts
+    /// from fresh nodes.
+    async fn replug_gpus(&self, name: &str) -> Result<(), StepError> {
         let current = self.lxd.instance(name).await?;
-        if current.value.status != "Running" {
-            return Ok(());
-        }
-        let digest = gpu::health_digest(&current.value.devices, &current.value.last_used_at);
-        if current.value.config.get(gpu::TAG_GPU_HEALTH) == Some(&digest) {
-            return Ok(());
-        }
+        let mut without = current.value.to_put();
+        without.devices.retain(|device, _| !device.starts_with("gpu"));
+        self.lxd.update_instance(name, &without, current.etag.as_deref()).await?.wait(Some(OPERATION_TIMEOUT)).await?;
+        let back = current.value.to_put();
+        self.lxd.update_instance(name, &back, None).await?.wait(Some(OPERATION_TIMEOUT)).await?;
+        Ok(())
+    }
+
+    /// Probes inside that the container sees exactly its GPUs (`guest/gpu-probe.sh`).
+    async fn probe_gpus(&self, name: &str, row: &Container, expected: usize, digest: String) -> Result<(), StepError> {
         let kind = if self.layout.gpu.emulated { "emulated" } else { "nvidia" };
-        let expected = extra.gpus.len().to_string();
-        let command: Vec<String> =
-            ["sh", "-c", gpu::PROBE_SCRIPT, "ssp-gpu-probe", &expected, kind].iter().map(|s| s.to_string()).collect();
-        let exec = self.lxd.exec_output_with(name, &command, &[], ssp_lxd::ExecOptions::default());
-        let output = tokio::time::timeout(ACCOUNT_TIMEOUT, exec)
-            .await
-            .map_err(|_| StepError::Other("the GPU health probe got no answer from LXD in time".into()))??;
+        let count = expected.to_string();
+        let output = guest::run(&self.lxd, name, Script::GpuProbe, &[&count, kind], &[], ACCOUNT_TIMEOUT).await?;
         let object = format!("{}/{}", row.owner, row.name);
         if output.exit_code == 0 {
             self.handle.set_gpu_health(&row.uid, Some("healthy".into()));
-            let mut put = current.value.to_put();
-            put.config.insert(gpu::TAG_GPU_HEALTH.into(), digest);
-            self.lxd.update_instance(name, &put, current.etag.as_deref()).await?.wait(Some(OPERATION_TIMEOUT)).await?;
+            self.record_tag(name, gpu::TAG_GPU_HEALTH, digest).await?;
             let detail = format!("gpus {expected}");
             self.db.run(move |s| s.log(None, "gpu.healthy", &object, Some(&detail))).await?;
             return Ok(());
         }
         let why = format!("{}{}", output.stdout_text().trim(), output.stderr_text().trim());
         self.handle.set_gpu_health(&row.uid, Some(format!("unhealthy: {why}")));
-        // Re-plug: take the GPU devices out, then let the next pass's repair put them back.
-        let mut put = current.value.to_put();
-        put.devices.retain(|device, _| !device.starts_with("gpu"));
-        self.lxd.update_instance(name, &put, current.etag.as_deref()).await?.wait(Some(OPERATION_TIMEOUT)).await?;
         let detail = why.clone();
         self.db.run(move |s| s.log(None, "gpu.unhealthy", &object, Some(&detail))).await?;
-        self.handle.wake();
-        Err(StepError::Other(format!("GPU health probe failed ({why}); its GPUs were re-plugged and are probed again")))
+        Err(StepError::Other(format!("GPU health probe failed ({why}); its GPUs are re-plugged and probed again")))
     }
 
     /// Pins the container's sshd host key when its account is first set up (it never
@@ -706,17 +1003,12 @@ impl Reconciler {
             Ok(Some(_)) => return,
             Err(e) => return tracing::warn!("reading {}/{}'s host key: {e}", row.owner, row.name),
         }
-        const READ_HOST_KEY: &str = "[ -x /usr/sbin/sshd ] || exit 3; for i in $(seq 60); do \
-            [ -s /etc/ssh/ssh_host_ed25519_key.pub ] && exec cat /etc/ssh/ssh_host_ed25519_key.pub; sleep 1; done; exit 1";
-        let command: Vec<String> = ["sh", "-c", READ_HOST_KEY].iter().map(|s| s.to_string()).collect();
-        let exec = self.lxd.exec_output_with(name, &command, &[], ssp_lxd::ExecOptions::default());
-        let output = match tokio::time::timeout(ACCOUNT_TIMEOUT, exec).await {
-            Ok(Ok(output)) if output.exit_code == 0 => output,
-            Ok(Ok(output)) => {
+        let output = match guest::run(&self.lxd, name, Script::HostKey, &[], &[], ACCOUNT_TIMEOUT).await {
+            Ok(output) if output.exit_code == 0 => output,
+            Ok(output) => {
                 return tracing::debug!("{}/{} has no sshd host key (exit {})", row.owner, row.name, output.exit_code)
             }
-            Ok(Err(e)) => return tracing::warn!("reading {}/{}'s host key: {e}", row.owner, row.name),
-            Err(_) => return tracing::warn!("reading {}/{}'s host key took too long", row.owner, row.name),
+            Err(e) => return tracing::warn!("reading {}/{}'s host key: {e}", row.owner, row.name),
         };
         let line = match ssp_core::sshkey::PublicKey::parse(output.stdout_text().trim()) {
             Ok(key) => key.to_line(),
@@ -730,16 +1022,9 @@ impl Reconciler {
     }
 
     async fn set_up_account(&self, name: &str, row: &Container, keys: &[String]) -> Result<(), StepError> {
-        let command: Vec<String> =
-            ["sh", "-c", instance::ACCOUNT_SCRIPT, "ssp-account", row.owner.as_str(), row.name.as_str()]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
         let stdin = instance::authorized_keys(keys);
-        let exec = self.lxd.exec_output_with(name, &command, stdin.as_bytes(), ssp_lxd::ExecOptions::default());
-        let output = tokio::time::timeout(ACCOUNT_TIMEOUT, exec).await.map_err(|_| {
-            StepError::Other(format!("setting up account {} took over {} s", row.owner, ACCOUNT_TIMEOUT.as_secs()))
-        })??;
+        let args = [row.owner.as_str(), row.name.as_str()];
+        let output = guest::run(&self.lxd, name, Script::Account, &args, stdin.as_bytes(), ACCOUNT_TIMEOUT).await?;
         if output.exit_code != 0 {
             return Err(StepError::Other(format!(
                 "setting up account {} failed (exit {}): {}",
@@ -747,6 +1032,26 @@ impl Reconciler {
                 output.exit_code,
                 output.stderr_text().trim()
             )));
+        }
+        Ok(())
+    }
+
+    /// Waits for the LXD operations that hold instance `name` (see
+    /// [`Reconciler::operations_holding_instances`]).
+    async fn wait_for_operations_on(&self, name: &str) -> Result<(), StepError> {
+        let path = format!("/1.0/instances/{name}");
+        for operation in self.lxd.running_operations().await? {
+            let state = operation.state();
+            let on_it = state.class == "task"
+                && state.resources.get("instances").is_some_and(|list| list.iter().any(|p| p == &path));
+            if on_it {
+                tracing::info!(instance = %name, operation = %operation.id(), "waiting for an LXD operation on it");
+                match operation.wait(Some(OPERATION_TIMEOUT)).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => tracing::warn!(instance = %name, "an earlier operation on it failed: {e}"),
+                }
+            }
         }
         Ok(())
     }
@@ -821,4 +1126,22 @@ impl HostLock {
 
 fn is_instance_event(event: &ssp_lxd::wire::Event) -> bool {
     event.metadata.get("action").and_then(|a| a.as_str()).is_some_and(|action| action.starts_with("instance-"))
+}
+
+/// Where a copy's source stands (only copies have one).
+fn copy_source(store: &ssp_store::Store, row: &Container) -> ssp_store::Result<CopySource> {
+    let ContainerSource::Copy(from) = &row.source else { return Ok(CopySource::None) };
+    match store.container_by_uid(from) {
+        Ok(source) => Ok(CopySource::From(instance::lxd_name(&source))),
+        Err(ssp_store::Error::NotFound { .. }) => Ok(CopySource::Gone),
+        Err(e) => Err(e),
+    }
+}
+
+/// Now, in Unix milliseconds.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }

@@ -292,6 +292,9 @@ pub enum StorageError {
     /// A host file operation failed.
     #[error("{0}")]
     Io(String),
+    /// The reconciler could not bring the container back to its desired state.
+    #[error("{0}")]
+    Converge(#[from] crate::reconcile::StepError),
 }
 
 impl From<StorageError> for crate::error::ApiError {
@@ -300,6 +303,7 @@ impl From<StorageError> for crate::error::ApiError {
             StorageError::Lxd(e) => e.into(),
             StorageError::Store(e) => e.into(),
             StorageError::Io(e) => crate::error::ApiError::Internal(e),
+            StorageError::Converge(e) => e.into(),
         }
     }
 }

@@ -5,9 +5,10 @@
 //! snapshot LXD has without a row (a crash between the two, or one made by hand) is listed
 //! and treated as protected, so retention never prunes what ssp cannot account for.
 //!
-//! Restore holds the container away from the reconciler, stops it, restores, puts back
-//! ssp's own config and devices (LXD restores the snapshot's, which may predate a share, a
-//! GPU or a fix of drift), and only then starts it again.
+//! Restore holds the container away from the reconciler's loop, stops it, restores, and
+//! has the reconciler's executor converge it while still held: it puts back ssp's own config
+//! and devices (LXD restores the snapshot's, which may predate a share, a GPU or a fix of
+//! drift), and only then starts it again — restore writes no config of its own.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -74,7 +75,7 @@ pub async fn delete(state: &AppState, row: &Container, name: &str, actor: Option
     Ok(())
 }
 
-/// Restores `row` to snapshot `name`: stop, restore, repair ssp's config, start.
+/// Restores `row` to snapshot `name`: stop, restore, then converge (repair, start, account).
 pub async fn restore(state: &AppState, row: &Container, name: &str, actor: Option<String>) -> Result<(), StorageError> {
     let _hold = state.reconciler_pass.hold(&row.uid).await;
     let lxd_name = instance::lxd_name(row);
@@ -83,30 +84,11 @@ pub async fn restore(state: &AppState, row: &Container, name: &str, actor: Optio
         state.lxd.stop_instance(&lxd_name, STOP_TIMEOUT, true).await?;
     }
     state.lxd.restore_snapshot(&lxd_name, name).await?.wait(Some(TIMEOUT)).await?;
-    // LXD brought back the snapshot's config and devices: put ssp's back before starting.
-    let layout = state.reconciler_pass.layout().clone();
-    let uid = row.uid.clone();
-    let (row, extra) = state
-        .db
-        .run(move |store| {
-            let row = store
-                .all_containers()?
-                .into_iter()
-                .find(|c| c.uid == uid)
-                .ok_or_else(|| ssp_store::Error::NotFound { kind: "container", name: uid.clone() })?;
-            let extra = crate::attachments::load(store, std::slice::from_ref(&row), &layout)?
-                .remove(&row.uid)
-                .unwrap_or_default();
-            Ok((row, extra))
-        })
-        .await?;
-    let restored = state.lxd.instance(&lxd_name).await?;
-    if let Some(put) = instance::repair(&restored.value, &row, state.reconciler_pass.layout(), &extra) {
-        state.lxd.update_instance(&lxd_name, &put, restored.etag.as_deref()).await?.wait(Some(TIMEOUT)).await?;
-    }
-    if row.desired_state == ssp_store::DesiredState::Running {
-        state.lxd.start_instance(&lxd_name, Duration::from_secs(60)).await?;
-    }
+    // LXD brought back the snapshot's config and devices (which may predate a share, a GPU
+    // or a fix of drift): the reconciler's executor — the one writer of ssp's config — puts
+    // ssp's back, starts it if it should run, and sets up the account and GPUs again, while
+    // this restore still holds it.
+    state.reconciler_pass.converge_held(&row.uid).await?;
     let object = format!("{}/{}@{name}", row.owner, row.name);
     state.db.run(move |s| s.log(actor.as_deref(), "snapshot.restore", &object, None)).await?;
     Ok(())

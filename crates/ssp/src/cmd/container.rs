@@ -386,7 +386,9 @@ fn step(id: &str, seen: Option<&Container>, goal: Goal) -> Step {
             Step::Failed(format!("container {id} is being deleted"))
         }
         (Goal::Ready(state), Some(container)) => {
-            if container.phase == Phase::Ready && container.status == status_for(state) {
+            // Ready means usable: LXD's status alone comes before the owner's account, keys
+            // and GPUs are in place.
+            if container.phase == Phase::Ready && container.status == status_for(state) && container.converged {
                 Step::Done
             } else {
                 Step::Waiting(format!("{id}: {}", progress_text(container)))
@@ -401,7 +403,14 @@ fn progress_text(container: &Container) -> String {
         Phase::Creating => format!("being created (LXD: {})", container.status),
         Phase::Deleting => format!("being deleted (LXD: {})", container.status),
         Phase::Lost => "lost".to_string(),
+        Phase::Ready if container.status == status_for(container.desired_state) => {
+            format!("{}, being set up", container.status)
+        }
         Phase::Ready => format!("{}, to be {}", container.status, status_for(container.desired_state)),
+    };
+    let doing = match &container.waiting_for {
+        Some(what) => format!("{doing} (waiting: {what})"),
+        None => doing,
     };
     match &container.problem {
         Some(problem) => format!("{doing} — problem: {problem}"),
@@ -495,6 +504,21 @@ fn container_row(container: &Container) -> Vec<String> {
     ]
 }
 
+/// The problem with when it happened and when the daemon tries again.
+fn problem_text(container: &Container) -> String {
+    let Some(problem) = &container.problem else {
+        return match &container.waiting_for {
+            Some(what) => format!("- (waiting: {what})"),
+            None => "-".into(),
+        };
+    };
+    let when = container.problem_at.map(|at| format!(" (at {})", output::timestamp(Some(at)))).unwrap_or_default();
+    match container.next_try_at {
+        Some(next) => format!("{problem}{when}; next try at {}", output::timestamp(Some(next))),
+        None => format!("{problem}{when}; the daemon waits for a person"),
+    }
+}
+
 fn show(container: &Container) {
     let phase = match container.phase {
         Phase::Creating => "creating",
@@ -514,7 +538,7 @@ fn show(container: &Container) {
         ("addresses", if container.addresses.is_empty() { "-".into() } else { container.addresses.join(", ") }),
         ("gpus", super::gpu::held(&container.gpus)),
         ("gpu health", container.gpu_health.clone().unwrap_or_else(|| "-".into())),
-        ("problem", container.problem.clone().unwrap_or_else(|| "-".into())),
+        ("problem", problem_text(container)),
         ("created", output::timestamp(Some(container.created_at))),
     ]);
 }
@@ -536,6 +560,10 @@ mod tests {
             status: status.into(),
             addresses: vec![],
             problem: problem.map(str::to_string),
+            problem_at: None,
+            next_try_at: None,
+            waiting_for: None,
+            converged: true,
             gpus: vec![],
             gpu_health: None,
             created_at: 0,
@@ -552,6 +580,11 @@ mod tests {
         assert!(matches!(step("alice/box", Some(&starting), running), Step::Waiting(_)));
         let ready = container(Phase::Ready, "Running", None);
         assert_eq!(step("alice/box", Some(&ready), running), Step::Done);
+        // Running, but the owner's account is not set up yet: not done.
+        let setting_up = Container { converged: false, ..ready.clone() };
+        assert!(
+            matches!(step("alice/box", Some(&setting_up), running), Step::Waiting(w) if w.contains("being set up"))
+        );
         let stopped = Goal::Ready(DesiredState::Stopped);
         assert_eq!(step("alice/box", Some(&starting), stopped), Step::Done);
         assert!(matches!(step("alice/box", Some(&ready), stopped), Step::Waiting(_)));

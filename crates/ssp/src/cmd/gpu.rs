@@ -62,6 +62,9 @@ pub enum GpuCommand {
         container: ContainerRef,
         #[command(flatten)]
         gpus: GpuArgs,
+        /// Return once the grant is recorded, without waiting for the GPUs to be inside.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Take a GPU from a container; the container keeps running.
     Detach {
@@ -70,6 +73,9 @@ pub enum GpuCommand {
         /// The host GPU to detach.
         #[arg(long, value_name = "INDEX")]
         gpu: u32,
+        /// Return once the detach is recorded, without waiting for the GPU to be gone.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Mark a GPU shared or exclusive, reserve it for a user or lift that (admin).
     Set {
@@ -194,11 +200,11 @@ pub async fn run(command: GpuCommand, json: bool) -> anyhow::Result<()> {
             output::table(&["USER", "HOLDING", "GPU-HOURS", "GPU MEMORY", "PROCESSES"], &rows);
             Ok(())
         }
-        GpuCommand::Attach { container, gpus } => {
+        GpuCommand::Attach { container, gpus, no_wait } => {
             let (owner, name) = container.resolve(&client).await?;
             let ask = gpus.ask(true)?.unwrap_or_default();
             let grant = client
-                .attach_gpus(&owner, &name, &ask)
+                .attach_gpus(&owner, &name, &ask, !no_wait)
                 .await
                 .with_context(|| format!("attaching GPUs to {owner}/{name}"))?;
             if json {
@@ -206,23 +212,28 @@ pub async fn run(command: GpuCommand, json: bool) -> anyhow::Result<()> {
             }
             let until =
                 grant.expires_at.map(|at| format!(" until {}", output::timestamp(Some(at)))).unwrap_or_default();
+            let plugged = if no_wait { "is being given" } else { "was given" };
             println!(
-                "{owner}/{name} was given GPU {}{until}; it now holds {} (seen inside as GPU0…)",
+                "{owner}/{name} {plugged} GPU {}{until}; it holds {} (seen inside as GPU0…)",
                 held(&grant.granted),
                 held(&grant.holds)
             );
             Ok(())
         }
-        GpuCommand::Detach { container, gpu } => {
+        GpuCommand::Detach { container, gpu, no_wait } => {
             let (owner, name) = container.resolve(&client).await?;
             client
-                .detach_gpu(&owner, &name, gpu)
+                .detach_gpu(&owner, &name, gpu, !no_wait)
                 .await
                 .with_context(|| format!("detaching GPU {gpu} from {owner}/{name}"))?;
             if json {
                 return output::json(&serde_json::json!({ "detached": gpu }));
             }
-            println!("GPU {gpu} is being detached from {owner}/{name}");
+            if no_wait {
+                println!("GPU {gpu} is being detached from {owner}/{name}");
+            } else {
+                println!("GPU {gpu} was detached from {owner}/{name} (the container keeps running)");
+            }
             Ok(())
         }
         GpuCommand::Set { index, shared, exclusive, reserve, unreserve } => {
