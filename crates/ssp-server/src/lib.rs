@@ -6,6 +6,7 @@
 //! alone. This crate must not hold policy that can be a pure function (that is `ssp-core`)
 //! nor SQL (that is `ssp-store`).
 
+pub mod admission;
 pub mod api;
 pub mod archive;
 pub mod attachments;

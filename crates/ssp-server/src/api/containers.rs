@@ -18,6 +18,7 @@ use ssp_core::quota::{self, PartialResources, Resources};
 use ssp_core::size::ByteSize;
 use ssp_store::{Container, ContainerPhase, NewContainer};
 
+use crate::admission;
 use crate::auth::Caller;
 use crate::convert;
 use crate::error::{ApiError, ApiJson, ApiResult};
@@ -224,32 +225,20 @@ pub async fn create(
             if let Err(e) = resources.validate() {
                 return Ok(Err(ApiError::BadRequest(e.to_string())));
             }
-            let mut held: Vec<Resources> = store
-                .containers_of(owner.as_str())?
-                .iter()
-                .filter(|c| c.phase != ContainerPhase::Deleting)
-                .map(|c| Resources { cpus: c.cpus, memory: c.memory, disk: c.disk, gpus: 0 })
-                .collect();
-            // The home volume's size counts against the disk quota too.
-            held.extend(crate::api::homes::held(store, owner.as_str())?);
-            if let Err(e) = quota::check(&user.quota, &held, &resources) {
-                return Ok(Err(ApiError::QuotaExceeded(format!("{owner}: {e}"))));
-            }
-            let created = store.create_container(
-                Some(&actor),
-                &NewContainer {
-                    owner: owner.clone(),
-                    name: name.clone(),
-                    image: image.clone(),
-                    cpus: resources.cpus,
-                    memory: resources.memory,
-                    disk: resources.disk,
-                    desired_state: desired,
-                    idempotency_key: idempotency_key.clone(),
-                    gpus: gpus.clone(),
-                },
-            );
-            Ok(created.map(|c| (StatusCode::CREATED, c)).map_err(ApiError::from))
+            let new = NewContainer {
+                owner: owner.clone(),
+                name: name.clone(),
+                image: image.clone(),
+                cpus: resources.cpus,
+                memory: resources.memory,
+                disk: resources.disk,
+                desired_state: desired,
+                idempotency_key: idempotency_key.clone(),
+                gpus: gpus.clone(),
+            };
+            let created =
+                admission::admit(store, &owner, &resources, |store| store.create_container(Some(&actor), &new))?;
+            Ok(created.map(|c| (StatusCode::CREATED, c)))
         })
         .await??;
     state.reconciler.changed(&row.uid);

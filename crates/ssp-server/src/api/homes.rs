@@ -6,9 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use ssp_api as api;
-use ssp_core::quota::{self, Resources};
+use ssp_core::quota::Resources;
 use ssp_core::size::ByteSize;
-use ssp_store::{ContainerPhase, HomePhase};
+use ssp_store::HomePhase;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult};
@@ -26,17 +26,6 @@ fn wire(home: &ssp_store::Home) -> api::Home {
         }
         .into(),
         path: storage::homes::mount_path(home.user.as_str()),
-    }
-}
-
-/// The resources a user's home volume holds, for quota checks of containers.
-pub fn held(store: &ssp_store::Store, user: &str) -> ssp_store::Result<Option<Resources>> {
-    match store.home(user) {
-        Ok(home) if home.phase != HomePhase::Deleting => {
-            Ok(Some(Resources { cpus: 0, memory: ByteSize::from_bytes(0), disk: home.size, gpus: 0 }))
-        }
-        Ok(_) | Err(ssp_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
     }
 }
 
@@ -77,29 +66,18 @@ pub async fn create(
         .db
         .run(move |store| -> Result<Result<ssp_store::Home, ApiError>, ssp_store::Error> {
             let owner = store.user(&user)?;
-            let mut held: Vec<Resources> = store
-                .containers_of(&user)?
-                .iter()
-                .filter(|c| c.phase != ContainerPhase::Deleting)
-                .map(|c| Resources { cpus: c.cpus, memory: c.memory, disk: c.disk, gpus: 0 })
-                .collect();
-            held.extend(held_home(store, &user)?);
             let request = Resources { cpus: 0, memory: ByteSize::from_bytes(0), disk: size, gpus: 0 };
             // The home is not a container: count it against the disk limit only.
             let mut limits = owner.quota;
             limits.max_containers = u32::MAX;
-            if let Err(e) = quota::check(&limits, &held, &request) {
-                return Ok(Err(ApiError::QuotaExceeded(format!("{user}: {e}"))));
+            if let Err(refused) = crate::admission::check(store, &owner.name, &limits, &request)? {
+                return Ok(Err(refused));
             }
             Ok(store.create_home(Some(&actor), &user, size).map_err(ApiError::from))
         })
         .await??;
     state.storage.wake();
     Ok((StatusCode::CREATED, Json(wire(&home))))
-}
-
-fn held_home(store: &ssp_store::Store, user: &str) -> ssp_store::Result<Option<Resources>> {
-    held(store, user)
 }
 
 /// Deletes the user's home volume and everything on it, once no container mounts it.

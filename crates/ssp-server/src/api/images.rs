@@ -17,8 +17,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use ssp_api as api;
 use ssp_core::names::{ImageName, Name};
-use ssp_core::quota::{self, Resources};
-use ssp_store::{Container, ContainerPhase, ContainerSource, ImageRow, NewContainer, NewImage, Store};
+use ssp_core::quota::Resources;
+use ssp_store::{Container, ContainerPhase, ContainerSource, ImageRow, NewContainer, NewImage};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult};
@@ -270,19 +270,6 @@ pub(crate) async fn visible_images(state: &AppState, caller: &Caller) -> ApiResu
     Ok(rows.iter().map(view).collect())
 }
 
-/// Checks that `owner` may hold `resources` more, in the same transaction as the insert.
-fn quota_allows(store: &Store, owner: &Name, resources: &Resources) -> Result<Result<(), ApiError>, ssp_store::Error> {
-    let user = store.user(owner.as_str())?;
-    let mut held: Vec<Resources> = store
-        .containers_of(owner.as_str())?
-        .iter()
-        .filter(|c| c.phase != ContainerPhase::Deleting)
-        .map(|c| Resources { cpus: c.cpus, memory: c.memory, disk: c.disk, gpus: 0 })
-        .collect();
-    held.extend(super::homes::held(store, owner.as_str())?);
-    Ok(quota::check(&user.quota, &held, resources).map_err(|e| ApiError::QuotaExceeded(format!("{owner}: {e}"))))
-}
-
 /// Records a new container for `owner` from `source`, quota checked in the same transaction.
 pub(crate) async fn record(
     state: &AppState,
@@ -295,10 +282,9 @@ pub(crate) async fn record(
         .db
         .run(move |store| -> Result<Result<Container, ApiError>, ssp_store::Error> {
             let resources = Resources { cpus: new.cpus, memory: new.memory, disk: new.disk, gpus: 0 };
-            if let Err(e) = quota_allows(store, &new.owner, &resources)? {
-                return Ok(Err(e));
-            }
-            Ok(store.create_container_from(Some(&actor), &new, &source).map_err(ApiError::from))
+            crate::admission::admit(store, &new.owner, &resources, |store| {
+                store.create_container_from(Some(&actor), &new, &source)
+            })
         })
         .await??;
     state.reconciler.changed(&row.uid);
