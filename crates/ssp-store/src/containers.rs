@@ -130,12 +130,12 @@ pub struct NewContainer {
     /// A client's key: repeating a create with the same key returns the first one.
     pub idempotency_key: Option<String>,
     /// GPUs to grant with it: granted in the same transaction, or the create is refused.
-    pub gpus: Option<GpuGrant>,
+    pub gpus: Option<LeaseRequest>,
 }
 
 /// GPUs asked for with a new container.
 #[derive(Debug, Clone)]
-pub struct GpuGrant {
+pub struct LeaseRequest {
     /// Which GPUs.
     pub request: ssp_core::gpu::GpuRequest,
     /// When the lease ends by itself (seconds since the epoch), if ever.

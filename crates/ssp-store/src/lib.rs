@@ -30,7 +30,7 @@ use std::path::Path;
 use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
-pub use containers::{Container, ContainerPhase, ContainerSource, DesiredState, GpuGrant, NewContainer};
+pub use containers::{Container, ContainerPhase, ContainerSource, DesiredState, LeaseRequest, NewContainer};
 pub use gateway::GatewaySession;
 pub use gpus::{Gpu, GpuHours, GpuRecord, Lease};
 pub use homes::{Home, HomePhase};

@@ -174,7 +174,7 @@ pub async fn create(
         )?),
         None => request.idempotency_key.as_deref().map(check_idempotency_key).transpose()?,
     };
-    let gpus = request.gpus.as_ref().map(super::gpus::gpu_grant).transpose()?;
+    let gpus = request.gpus.as_ref().map(super::gpus::lease_request).transpose()?;
     let requested = PartialResources {
         cpus: request.cpus,
         memory: request.memory.as_deref().map(ByteSize::parse_nonzero).transpose()?,

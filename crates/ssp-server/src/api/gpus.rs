@@ -23,7 +23,7 @@ use crate::{gpu, instance, AppState};
 const MAX_ASK: u32 = 64;
 
 /// A wire ask as a store grant: a count or exact indices (not both), and an optional duration.
-pub(crate) fn gpu_grant(ask: &api::GpuAsk) -> ApiResult<ssp_store::GpuGrant> {
+pub(crate) fn lease_request(ask: &api::GpuAsk) -> ApiResult<ssp_store::LeaseRequest> {
     let request = match (ask.count, &ask.indices) {
         (Some(_), Some(_)) => {
             return Err(ApiError::BadRequest("ask for a count of GPUs or for exact indices, not both".into()))
@@ -46,7 +46,7 @@ pub(crate) fn gpu_grant(ask: &api::GpuAsk) -> ApiResult<ssp_store::GpuGrant> {
         }
         None => None,
     };
-    Ok(ssp_store::GpuGrant { request, expires_at })
+    Ok(ssp_store::LeaseRequest { request, expires_at })
 }
 
 /// Which container each LXD instance is (`owner/name`), to place GPU processes.
@@ -215,7 +215,7 @@ pub async fn attach(
     ApiJson(ask): ApiJson<api::GpuAsk>,
 ) -> ApiResult<Json<api::GpuGrant>> {
     let row = visible(&state, &caller, &owner, &name).await?;
-    let grant = gpu_grant(&ask)?;
+    let grant = lease_request(&ask)?;
     if state.gpus.kind() == "none" {
         return Err(ApiError::Conflict("this host has no GPUs".into()));
     }

@@ -98,14 +98,14 @@ pub enum GpuCommand {
     Allow {
         /// The user.
         user: Name,
-        /// Only these host GPUs, e.g. 0,1.
+        /// Only these host GPUs, e.g. 0,1 (`--gpu` names indices everywhere; `--gpus` is a count).
         #[arg(long, value_name = "INDICES", value_parser = indices)]
-        gpus: Option<Indices>,
+        gpu: Option<Indices>,
         /// Only these models, comma-separated (as `ssp gpu list` shows them).
         #[arg(long, value_name = "MODELS", value_delimiter = ',')]
         models: Option<Vec<String>>,
         /// Any GPU and model (lifts the lists).
-        #[arg(long, conflicts_with_all = ["gpus", "models"])]
+        #[arg(long, conflicts_with_all = ["gpu", "models"])]
         any: bool,
     },
 }
@@ -263,11 +263,11 @@ pub async fn run(command: GpuCommand, json: bool) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        GpuCommand::Allow { user, gpus, models, any } => {
-            if !any && gpus.is_none() && models.is_none() {
-                return Err(InputError("say what to allow: --gpus 0,1, --models NAME or --any".into()).into());
+        GpuCommand::Allow { user, gpu, models, any } => {
+            if !any && gpu.is_none() && models.is_none() {
+                return Err(InputError("say what to allow: --gpu 0,1, --models NAME or --any".into()).into());
             }
-            let list = GpuAllowlist { indices: gpus.map(|i| i.0), models };
+            let list = GpuAllowlist { indices: gpu.map(|i| i.0), models };
             client.set_gpu_allowlist(user.as_str(), &list).await.with_context(|| format!("setting {user}'s GPUs"))?;
             if !json {
                 println!("{user}'s GPU allowlist is set");
