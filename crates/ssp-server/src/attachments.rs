@@ -24,7 +24,7 @@ pub fn load(store: &Store, rows: &[Container], layout: &Layout) -> ssp_store::Re
         }
         let mut attachments = Attachments { keys: keys_of[owner].clone(), ..Attachments::default() };
         if let Some(held) = gpus_of.remove(&row.uid) {
-            let (config, devices) = crate::gpu::attachments(&held, &inventory, &layout.gpu);
+            let (config, devices) = crate::gpu::devices::attachments(&held, &inventory, &layout.gpu);
             attachments.config.extend(config);
             attachments.devices.extend(devices);
             attachments.gpus = held;

@@ -44,7 +44,7 @@ const MAX_PROCESSES: &str = "10000";
 const OWNED_PREFIXES: [&str; 5] = ["limits.", "security.", "raw.", "user.ssp.", "nvidia."];
 
 /// Tags the reconciler records on an instance as it works (not part of the desired shape).
-const RECORDED_TAGS: [&str; 2] = [TAG_ACCOUNT, crate::gpu::TAG_GPU_HEALTH];
+const RECORDED_TAGS: [&str; 2] = [TAG_ACCOUNT, crate::gpu::devices::TAG_GPU_HEALTH];
 
 /// Where containers go in LXD.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ pub struct Layout {
     /// This installation's id (`user.ssp.platform`).
     pub platform: String,
     /// How GPU leases become devices.
-    pub gpu: crate::gpu::GpuPlumbing,
+    pub gpu: crate::gpu::devices::GpuPlumbing,
     /// The SSH gateway's devices in use (a forwarded agent's socket, a jump's sshd socket):
     /// kept; any other `gateway-` device is a leftover and goes.
     pub gateway_devices: ssp_gateway::LiveDevices,
@@ -227,7 +227,7 @@ mod tests {
             pool: "default".into(),
             network: "sspbr0".into(),
             platform: "p1".into(),
-            gpu: crate::gpu::GpuPlumbing::default(),
+            gpu: crate::gpu::devices::GpuPlumbing::default(),
             gateway_devices: ssp_gateway::LiveDevices::default(),
         }
     }

@@ -980,7 +980,7 @@ impl Reconciler {
         let object = format!("{}/{}", row.owner, row.name);
         if output.exit_code == 0 {
             self.handle.set_gpu_health(&row.uid, Some("healthy".into()));
-            self.record_tag(name, gpu::TAG_GPU_HEALTH, digest).await?;
+            self.record_tag(name, gpu::devices::TAG_GPU_HEALTH, digest).await?;
             let detail = format!("gpus {expected}");
             self.db.run(move |s| s.log(None, "gpu.healthy", &object, Some(&detail))).await?;
             return Ok(());

@@ -229,8 +229,8 @@ fn inside(input: &Input<'_>, found: &Instance) -> Step {
     if input.extra.gpus.is_empty() {
         return Step::Converged;
     }
-    let digest = crate::gpu::health_digest(&found.devices, &found.last_used_at);
-    if found.config.get(crate::gpu::TAG_GPU_HEALTH) == Some(&digest) {
+    let digest = crate::gpu::devices::health_digest(&found.devices, &found.last_used_at);
+    if found.config.get(crate::gpu::devices::TAG_GPU_HEALTH) == Some(&digest) {
         return Step::Converged;
     }
     let replug = input.retry.is_some_and(|retry| retry.attempts > 0);
@@ -304,7 +304,7 @@ mod tests {
             pool: "pool".into(),
             network: "br".into(),
             platform: "p1".into(),
-            gpu: crate::gpu::GpuPlumbing::default(),
+            gpu: crate::gpu::devices::GpuPlumbing::default(),
             gateway_devices: ssp_gateway::LiveDevices::default(),
         }
     }
@@ -337,7 +337,8 @@ mod tests {
             })
             .collect();
         let held: BTreeSet<u32> = indices.iter().copied().collect();
-        let (config, devices) = crate::gpu::attachments(&held, &inventory, &crate::gpu::GpuPlumbing::default());
+        let (config, devices) =
+            crate::gpu::devices::attachments(&held, &inventory, &crate::gpu::devices::GpuPlumbing::default());
         Attachments { config, devices, keys: vec!["ssh-ed25519 AAAA".into()], gpus: held }
     }
 
@@ -349,7 +350,10 @@ mod tests {
         config.insert("volatile.idmap.base".into(), "1065536".into());
         let devices: DeviceMap = instance::desired_devices(row, &layout, extra);
         let last_used_at = "2026-12-04T10:00:00Z".to_string();
-        config.insert(crate::gpu::TAG_GPU_HEALTH.into(), crate::gpu::health_digest(&devices, &last_used_at));
+        config.insert(
+            crate::gpu::devices::TAG_GPU_HEALTH.into(),
+            crate::gpu::devices::health_digest(&devices, &last_used_at),
+        );
         Instance {
             name: instance::lxd_name(row),
             status: status.into(),
