@@ -631,9 +631,9 @@ impl Reconciler {
             _ => {}
         }
         if row.desired_state == DesiredState::Running {
-            let digest = instance::account_digest(row, &extra.keys);
+            let digest = instance::account_digest(row, &extra.keys, &extra.groups);
             if existing.config.get(TAG_ACCOUNT) != Some(&digest) {
-                self.set_up_account(&name, row, &extra.keys).await?;
+                self.set_up_account(&name, row, extra).await?;
                 self.pin_host_key(&name, row).await;
                 let current = self.lxd.instance(&name).await?;
                 let mut put = current.value.to_put();
@@ -729,13 +729,11 @@ impl Reconciler {
         }
     }
 
-    async fn set_up_account(&self, name: &str, row: &Container, keys: &[String]) -> Result<(), StepError> {
-        let command: Vec<String> =
-            ["sh", "-c", instance::ACCOUNT_SCRIPT, "ssp-account", row.owner.as_str(), row.name.as_str()]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        let stdin = instance::authorized_keys(keys);
+    async fn set_up_account(&self, name: &str, row: &Container, extra: &Attachments) -> Result<(), StepError> {
+        let mut command: Vec<String> =
+            ["sh", "-c", instance::ACCOUNT_SCRIPT, "ssp-account"].iter().map(|s| s.to_string()).collect();
+        command.extend(instance::account_args(row, &extra.groups));
+        let stdin = instance::authorized_keys(&extra.keys);
         let exec = self.lxd.exec_output_with(name, &command, stdin.as_bytes(), ssp_lxd::ExecOptions::default());
         let output = tokio::time::timeout(ACCOUNT_TIMEOUT, exec).await.map_err(|_| {
             StepError::Other(format!("setting up account {} took over {} s", row.owner, ACCOUNT_TIMEOUT.as_secs()))

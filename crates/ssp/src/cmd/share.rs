@@ -58,6 +58,12 @@ pub async fn run(command: ShareCommand, json: bool) -> anyhow::Result<()> {
             let whom = if share.users.is_empty() { "everyone".to_string() } else { share.users.join(", ") };
             let mode = if share.read_only { "read-only" } else { "read-write" };
             println!("share {} ({}) mounted {mode} at {} for {whom}", share.name, share.host_path, share.path);
+            if let Some(group) = &share.group {
+                println!("their accounts are members of group {} there; on the host folder ssp:", group.name);
+            }
+            for change in &share.host_changes {
+                println!("  - {change}");
+            }
             Ok(())
         }
         ShareCommand::List => {
