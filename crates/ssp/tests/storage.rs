@@ -334,8 +334,13 @@ async fn read_write_shares_are_writable_by_all_their_users_body(
     let map = a.config.get("raw.idmap").context("raw.idmap")?;
     ensure!(map.lines().any(|l| l == format!("gid {gid} {}", gid - SHARE_BASE)), "{map}");
 
-    let root_dir = ok(sh(platform, &alice, "a", false, "ls -ld /shares/team; id -Gn").await?, "ls -ld")?;
-    ensure!(root_dir.lines().next().and_then(|l| l.split_whitespace().nth(3)) == Some("share_team"), "{root_dir}");
+    // The share's root shows its group by name (busybox's `ls` cuts names to 8 characters).
+    let root_dir =
+        ok(sh(platform, &alice, "a", false, "ls -ld /shares/team; stat -c %G /shares/team; id -Gn").await?, "ls -ld")?;
+    let lines: Vec<&str> = root_dir.lines().collect();
+    let listed = lines.first().and_then(|l| l.split_whitespace().nth(3)).unwrap_or_default();
+    ensure!(listed.len() >= 8 && "share_team".starts_with(listed), "{root_dir}");
+    ensure!(lines.get(1) == Some(&"share_team") && lines.get(2) == Some(&"alice share_team"), "{root_dir}");
     // Alice makes a file and a folder; Bob changes her file and writes into her folder;
     // Alice changes Bob's file — whatever their umask.
     ok(
