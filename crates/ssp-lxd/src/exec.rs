@@ -236,6 +236,19 @@ impl Exec {
     }
 }
 
+/// The command, uid and gid LXD is asked for: `command` as `uid`/`gid`, or, with
+/// [`ExecOptions::init_groups`], [`DROP_TO_ACCOUNT`] as root with `command` after it.
+fn as_sent(command: &[String], options: &ExecOptions) -> (Vec<String>, u32, u32) {
+    if options.init_groups && options.uid != 0 {
+        let mut wrapped: Vec<String> = ["/bin/sh", "-c", DROP_TO_ACCOUNT, "ssp-drop"].map(String::from).to_vec();
+        wrapped.extend([options.uid.to_string(), options.gid.to_string()]);
+        wrapped.extend_from_slice(command);
+        (wrapped, 0, 0)
+    } else {
+        (command.to_vec(), options.uid, options.gid)
+    }
+}
+
 impl Client {
     /// Starts `command` in instance `name`, with websockets attached.
     pub async fn exec(&self, name: &str, command: &[String], options: ExecOptions) -> Result<Exec> {
@@ -243,14 +256,7 @@ impl Client {
             return Err(Error::protocol("exec", "empty command"));
         }
         let (width, height) = options.pty.unwrap_or((0, 0));
-        let (command, user, group) = if options.init_groups && options.uid != 0 {
-            let mut wrapped: Vec<String> = ["/bin/sh", "-c", DROP_TO_ACCOUNT, "ssp-drop"].map(String::from).to_vec();
-            wrapped.extend([options.uid.to_string(), options.gid.to_string()]);
-            wrapped.extend_from_slice(command);
-            (wrapped, 0, 0)
-        } else {
-            (command.to_vec(), options.uid, options.gid)
-        };
+        let (command, user, group) = as_sent(command, &options);
         let request = InstanceExecPost {
             command,
             environment: options.environment,
@@ -458,5 +464,27 @@ async fn drain(mut stream: SplitStream<Ws>) {
         if message.is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_come_from_a_wrapper_that_starts_as_root_and_drops_to_the_account() {
+        let command: Vec<String> = ["ls", "-la", "a b"].map(String::from).to_vec();
+        let plain = ExecOptions { uid: 1000, gid: 1000, ..ExecOptions::default() };
+        assert_eq!(as_sent(&command, &plain), (command.clone(), 1000, 1000));
+        let groups = ExecOptions { init_groups: true, ..plain };
+        let (sent, uid, gid) = as_sent(&command, &groups);
+        assert_eq!((uid, gid), (0, 0));
+        assert_eq!(sent[..4], ["/bin/sh", "-c", DROP_TO_ACCOUNT, "ssp-drop"]);
+        assert_eq!(sent[4..], ["1000", "1000", "ls", "-la", "a b"], "the command's words stay words");
+        // Root needs no switch.
+        let root = ExecOptions { init_groups: true, ..ExecOptions::default() };
+        assert_eq!(as_sent(&command, &root), (command, 0, 0));
+        // Every path to the command goes through `exec`: a failed switch never runs it as root.
+        assert!(DROP_TO_ACCOUNT.lines().filter(|l| l.contains("\"$@\"")).all(|l| l.trim_start().starts_with("exec ")));
     }
 }
