@@ -80,10 +80,11 @@ pub async fn run(command: ShareCommand, json: bool) -> anyhow::Result<()> {
                         s.path.clone(),
                         if s.read_only { "ro" } else { "rw" }.into(),
                         if s.users.is_empty() { "everyone".into() } else { s.users.join(",") },
+                        s.group.as_ref().map_or_else(|| "-".into(), |g| format!("{} ({})", g.name, g.gid)),
                     ]
                 })
                 .collect();
-            output::table(&["NAME", "HOST PATH", "PATH", "MODE", "USERS"], &rows);
+            output::table(&["NAME", "HOST PATH", "PATH", "MODE", "USERS", "GROUP"], &rows);
             Ok(())
         }
         ShareCommand::Remove { name } => {
