@@ -3,7 +3,7 @@
 # shellcheck shell=bash
 
 SSP_PACKAGES=(lxd lxd-client btrfs-progs debootstrap debian-archive-keyring gpgv busybox-static
-  openssh-client iproute2 iptables dnsmasq-base procps psmisc kmod util-linux ca-certificates)
+  openssh-client iproute2 iptables dnsmasq-base procps psmisc kmod util-linux ca-certificates acl)
 
 ssp_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 ssp_die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -24,7 +24,8 @@ pub mod storage;
 pub use images::{ContainerCopy, ImagePublish, ImportQuery};
 
 pub use storage::{
-    Home, HomeCreate, ScheduleReport, Share, ShareCreate, Snapshot, SnapshotCreate, SnapshotSchedule, SnapshotUpdate,
+    Home, HomeCreate, ScheduleReport, Share, ShareCreate, ShareGroup, Snapshot, SnapshotCreate, SnapshotSchedule,
+    SnapshotUpdate,
 };
 
 /// The prefix of every API path.

@@ -79,6 +79,25 @@ pub struct Share {
     pub users: Vec<String>,
     /// Seconds since the epoch.
     pub created_at: i64,
+    /// The share group that owns a read-write share's host folder; absent for read-only
+    /// shares (and read-write ones added before ssp gave shares groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<ShareGroup>,
+    /// What adding the share changed on the host folder, one sentence each (only in the
+    /// answer to `POST /api/v1/shares`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_changes: Vec<String>,
+}
+
+/// A read-write share's group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ShareGroup {
+    /// Its name inside containers (`share_NAME`).
+    pub name: String,
+    /// The host gid that owns the host folder.
+    pub gid: u32,
+    /// Its gid inside containers.
+    pub inside_gid: u32,
 }
 
 /// `POST /api/v1/shares` (admin).

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod fingerprint;
 pub mod gateway;
 pub mod gpu;
+pub mod idblock;
 pub mod names;
 pub mod quota;
 pub mod retention;

@@ -39,7 +39,26 @@ pub struct ExecOptions {
     pub gid: u32,
     /// Allocate a pty of (width, height); output then arrives merged on `stdout`.
     pub pty: Option<(u32, u32)>,
+    /// Give the command the supplementary groups of `uid`'s account in the instance's
+    /// `/etc/group`. LXD 5.0.2's exec sets only the uid and gid and drops every other group
+    /// (liblxc's attach without `LXC_ATTACH_SETGROUPS`), so then the command starts as root
+    /// in [`DROP_TO_ACCOUNT`], which switches to `uid`/`gid` with the groups and execs it.
+    pub init_groups: bool,
 }
+
+/// Runs as root with `UID GID COMMAND…`: execs the command as that uid and gid with the
+/// account's groups — util-linux `setpriv --init-groups` where it exists (Debian), else
+/// busybox `su` to the account's name (which sets its groups too, and does not make a new
+/// session the way util-linux `su -c` does). Both replace the shell with `exec`, so nothing
+/// ever runs as root after a failed switch: a failure ends the command.
+pub const DROP_TO_ACCOUNT: &str = r#"uid="$1"; gid="$2"; shift 2
+if setpriv --help 2>&1 | grep -q -e --init-groups; then
+  exec setpriv --reuid="$uid" --regid="$gid" --init-groups -- "$@"
+fi
+user=$(awk -F: -v uid="$uid" '$3 == uid { print $1; exit }' /etc/passwd)
+if [ -z "$user" ]; then echo "no account with uid $uid in /etc/passwd" >&2; exit 126; fi
+exec su -s /bin/sh -c 'exec "$0" "$@"' -- "$user" "$@"
+"#;
 
 /// A running command. Read `stdout` and `stderr` while the command runs (they are bounded
 /// channels: an unread one holds the command back), then [`Exec::wait`] for its exit code.
@@ -217,6 +236,19 @@ impl Exec {
     }
 }
 
+/// The command, uid and gid LXD is asked for: `command` as `uid`/`gid`, or, with
+/// [`ExecOptions::init_groups`], [`DROP_TO_ACCOUNT`] as root with `command` after it.
+fn as_sent(command: &[String], options: &ExecOptions) -> (Vec<String>, u32, u32) {
+    if options.init_groups && options.uid != 0 {
+        let mut wrapped: Vec<String> = ["/bin/sh", "-c", DROP_TO_ACCOUNT, "ssp-drop"].map(String::from).to_vec();
+        wrapped.extend([options.uid.to_string(), options.gid.to_string()]);
+        wrapped.extend_from_slice(command);
+        (wrapped, 0, 0)
+    } else {
+        (command.to_vec(), options.uid, options.gid)
+    }
+}
+
 impl Client {
     /// Starts `command` in instance `name`, with websockets attached.
     pub async fn exec(&self, name: &str, command: &[String], options: ExecOptions) -> Result<Exec> {
@@ -224,15 +256,16 @@ impl Client {
             return Err(Error::protocol("exec", "empty command"));
         }
         let (width, height) = options.pty.unwrap_or((0, 0));
+        let (command, user, group) = as_sent(command, &options);
         let request = InstanceExecPost {
-            command: command.to_vec(),
+            command,
             environment: options.environment,
             interactive: options.pty.is_some(),
             wait_for_websocket: true,
             width,
             height,
-            user: options.uid,
-            group: options.gid,
+            user,
+            group,
             cwd: options.cwd.unwrap_or_default(),
         };
         let path = format!("/1.0/instances/{}/exec", seg(name)?);
@@ -431,5 +464,27 @@ async fn drain(mut stream: SplitStream<Ws>) {
         if message.is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_come_from_a_wrapper_that_starts_as_root_and_drops_to_the_account() {
+        let command: Vec<String> = ["ls", "-la", "a b"].map(String::from).to_vec();
+        let plain = ExecOptions { uid: 1000, gid: 1000, ..ExecOptions::default() };
+        assert_eq!(as_sent(&command, &plain), (command.clone(), 1000, 1000));
+        let groups = ExecOptions { init_groups: true, ..plain };
+        let (sent, uid, gid) = as_sent(&command, &groups);
+        assert_eq!((uid, gid), (0, 0));
+        assert_eq!(sent[..4], ["/bin/sh", "-c", DROP_TO_ACCOUNT, "ssp-drop"]);
+        assert_eq!(sent[4..], ["1000", "1000", "ls", "-la", "a b"], "the command's words stay words");
+        // Root needs no switch.
+        let root = ExecOptions { init_groups: true, ..ExecOptions::default() };
+        assert_eq!(as_sent(&command, &root), (command, 0, 0));
+        // Every path to the command goes through `exec`: a failed switch never runs it as root.
+        assert!(DROP_TO_ACCOUNT.lines().filter(|l| l.contains("\"$@\"")).all(|l| l.trim_start().starts_with("exec ")));
     }
 }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Sets up the container owner's account, host name and authorized_keys (run as root inside
-# by ssp's reconciler). Arguments: user, host name (both checked names); the keys arrive on
-# stdin, never on a command line. Idempotent; works with Debian's tools and with busybox.
+# by ssp's reconciler). Arguments: user, host name (both checked names), then NAME=GID for
+# each share group the account joins; the keys arrive on stdin, never on a command line.
+# Idempotent; works with Debian's tools and with busybox.
 set -eu
 user="$1"; host="$2"
 printf '%s\n' "$host" > /etc/hostname
@@ -54,3 +55,19 @@ chmod 0600 "$home/.ssh/authorized_keys.ssp-new"
 chown "$user:$group" "$home" "$home/.ssh" "$home/.ssh/authorized_keys.ssp-new"
 chmod 0700 "$home/.ssh"
 mv -f "$home/.ssh/authorized_keys.ssp-new" "$home/.ssh/authorized_keys"
+# Share groups: the owner joins each, so what any user of a read-write share writes there
+# the others can change. A gid the image already uses keeps its name; the owner joins it.
+# Groups of removed shares stay (their gid no longer maps to anything).
+shift 2
+for pair in "$@"; do
+  name="${pair%%=*}"; gid="${pair#*=}"
+  if ! awk -F: -v gid="$gid" '$3 == gid { found = 1 } END { exit !found }' /etc/group; then
+    if command -v groupadd >/dev/null 2>&1; then groupadd -g "$gid" "$name"; else printf '%s:x:%s:\n' "$name" "$gid" >> /etc/group; fi
+  fi
+  name=$(awk -F: -v gid="$gid" '$3 == gid { print $1; exit }' /etc/group)
+  if command -v usermod >/dev/null 2>&1; then
+    usermod -a -G "$name" "$user"
+  elif ! awk -F: -v n="$name" -v u="$user" '$1 == n { k = split($4, m, ","); for (i = 1; i <= k; i++) if (m[i] == u) f = 1 } END { exit !f }' /etc/group; then
+    sed -i "s/^\($name:[^:]*:[^:]*:..*\)$/\1,$user/; s/^\($name:[^:]*:[^:]*:\)$/\1$user/" /etc/group
+  fi
+done

@@ -25,12 +25,18 @@ pub const TAG_ACCOUNT: &str = "user.ssp.account";
 /// The uid and gid of the owner's account inside every container.
 pub const OWNER_UID: u32 = 1000;
 
-/// How a command runs inside as the owner's account (uid/gid [`OWNER_UID`], in their home,
-/// with `HOME`, `USER` and `LOGNAME` set): `ssp exec` and the SSH gateway both use it.
+/// How a command runs inside as the owner's account (uid/gid [`OWNER_UID`] with the
+/// account's groups — its share groups among them — in their home, with `HOME`, `USER` and
+/// `LOGNAME` set): `ssp exec` and the SSH gateway both use it.
 pub fn owner_exec_options(row: &Container) -> ssp_lxd::ExecOptions {
     let home = format!("/home/{}", row.owner);
-    let mut options =
-        ssp_lxd::ExecOptions { uid: OWNER_UID, gid: OWNER_UID, cwd: Some(home.clone()), ..Default::default() };
+    let mut options = ssp_lxd::ExecOptions {
+        uid: OWNER_UID,
+        gid: OWNER_UID,
+        cwd: Some(home.clone()),
+        init_groups: true,
+        ..Default::default()
+    };
     options.environment.insert("HOME".into(), home);
     options.environment.insert("USER".into(), row.owner.as_str().into());
     options.environment.insert("LOGNAME".into(), row.owner.as_str().into());
@@ -76,6 +82,9 @@ pub struct Attachments {
     pub keys: Vec<String>,
     /// Host indices of the GPUs it holds.
     pub gpus: std::collections::BTreeSet<u32>,
+    /// Groups the owner's account is a member of inside, by name, with their inside gid
+    /// (the share groups of its read-write shares; names and gids from `ssp_core::idblock`).
+    pub groups: std::collections::BTreeMap<String, u32>,
 }
 
 /// The LXD instance name: readable (`alice-dev-…`) and unique through the uid's first
@@ -173,14 +182,25 @@ pub fn repair(instance: &Instance, row: &Container, layout: &Layout, extra: &Att
     })
 }
 
+/// The account script's arguments after `$0`: user, host name, then `NAME=GID` for each of
+/// `groups` (names from `ssp_core::idblock::group_name`: `share_` and a checked name); see `guest/account.sh`.
+pub fn account_args(row: &Container, groups: &std::collections::BTreeMap<String, u32>) -> Vec<String> {
+    let mut args = vec![row.owner.to_string(), row.name.to_string()];
+    args.extend(groups.iter().map(|(name, gid)| format!("{name}={gid}")));
+    args
+}
+
 /// What the account set-up writes: its digest goes into `user.ssp.account` so the
 /// reconciler runs it again only when something changed (a key added, a script update).
-pub fn account_digest(row: &Container, keys: &[String]) -> String {
+pub fn account_digest(row: &Container, keys: &[String], groups: &std::collections::BTreeMap<String, u32>) -> String {
     let mut hash = Sha256::new();
     hash.update(crate::guest::Script::Account.text().as_bytes());
-    hash.update(row.owner.as_str().as_bytes());
-    hash.update([0]);
-    hash.update(row.name.as_str().as_bytes());
+    for (i, arg) in account_args(row, groups).iter().enumerate() {
+        if i > 0 {
+            hash.update([0]);
+        }
+        hash.update(arg.as_bytes());
+    }
     for key in keys {
         hash.update([0]);
         hash.update(key.as_bytes());
@@ -311,8 +331,12 @@ mod tests {
 
     #[test]
     fn the_account_digest_follows_the_keys() {
-        let one = account_digest(&row(), &["ssh-ed25519 AAAA".into()]);
-        assert_eq!(one, account_digest(&row(), &["ssh-ed25519 AAAA".into()]));
-        assert_ne!(one, account_digest(&row(), &[]));
+        let none = std::collections::BTreeMap::new();
+        let one = account_digest(&row(), &["ssh-ed25519 AAAA".into()], &none);
+        assert_eq!(one, account_digest(&row(), &["ssh-ed25519 AAAA".into()], &none));
+        assert_ne!(one, account_digest(&row(), &[], &none));
+        let lab = [("share_lab".to_string(), 60_001)].into();
+        assert_ne!(one, account_digest(&row(), &["ssh-ed25519 AAAA".into()], &lab), "a new share group");
+        assert_eq!(account_args(&row(), &lab), ["alice", "dev", "share_lab=60001"]);
     }
 }

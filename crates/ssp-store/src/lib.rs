@@ -88,6 +88,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0003_storage.sql")),
         M::up(include_str!("migrations/0004_images.sql")),
         M::up(include_str!("migrations/0005_gateway.sql")),
+        M::up(include_str!("migrations/0006_share_groups.sql")),
     ])
 }
 

@@ -24,6 +24,9 @@ pub struct Share {
     pub users: Vec<String>,
     /// Seconds since the epoch.
     pub created_at: i64,
+    /// Its share group's number (`ssp_core::idblock`), 1-based and never reused; `None`
+    /// for read-only shares and shares recorded before share groups existed.
+    pub group: Option<i64>,
 }
 
 /// A share to record.
@@ -39,21 +42,44 @@ pub struct NewShare {
     pub read_only: bool,
     /// The users to share it with; `None` for everyone.
     pub users: Option<Vec<Name>>,
+    /// How many share groups the id block holds: a read-write share gets the next group
+    /// number, and is refused when that is beyond this.
+    pub group_limit: u32,
 }
 
 impl Store {
-    /// Records a share; every named user must exist.
+    /// Records a share; every named user must exist. A read-write share gets a new share
+    /// group number (see [`NewShare::group_limit`]).
     pub fn create_share(&mut self, actor: Option<&str>, share: &NewShare) -> Result<Share> {
         self.write(|tx| {
+            let group = if share.read_only {
+                None
+            } else {
+                tx.execute(
+                    "INSERT INTO share_groups (share, created_at) VALUES (?1, ?2)",
+                    params![share.name.as_str(), now()],
+                )?;
+                let group = tx.last_insert_rowid();
+                if group > i64::from(share.group_limit) {
+                    return Err(Error::Refused(format!(
+                        "no share group left for read-write share {}: all {} are used (numbers are never reused); \
+                         widen [storage] share_ids, or share it read-only",
+                        share.name, share.group_limit
+                    )));
+                }
+                Some(group)
+            };
             tx.execute(
-                "INSERT INTO shares (name, host_path, path, read_only, all_users, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO shares (name, host_path, path, read_only, all_users, created_at, group_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     share.name.as_str(),
                     share.host_path,
                     share.path,
                     share.read_only,
                     share.users.is_none(),
-                    now()
+                    now(),
+                    group
                 ],
             )
             .map_err(unique("share", share.name.as_str()))?;
@@ -63,7 +89,10 @@ impl Store {
                     .query_row("SELECT id FROM users WHERE name = ?1", [user.as_str()], |r| r.get(0))
                     .optional()?
                     .ok_or_else(|| Error::NotFound { kind: "user", name: user.to_string() })?;
-                tx.execute("INSERT OR IGNORE INTO share_users (share_id, user_id) VALUES (?1, ?2)", params![id, user_id])?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO share_users (share_id, user_id) VALUES (?1, ?2)",
+                    params![id, user_id],
+                )?;
             }
             let mode = if share.read_only { "ro" } else { "rw" };
             record(tx, actor, "share.create", share.name.as_str(), Some(&format!("{} {mode}", share.host_path)))
@@ -84,7 +113,8 @@ impl Store {
         let mut stmt = self.conn.prepare(
             "SELECT s.id, s.name, s.host_path, s.path, s.read_only, s.all_users, s.created_at,
                     (SELECT group_concat(u.name, ',') FROM share_users su JOIN users u ON u.id = su.user_id
-                     WHERE su.share_id = s.id)
+                     WHERE su.share_id = s.id),
+                    s.group_id
              FROM shares s ORDER BY s.name",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -103,6 +133,7 @@ impl Store {
                 all_users: r.get(5)?,
                 users,
                 created_at: r.get(6)?,
+                group: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -141,6 +172,7 @@ mod tests {
             path: "/shares/datasets".into(),
             read_only: true,
             users: None,
+            group_limit: 2,
         };
         let made = store.create_share(Some("root"), &everyone).unwrap();
         assert!(made.all_users && made.read_only && made.users.is_empty());
@@ -151,7 +183,9 @@ mod tests {
             users: Some(vec![Name::parse("alice").unwrap()]),
             ..everyone.clone()
         };
-        assert_eq!(store.create_share(None, &lab).unwrap().users, ["alice"]);
+        let made = store.create_share(None, &lab).unwrap();
+        assert_eq!(made.users, ["alice"]);
+        assert_eq!(made.group, Some(1), "a read-write share gets a group");
         let ghost =
             NewShare { name: Name::parse("ghost").unwrap(), users: Some(vec![Name::parse("bob").unwrap()]), ..lab };
         assert!(matches!(store.create_share(None, &ghost), Err(Error::NotFound { .. })));
@@ -161,5 +195,15 @@ mod tests {
         store.remove_share(None, "lab").unwrap();
         assert!(matches!(store.remove_share(None, "lab"), Err(Error::NotFound { .. })));
         assert_eq!(store.all_shares().unwrap().len(), 1);
+        // Group numbers are never reused, and run out at the limit.
+        let again = NewShare { name: Name::parse("lab").unwrap(), read_only: false, users: None, ..everyone.clone() };
+        assert_eq!(
+            store.create_share(None, &again).unwrap().group,
+            Some(2),
+            "1 is not reused; a rolled-back insert takes none"
+        );
+        let full = NewShare { name: Name::parse("full").unwrap(), ..again };
+        assert!(matches!(store.create_share(None, &full), Err(Error::Refused(m)) if m.contains("no share group left")));
+        assert!(store.share("full").is_err());
     }
 }

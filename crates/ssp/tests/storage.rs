@@ -128,8 +128,9 @@ fn check_isolated_ranges(instance: &ssp_lxd::wire::Instance) -> Result<()> {
         let host = entry["Hostid"].as_u64().context("Hostid")?;
         let size = entry["Maprange"].as_u64().context("Maprange")?;
         let inside = entry["Nsid"].as_u64().context("Nsid")?;
-        if inside == 1000 && size == 1 {
-            ensure!((SHARE_BASE..SHARE_BASE + SHARE_COUNT).contains(&host), "identity {host} outside the block");
+        // The owner's identity (1000) and share groups (60001-64999 inside) come from the block.
+        if size == 1 && (inside == 1000 || (60_001..65_000).contains(&inside)) {
+            ensure!((SHARE_BASE..SHARE_BASE + SHARE_COUNT).contains(&host), "raw id {host} outside the block");
             continue;
         }
         ensure!(
@@ -271,6 +272,134 @@ async fn shares_have_sensible_owners_are_read_only_and_never_setuid_body(
     Ok(())
 }
 
+async fn read_write_shares_are_writable_by_all_their_users(lxd: &'static PrivateLxd) -> Result<()> {
+    logged(lxd, |platform| async move {
+        match read_write_shares_are_writable_by_all_their_users_body(lxd, &platform).await {
+            Ok(()) => Ok(platform),
+            Err(e) => Err((platform, e)),
+        }
+    })
+    .await
+}
+
+/// A fresh root-owned folder, mode 755, as an admin's `mkdir` makes it.
+fn root_owned_folder(prefix: &str) -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix(&format!("ssp-share-{prefix}-")).tempdir_in("/tmp")?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    std::os::unix::fs::chown(dir.path(), Some(0), Some(0))?;
+    Ok(dir)
+}
+
+async fn read_write_shares_are_writable_by_all_their_users_body(
+    lxd: &'static PrivateLxd,
+    platform: &Platform,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let alice = platform.user("alice", &[])?;
+    let bob = platform.user("bob", &[])?;
+    let carol = platform.user("carol", &[])?;
+    let team = root_owned_folder("team")?;
+    let docs = root_owned_folder("docs")?;
+    std::fs::write(docs.path().join("README"), "read me\n")?;
+    let team_path = team.path().to_str().context("path")?;
+    let docs_path = docs.path().to_str().context("path")?;
+
+    // Adding says what it changed on the host folder, and did it.
+    let added =
+        ok(root(platform, &["share", "add", "team", team_path, "--rw", "--users", "alice,bob"]).await?, "share team")?;
+    ensure!(added.contains("share_team") && added.contains("set mode 2775 (was 755)"), "{added}");
+    let folder = std::fs::metadata(team.path())?;
+    let gid = u64::from(folder.gid());
+    ensure!((SHARE_BASE + 60_001..SHARE_BASE + 65_000).contains(&gid), "host folder group {gid}");
+    ensure!(folder.mode() & 0o7777 == 0o2775 && folder.uid() == 0, "mode {:o}", folder.mode());
+    let acl = std::process::Command::new("getfacl").args(["-n", "-p", team_path]).output()?;
+    let acl = text(&acl.stdout);
+    ensure!(acl.contains(&format!("default:group:{gid}:rwx")) && acl.contains("default:mask::rwx"), "{acl}");
+    ensure!(acl.contains(&format!("\ngroup:{gid}:rwx")), "{acl}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(root(platform, &["--json", "share", "list"]).await?, "share list")?)?;
+    let listed = json.as_array().context("a list")?.iter().find(|s| s["name"] == "team").context("team listed")?;
+    ensure!(listed["group"]["gid"] == gid && listed["group"]["name"] == "share_team", "{listed}");
+    // A read-only share's folder is not touched.
+    let ro = ok(root(platform, &["share", "add", "docs", docs_path, "--ro"]).await?, "share docs")?;
+    ensure!(!ro.contains("set group"), "{ro}");
+    ensure!(std::fs::metadata(docs.path())?.mode() & 0o7777 == 0o755 && std::fs::metadata(docs.path())?.gid() == 0);
+
+    // Containers made after the share have its group mapped from the start.
+    container(platform, &alice, "a").await?;
+    container(platform, &bob, "b").await?;
+    container(platform, &carol, "c").await?;
+    let a = instance(platform, lxd, "alice", "a").await?;
+    let map = a.config.get("raw.idmap").context("raw.idmap")?;
+    ensure!(map.lines().any(|l| l == format!("gid {gid} {}", gid - SHARE_BASE)), "{map}");
+
+    // The share's root shows its group by name (busybox's `ls` cuts names to 8 characters).
+    let root_dir =
+        ok(sh(platform, &alice, "a", false, "ls -ld /shares/team; stat -c %G /shares/team; id -Gn").await?, "ls -ld")?;
+    let lines: Vec<&str> = root_dir.lines().collect();
+    let listed = lines.first().and_then(|l| l.split_whitespace().nth(3)).unwrap_or_default();
+    ensure!(listed.len() >= 8 && "share_team".starts_with(listed), "{root_dir}");
+    ensure!(lines.get(1) == Some(&"share_team") && lines.get(2) == Some(&"alice share_team"), "{root_dir}");
+    // Alice makes a file and a folder; Bob changes her file and writes into her folder;
+    // Alice changes Bob's file — whatever their umask.
+    ok(
+        sh(
+            platform,
+            &alice,
+            "a",
+            false,
+            "umask 077; echo a > /shares/team/notes; mkdir /shares/team/sub; echo a > /shares/team/sub/one",
+        )
+        .await?,
+        "alice writes",
+    )?;
+    ok(
+        sh(
+            platform,
+            &bob,
+            "b",
+            false,
+            "umask 077; echo b >> /shares/team/notes; echo b > /shares/team/sub/two; echo b > /shares/team/bobs",
+        )
+        .await?,
+        "bob changes alice's",
+    )?;
+    ok(
+        sh(platform, &alice, "a", false, "echo a >> /shares/team/bobs; rm /shares/team/sub/two").await?,
+        "alice changes bob's",
+    )?;
+    let notes = ok(sh(platform, &bob, "b", false, "cat /shares/team/notes /shares/team/bobs").await?, "read")?;
+    ensure!(notes == "a\nb\nb\na\n", "{notes:?}");
+    ensure!(!team.path().join("sub/two").exists());
+    for file in ["notes", "sub", "sub/one", "bobs"] {
+        let meta = std::fs::metadata(team.path().join(file))?;
+        ensure!(u64::from(meta.gid()) == gid, "{file} has gid {}", meta.gid());
+        ensure!(meta.mode() & 0o4000 == 0, "{file} is setuid");
+    }
+
+    // Carol is not on the list: no device, no folder.
+    let c = instance(platform, lxd, "carol", "c").await?;
+    ensure!(!c.devices.contains_key("share-team") && c.devices.contains_key("share-docs"), "{:?}", c.devices);
+    ensure!(!c.config.get("raw.idmap").is_some_and(|m| m.contains(&gid.to_string())), "{:?}", c.config);
+    ensure!(!sh(platform, &carol, "c", true, "test -e /shares/team").await?.status.success(), "carol sees team");
+    // The read-only share stays read-only, for the owner and for root inside.
+    for as_root in [false, true] {
+        let write = sh(platform, &alice, "a", as_root, "echo x > /shares/docs/new").await?;
+        ensure!(!write.status.success(), "wrote to a read-only share (root: {as_root})");
+    }
+    ensure!(!docs.path().join("new").exists());
+
+    for (user, name) in [(&alice, "a"), (&bob, "b"), (&carol, "c")] {
+        ok(cli(platform, user, &["container", "delete", name]).await?, "delete")?;
+    }
+    ok(root(platform, &["share", "remove", "team"]).await?, "remove team")?;
+    ok(root(platform, &["share", "remove", "docs"]).await?, "remove docs")?;
+    // Removing a share leaves the host folder's group and ACLs as they are.
+    ensure!(u64::from(std::fs::metadata(team.path())?.gid()) == gid);
+    Ok(())
+}
+
 async fn snapshots_restore_keeps_managed_config_and_retention_prunes(lxd: &'static PrivateLxd) -> Result<()> {
     logged(lxd, |platform| async move {
         match snapshots_restore_keeps_managed_config_and_retention_prunes_body(lxd, &platform).await {
@@ -309,7 +438,8 @@ async fn snapshots_restore_keeps_managed_config_and_retention_prunes_body(
     let after = instance(platform, lxd, "alice", "dev").await?;
     ensure!(after.status == "Running", "after restore: {}", after.status);
     ensure!(after.devices.contains_key("share-lab") && after.devices.contains_key("share-late"), "{:?}", after.devices);
-    ensure!(after.config.get("raw.idmap").is_some_and(|m| m.ends_with(" 1000")), "{:?}", after.config);
+    let map = after.config.get("raw.idmap").context("no raw.idmap after the restore")?;
+    ensure!(map.lines().next().is_some_and(|m| m.ends_with(" 1000")) && map.contains("\ngid "), "{map:?}");
     ensure!(after.config["security.privileged"] == "false");
     let state = ok(sh(platform, &alice, "dev", true, "cat /root/state").await?, "read state")?;
     ensure!(state.trim() == "one", "the change survived the restore: {state:?}");
@@ -392,6 +522,7 @@ async fn a_home_volume_outlives_its_containers_body(lxd: &'static PrivateLxd, pl
 
 ssp_testkit::lxd_tests![
     shares_have_sensible_owners_are_read_only_and_never_setuid,
+    read_write_shares_are_writable_by_all_their_users,
     snapshots_restore_keeps_managed_config_and_retention_prunes,
     a_home_volume_outlives_its_containers,
 ];

@@ -13,6 +13,13 @@ use crate::storage;
 use crate::AppState;
 
 fn wire(share: ssp_store::Share) -> api::Share {
+    let group = storage::context().and_then(|context| context.block().share_group(share.group?).ok()).map(|group| {
+        api::ShareGroup {
+            name: ssp_core::idblock::group_name(share.name.as_str(), &group),
+            gid: group.host,
+            inside_gid: group.inside,
+        }
+    });
     api::Share {
         name: share.name.to_string(),
         host_path: share.host_path,
@@ -20,6 +27,8 @@ fn wire(share: ssp_store::Share) -> api::Share {
         read_only: share.read_only,
         users: share.users,
         created_at: share.created_at,
+        group,
+        host_changes: Vec::new(),
     }
 }
 
@@ -32,7 +41,9 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
 }
 
 /// Shares a host folder into containers — everyone's, or the named users' (admin). The
-/// folder must exist; it is mounted `nosuid,nodev` (read-only if asked) at `path`.
+/// folder must exist; it is mounted `nosuid,nodev` (read-only if asked) at `path`. A
+/// read-write share's folder is given to a new share group (group, mode g+rwxs, ACLs; the
+/// answer's `host_changes` say what changed) that its users' accounts are members of.
 #[utoipa::path(post, path = "/api/v1/shares", tag = "shares", request_body = api::ShareCreate,
     responses((status = 201, body = api::Share), (status = 400, body = api::ErrorBody),
         (status = 403, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
@@ -64,7 +75,14 @@ pub async fn create(
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(ApiError::BadRequest)?
     };
-    let new = ssp_store::NewShare { name, host_path, path: path.to_string(), read_only: request.read_only, users };
+    let new = ssp_store::NewShare {
+        name,
+        host_path,
+        path: path.to_string(),
+        read_only: request.read_only,
+        users,
+        group_limit: context.block().group_limit(),
+    };
     let actor = caller.name.clone();
     let made = state.db.run(move |s| s.create_share(Some(&actor), &new)).await.map_err(|e| match e {
         ssp_store::Error::NotFound { kind: "user", name } => {
@@ -72,16 +90,41 @@ pub async fn create(
         }
         other => other.into(),
     })?;
+    // A read-write share's folder becomes its group's before anyone mounts it; if that
+    // fails, the share is removed again (its group number stays used: the folder may be
+    // half changed).
+    let mut host_changes = Vec::new();
+    if let Some(group) = made.group.and_then(|g| context.block().share_group(g).ok()) {
+        let group_name = ssp_core::idblock::group_name(made.name.as_str(), &group);
+        let host_path = made.host_path.clone();
+        let prepared =
+            tokio::task::spawn_blocking(move || storage::shares::prepare_host_folder(&host_path, &group, &group_name))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+        match prepared {
+            Ok(changes) => host_changes = changes,
+            Err(e) => {
+                let (actor, name) = (caller.name.clone(), made.name.to_string());
+                state.db.run(move |s| s.remove_share(Some(&actor), &name)).await?;
+                return Err(ApiError::BadRequest(format!(
+                    "share {} not added: {e}; fix that, or share it read-only (--ro), and try again",
+                    made.name
+                )));
+            }
+        }
+    }
     // Stage it now (the worker would, within its interval), then let the reconciler attach it.
     if let Err(e) = storage::shares::converge(&state).await {
         tracing::warn!("staging share {}: {e}", made.name);
     }
     state.reconciler.wake();
-    Ok((StatusCode::CREATED, Json(wire(made))))
+    let mut answer = wire(made);
+    answer.host_changes = host_changes;
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 /// Stops sharing a folder: it is unmounted from every container (admin). The host folder
-/// is left as it is.
+/// is left as it is, its group and ACLs included (the group's number is never given again).
 #[utoipa::path(delete, path = "/api/v1/shares/{share}", tag = "shares",
     responses((status = 204), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
 pub async fn remove(State(state): State<AppState>, caller: Caller, Path(share): Path<String>) -> ApiResult<StatusCode> {

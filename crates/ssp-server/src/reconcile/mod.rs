@@ -934,7 +934,7 @@ impl Reconciler {
                 outcome.stopped = true;
             }
             Step::SetUpAccount { digest } => {
-                self.set_up_account(&name, &work.row, &work.extra.keys).await?;
+                self.set_up_account(&name, &work.row, &work.extra).await?;
                 self.pin_host_key(&name, &work.row).await;
                 self.record_tag(&name, TAG_ACCOUNT, digest).await?;
                 outcome.account = true;
@@ -1021,9 +1021,10 @@ impl Reconciler {
         }
     }
 
-    async fn set_up_account(&self, name: &str, row: &Container, keys: &[String]) -> Result<(), StepError> {
-        let stdin = instance::authorized_keys(keys);
-        let args = [row.owner.as_str(), row.name.as_str()];
+    async fn set_up_account(&self, name: &str, row: &Container, extra: &Attachments) -> Result<(), StepError> {
+        let stdin = instance::authorized_keys(&extra.keys);
+        let args = instance::account_args(row, &extra.groups);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let output = guest::run(&self.lxd, name, Script::Account, &args, stdin.as_bytes(), ACCOUNT_TIMEOUT).await?;
         if output.exit_code != 0 {
             return Err(StepError::Other(format!(

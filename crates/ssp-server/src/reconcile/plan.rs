@@ -222,7 +222,7 @@ fn create(input: &Input<'_>) -> Step {
 
 /// A running instance that should run: the owner's account, then its GPUs.
 fn inside(input: &Input<'_>, found: &Instance) -> Step {
-    let digest = instance::account_digest(input.row, &input.extra.keys);
+    let digest = instance::account_digest(input.row, &input.extra.keys, &input.extra.groups);
     if found.config.get(TAG_ACCOUNT) != Some(&digest) {
         return Step::SetUpAccount { digest };
     }
@@ -264,6 +264,9 @@ pub fn fingerprint(input: &Input<'_>) -> String {
     }
     for key in &input.extra.keys {
         field(key);
+    }
+    for (group, gid) in &input.extra.groups {
+        field(&format!("{group}={gid}"));
     }
     field(&format!("{:?}", input.extra.gpus));
     match input.instance {
@@ -339,14 +342,14 @@ mod tests {
         let held: BTreeSet<u32> = indices.iter().copied().collect();
         let (config, devices) =
             crate::gpu::devices::attachments(&held, &inventory, &crate::gpu::devices::GpuPlumbing::default());
-        Attachments { config, devices, keys: vec!["ssh-ed25519 AAAA".into()], gpus: held }
+        Attachments { config, devices, keys: vec!["ssh-ed25519 AAAA".into()], gpus: held, ..Attachments::default() }
     }
 
     /// The instance exactly as ssp wants it, in `status`, account set up and GPUs probed.
     fn converged_instance(row: &Container, extra: &Attachments, status: &str) -> Instance {
         let layout = layout();
         let mut config: ConfigMap = instance::desired_config(row, &layout, extra);
-        config.insert(TAG_ACCOUNT.into(), instance::account_digest(row, &extra.keys));
+        config.insert(TAG_ACCOUNT.into(), instance::account_digest(row, &extra.keys, &extra.groups));
         config.insert("volatile.idmap.base".into(), "1065536".into());
         let devices: DeviceMap = instance::desired_devices(row, &layout, extra);
         let last_used_at = "2026-12-04T10:00:00Z".to_string();
@@ -526,7 +529,11 @@ mod tests {
         let mut case = Case::new(Ready, Running, Some("Running"));
         case.extra.keys.push("ssh-ed25519 BBBB".into());
         let Step::SetUpAccount { digest } = case.plan() else { panic!() };
-        assert_eq!(digest, instance::account_digest(&case.row, &case.extra.keys));
+        assert_eq!(digest, instance::account_digest(&case.row, &case.extra.keys, &case.extra.groups));
+        // Joining a share's group changes it too.
+        let mut case = Case::new(Ready, Running, Some("Running"));
+        case.extra.groups.insert("share_lab".into(), 60_001);
+        assert!(matches!(case.plan(), Step::SetUpAccount { .. }));
         // Stopped and meant to be: nothing to do inside.
         let mut case = Case::new(Ready, Stopped, Some("Stopped"));
         case.extra.keys.push("ssh-ed25519 BBBB".into());

@@ -16,6 +16,12 @@
 //! main range would pull new isolated ranges down into it. A changed `raw.idmap` takes
 //! effect at the container's next start.
 //!
+//! Read-write shares are for several people: each gets a *share group* from the same block
+//! (`ssp_core::idblock` splits it), which owns the host folder (setgid, group-writable, with
+//! default POSIX ACLs, `shares::prepare_host_folder`), is mapped into its users' containers
+//! as one more `raw.idmap` line (`gid HOST INSIDE`), and has the owner's account as a member
+//! there (the account script, from [`Attachments::groups`]).
+//!
 //! The [`Worker`] converges what the handlers record (staging mounts, home volumes) and runs
 //! snapshot schedules; it never decides policy (retention is `ssp_core::retention`).
 
@@ -29,6 +35,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::Deserialize;
+use ssp_core::idblock::{self, IdBlock};
 use ssp_store::{Container, Store};
 use tokio::sync::Notify;
 
@@ -108,10 +115,15 @@ pub fn context() -> Option<&'static Context> {
 }
 
 impl Context {
+    /// The delegated id block, split between identities and share groups by
+    /// `ssp_core::idblock`.
+    pub fn block(&self) -> IdBlock {
+        IdBlock { base: self.share_base, count: self.share_count }
+    }
+
     /// The host uid and gid of `user_id`'s share identity, if in the block.
     pub fn identity(&self, user_id: i64) -> Option<u32> {
-        let id = u32::try_from(user_id).ok()?;
-        (self.delegated && id < self.share_count).then(|| self.share_base + id)
+        self.delegated.then(|| self.block().user(user_id)).flatten()
     }
 
     /// Where staging mounts live.
@@ -155,10 +167,17 @@ pub fn attach(store: &Store, rows: &[Container], all: &mut HashMap<String, Attac
         let Some(identity) = ids[owner].and_then(|id| context.identity(id)) else { continue };
         let Some(extra) = all.get_mut(&row.uid) else { continue };
         let mut any = false;
+        let mut groups = Vec::new();
         for share in shares.iter().filter(|s| s.all_users || s.users.iter().any(|u| u == owner)) {
             if let Some((name, device)) = shares::device(context, share, &mounted) {
                 extra.devices.insert(name, device);
                 any = true;
+                // A read-write share's group: mapped in, and the owner's account a member,
+                // so what any of its users writes there the others can change.
+                if let Some(group) = share.group.and_then(|g| context.block().share_group(g).ok()) {
+                    extra.groups.insert(idblock::group_name(share.name.as_str(), &group), group.inside);
+                    groups.push(group);
+                }
             }
         }
         if let Some(home) = homes.iter().find(|h| h.user.as_str() == owner) {
@@ -168,7 +187,8 @@ pub fn attach(store: &Store, rows: &[Container], all: &mut HashMap<String, Attac
             }
         }
         if any {
-            extra.config.insert("raw.idmap".into(), format!("both {identity} {OWNER_UID}"));
+            groups.sort();
+            extra.config.insert("raw.idmap".into(), idblock::raw_idmap(identity, OWNER_UID, &groups));
         }
     }
     Ok(())
@@ -331,6 +351,7 @@ mod tests {
         };
         assert_eq!(context.identity(3), Some(2_000_003));
         assert_eq!(context.identity(10), None);
+        assert_eq!(Context { share_count: 65_535, ..context.clone() }.identity(60_000), None, "share groups' part");
         assert_eq!(Context { delegated: false, ..context }.identity(3), None);
     }
 }

@@ -58,6 +58,12 @@ pub async fn run(command: ShareCommand, json: bool) -> anyhow::Result<()> {
             let whom = if share.users.is_empty() { "everyone".to_string() } else { share.users.join(", ") };
             let mode = if share.read_only { "read-only" } else { "read-write" };
             println!("share {} ({}) mounted {mode} at {} for {whom}", share.name, share.host_path, share.path);
+            if let Some(group) = &share.group {
+                println!("their accounts are members of group {} there; on the host folder ssp:", group.name);
+            }
+            for change in &share.host_changes {
+                println!("  - {change}");
+            }
             Ok(())
         }
         ShareCommand::List => {
@@ -74,10 +80,11 @@ pub async fn run(command: ShareCommand, json: bool) -> anyhow::Result<()> {
                         s.path.clone(),
                         if s.read_only { "ro" } else { "rw" }.into(),
                         if s.users.is_empty() { "everyone".into() } else { s.users.join(",") },
+                        s.group.as_ref().map_or_else(|| "-".into(), |g| format!("{} ({})", g.name, g.gid)),
                     ]
                 })
                 .collect();
-            output::table(&["NAME", "HOST PATH", "PATH", "MODE", "USERS"], &rows);
+            output::table(&["NAME", "HOST PATH", "PATH", "MODE", "USERS", "GROUP"], &rows);
             Ok(())
         }
         ShareCommand::Remove { name } => {
