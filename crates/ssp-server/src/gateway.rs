@@ -122,12 +122,12 @@ impl GatewayConfig {
 #[derive(Debug, Clone)]
 pub struct StoreBackend {
     db: Db,
-    reconciler: crate::reconcile::ReconcilerHandle,
+    reconciler: crate::reconcile::handle::ReconcilerHandle,
 }
 
 impl StoreBackend {
     /// Over `db`.
-    pub fn new(db: Db, reconciler: crate::reconcile::ReconcilerHandle) -> Self {
+    pub fn new(db: Db, reconciler: crate::reconcile::handle::ReconcilerHandle) -> Self {
         Self { db, reconciler }
     }
 }

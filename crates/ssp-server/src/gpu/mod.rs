@@ -19,7 +19,7 @@ use ssp_store::{GpuRecord, Lease};
 use crate::config::Settings;
 use crate::db::Db;
 use crate::instance;
-use crate::reconcile::ReconcilerHandle;
+use crate::reconcile::handle::ReconcilerHandle;
 
 pub mod devices;
 

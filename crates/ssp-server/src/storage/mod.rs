@@ -314,7 +314,7 @@ pub enum StorageError {
     Io(String),
     /// The reconciler could not bring the container back to its desired state.
     #[error("{0}")]
-    Converge(#[from] crate::reconcile::StepError),
+    Converge(#[from] crate::reconcile::handle::StepError),
 }
 
 impl From<StorageError> for crate::error::ApiError {
