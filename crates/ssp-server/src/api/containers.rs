@@ -351,7 +351,8 @@ pub async fn set_state(
     Ok((StatusCode::ACCEPTED, Json(view(&state, &row, false).await)))
 }
 
-/// Restarts a running container (an action, not a state: done at once).
+/// Restarts a running container (an action, not a state: done at once). While another LXD
+/// operation holds it, waits up to [`instance::BUSY_PATIENCE`], then answers 409 `busy`.
 #[utoipa::path(post, path = "/api/v1/containers/{owner}/{name}/restart", tag = "containers",
     responses((status = 202, body = api::Container), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub async fn restart(
@@ -366,10 +367,22 @@ pub async fn restart(
         )));
     }
     let lxd_name = instance::lxd_name(&row);
-    if state.lxd.restart_instance(&lxd_name, Duration::from_secs(30), false).await.is_err() {
-        state.lxd.restart_instance(&lxd_name, Duration::from_secs(30), true).await?;
-    }
     let object = format!("{owner}/{name}");
+    let restart = |force: bool| {
+        let (lxd, lxd_name) = (&state.lxd, &lxd_name);
+        lxd.when_idle(lxd_name, instance::BUSY_PATIENCE, move || {
+            lxd.restart_instance(lxd_name, Duration::from_secs(30), force)
+        })
+    };
+    match restart(false).await {
+        Ok(()) => {}
+        Err(e) if e.is_busy() => return Err(ApiError::lxd_on(&object, e)),
+        // A clean restart failed (its shutdown timed out, most often): force it.
+        Err(e) => {
+            tracing::info!(container = %object, "clean restart failed, forcing it: {e}");
+            restart(true).await.map_err(|e| ApiError::lxd_on(&object, e))?;
+        }
+    }
     let actor = caller.name.clone();
     state.db.run(move |store| store.log(Some(&actor), "container.restart", &object, None)).await?;
     Ok((StatusCode::ACCEPTED, Json(view(&state, &row, false).await)))
@@ -418,15 +431,18 @@ pub async fn exec(
     }
     // The caller's variables win, as they did before the account's were factored out.
     options.environment.extend(request.environment.clone());
-    let output =
-        state.lxd.exec_output_with(&instance::lxd_name(&row), &request.command, &stdin, options).await.map_err(
-            |e| match e {
-                ssp_lxd::Error::Api { status: 400, .. } => {
-                    ApiError::Conflict(format!("container {owner}/{name} is not running; start it first ({e})"))
-                }
-                other => other.into(),
-            },
-        )?;
+    let lxd_name = instance::lxd_name(&row);
+    let (lxd, on, command, input) = (&state.lxd, lxd_name.as_str(), &request.command, stdin.as_slice());
+    let output = lxd
+        .when_idle(on, instance::BUSY_PATIENCE, || lxd.exec_output_with(on, command, input, options.clone()))
+        .await
+        .map_err(|e| match e {
+            busy if busy.is_busy() => ApiError::lxd_on(&format!("{owner}/{name}"), busy),
+            ssp_lxd::Error::Api { status: 400, .. } => {
+                ApiError::Conflict(format!("container {owner}/{name} is not running; start it first ({e})"))
+            }
+            other => other.into(),
+        })?;
     let object = format!("{}/{}", row.owner, row.name);
     let detail = format!("exit {}", output.exit_code);
     let actor = caller.name.clone();

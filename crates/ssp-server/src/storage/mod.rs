@@ -292,6 +292,19 @@ pub enum StorageError {
     /// A host file operation failed.
     #[error("{0}")]
     Io(String),
+    /// LXD stayed busy with another operation on a container (its message names both).
+    #[error("{0}")]
+    Busy(String),
+}
+
+impl StorageError {
+    /// `error` from LXD while acting on container `row`: busy names the container.
+    pub(crate) fn lxd_on(row: &ssp_store::Container) -> impl Fn(ssp_lxd::Error) -> StorageError + '_ {
+        move |error| match error.busy_with() {
+            Some(kind) => StorageError::Busy(crate::error::busy_message(&format!("{}/{}", row.owner, row.name), kind)),
+            None => StorageError::Lxd(error),
+        }
+    }
 }
 
 impl From<StorageError> for crate::error::ApiError {
@@ -300,6 +313,7 @@ impl From<StorageError> for crate::error::ApiError {
             StorageError::Lxd(e) => e.into(),
             StorageError::Store(e) => e.into(),
             StorageError::Io(e) => crate::error::ApiError::Internal(e),
+            StorageError::Busy(message) => crate::error::ApiError::Busy(message),
         }
     }
 }
