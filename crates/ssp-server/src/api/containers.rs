@@ -368,6 +368,12 @@ pub async fn restart(
     }
     let lxd_name = instance::lxd_name(&row);
     let object = format!("{owner}/{name}");
+    // A restart stops, then starts: a reconciler pass in between would see it stopped and
+    // start it too, and LXD then fails the restart ("Failed stopping instance, status is
+    // Running"). Keep the reconciler off it meanwhile, once its work in flight is done.
+    let Ok(_hold) = tokio::time::timeout(instance::BUSY_PATIENCE, state.reconciler_pass.hold(&row.uid)).await else {
+        return Err(ApiError::Busy(format!("{object} is busy: ssp is still working on it; try again in a moment")));
+    };
     let restart = |force: bool| {
         let (lxd, lxd_name) = (&state.lxd, &lxd_name);
         lxd.when_idle(lxd_name, instance::BUSY_PATIENCE, move || {
