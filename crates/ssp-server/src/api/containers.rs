@@ -351,8 +351,10 @@ pub async fn set_state(
     Ok((StatusCode::ACCEPTED, Json(view(&state, &row, false).await)))
 }
 
-/// Restarts a running container (an action, not a state: done at once). While another LXD
-/// operation holds it, waits up to [`instance::BUSY_PATIENCE`], then answers 409 `busy`.
+/// Restarts a running container (an action, not a state: done at once).
+///
+/// While another LXD operation holds the container, waits for it (up to 30 s), then answers
+/// 409 with code `busy`.
 #[utoipa::path(post, path = "/api/v1/containers/{owner}/{name}/restart", tag = "containers",
     responses((status = 202, body = api::Container), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub async fn restart(
