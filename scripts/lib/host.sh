@@ -2,7 +2,7 @@
 # and the host's LXD daemon. Every function is idempotent: a second run changes nothing.
 # shellcheck shell=bash
 
-SSP_PACKAGES=(lxd lxd-client btrfs-progs debootstrap debian-archive-keyring gpgv busybox-static
+SSP_PACKAGES=(lxd lxd-client lxcfs btrfs-progs debootstrap debian-archive-keyring gpgv busybox-static
   openssh-client iproute2 iptables dnsmasq-base procps psmisc kmod util-linux ca-certificates acl)
 
 ssp_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -88,6 +88,35 @@ ssp_ensure_subids() {
 }
 
 ssp_have_systemd() { [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; }
+
+# lxcfs gives each container a /proc/meminfo, /proc/cpuinfo, /proc/stat, /proc/uptime, … and
+# /sys/devices/system/cpu that show its own limits, so `free`, `nproc` and `top` inside tell
+# the truth instead of showing the whole host. It is LXC's mount hook (the lxcfs package's
+# /usr/share/lxc/config/common.conf.d/00-lxcfs.conf, which LXD 5.0.2 includes) that mounts
+# lxcfs's files, at each container start, if lxcfs is running then: tried here, an lxcfs
+# started after LXD serves every container started afterwards, with no LXD restart, while
+# a container already running keeps the host's view until it restarts. So this runs before
+# ssp_start_lxd, which starts the containers LXD brings back at boot.
+SSP_LXCFS_DIR=/var/lib/lxcfs
+ssp_lxcfs_running() { mountpoint -q "$SSP_LXCFS_DIR" && [ -r "$SSP_LXCFS_DIR/proc/meminfo" ]; }
+ssp_start_lxcfs() {
+  if ssp_lxcfs_running; then return 0; fi
+  ssp_log "starting lxcfs"
+  if ssp_have_systemd; then
+    systemctl enable --now lxcfs.service >/dev/null 2>&1 || systemctl start lxcfs
+  else
+    mkdir -p "$SSP_LXCFS_DIR" /var/log/lxcfs
+    # An lxcfs that died leaves its mount behind, answering "Transport endpoint is not connected".
+    umount -l "$SSP_LXCFS_DIR" 2>/dev/null || true
+    setsid lxcfs "$SSP_LXCFS_DIR" </dev/null >>/var/log/lxcfs/lxcfs.log 2>&1 &
+  fi
+  local tries
+  for tries in $(seq 50); do
+    ssp_lxcfs_running && return 0
+    sleep 0.2
+  done
+  ssp_die "lxcfs did not start (tried $tries times): see /var/log/lxcfs/lxcfs.log"
+}
 
 # Starts the host's LXD daemon if it is not answering.
 ssp_start_lxd() {

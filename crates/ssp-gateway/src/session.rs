@@ -51,6 +51,10 @@ const RELAY: &str = r#"exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; cat >&3 & w=$!
 /// move ~15% more than 256 KiB ones, and much more than single 32 KiB SSH packets.
 const INPUT_BATCH: usize = 64 * 1024;
 
+/// How long starting a command waits while LXD says another operation (a restart, the
+/// reconciler's update) holds the container, before the session is refused with LXD's words.
+const BUSY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Buffer for each direction of a jump to a container's sshd.
 const JUMP_BUFFER: usize = 64 * 1024;
 
@@ -153,7 +157,10 @@ pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: 
         None
     };
     let audit = audit_start(&context, &target, kind.audit_name()).await;
-    let exec = match context.lxd.exec_patiently(&target.instance, &kind.command(), options).await {
+    let (lxd, command) = (&context.lxd, kind.command());
+    let started = lxd
+        .when_idle(&target.instance, BUSY_PATIENCE, || lxd.exec_patiently(&target.instance, &command, options.clone()));
+    let exec = match started.await {
         Ok(exec) => exec,
         Err(e) => {
             tracing::warn!(user = %context.login.owner, container = %target.name, "gateway: exec failed: {e}");
@@ -203,7 +210,10 @@ pub(crate) async fn run_forward<B: Backend>(channel: Channel<Msg>, context: Cont
     let command = vec!["/bin/bash".to_string(), "-c".into(), RELAY.into(), "relay".into(), port.to_string()];
     let mut options = target.exec.clone();
     options.pty = None;
-    let exec = match context.lxd.exec_patiently(&target.instance, &command, options).await {
+    let lxd = &context.lxd;
+    let started = lxd
+        .when_idle(&target.instance, BUSY_PATIENCE, || lxd.exec_patiently(&target.instance, &command, options.clone()));
+    let exec = match started.await {
         Ok(exec) => exec,
         Err(e) => {
             tracing::warn!(user = %context.login.owner, container = %target.name, "gateway: relay failed: {e}");
@@ -417,7 +427,14 @@ async fn pump(channel: Channel<Msg>, mut exec: Exec, activity: &Arc<Activity>, s
     let _ = stop_tx.send(());
     let bytes_in = input.await.unwrap_or(0);
     let exit_code = match exec.wait().await {
-        Ok(code) => Some(code),
+        Ok(exit) => {
+            // LXD could not run the program (or a shell's 127 / 126 became LXD's words):
+            // say what a shell would have, when nothing on stderr said it already.
+            if let Some(note) = exit.note.filter(|_| session && writing) {
+                let _ = writer.extended_data_bytes(1, Bytes::from(format!("{note}\r\n"))).await;
+            }
+            Some(exit.code)
+        }
         Err(e) => {
             // LXD before 5.14 sometimes drops a command's output on a loaded host
             // (canonical/lxd#11422): say so rather than end as if all was well.

@@ -24,7 +24,7 @@ async fn main() -> ssp_lxd::Result<()> {
             stdin.write(chunk.clone()).await?;
         }
         stdin.close().await?;
-        let code = exec.wait().await?;
+        let code = exec.wait().await?.code;
         let elapsed = writing.elapsed().as_secs_f64();
         println!(
             "frame {frame_kib:5} KiB: {:7.1} MB/s (exec set-up {:.0} ms, exit {code})",

@@ -118,6 +118,23 @@ impl Error {
         self.status() == Some(409)
     }
 
+    /// When LXD refused because another operation holds the instance — "Instance is busy
+    /// running a "update" operation", as an API error or as a failed operation — the kind of
+    /// that operation (`update`, `stop`, `restart`, …; empty if LXD did not name it). LXD lets
+    /// one state-changing operation hold an instance at a time, including ssp's own: callers
+    /// wait (see [`crate::Client::when_idle`]) or say "busy", never "failed".
+    pub fn busy_with(&self) -> Option<&str> {
+        match self {
+            Error::Api { message, .. } | Error::OperationFailed { message, .. } => busy_kind(message),
+            _ => None,
+        }
+    }
+
+    /// True when LXD said the instance is busy with another operation (see [`Error::busy_with`]).
+    pub fn is_busy(&self) -> bool {
+        self.busy_with().is_some()
+    }
+
     pub(crate) fn protocol(what: impl Into<String>, detail: impl Into<String>) -> Self {
         Error::Protocol { what: what.into(), detail: detail.into() }
     }
@@ -127,5 +144,75 @@ impl Error {
     }
 }
 
+/// The operation kind in LXD's "… is busy running a "KIND" operation" (LXD formats the kind
+/// with Go's `%q`; the sentence may be wrapped in other words, e.g. "Failed to create instance
+/// update operation: Instance is busy running a "stop" operation").
+fn busy_kind(message: &str) -> Option<&str> {
+    const MARK: &str = "is busy running a";
+    let rest = message[message.find(MARK)? + MARK.len()..].trim_start();
+    let rest = rest.strip_prefix("n ").unwrap_or(rest).trim_start();
+    let (kind, after) = match rest.strip_prefix('"') {
+        Some(quoted) => {
+            let end = quoted.find('"')?;
+            (&quoted[..end], quoted[end + 1..].trim_start())
+        }
+        None => match rest.split_once(' ') {
+            Some((word, after)) if word != "operation" => (word, after.trim_start()),
+            _ => ("", rest),
+        },
+    };
+    after.starts_with("operation").then_some(kind)
+}
+
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    fn api(message: &str) -> Error {
+        Error::Api {
+            method: "PUT".into(),
+            path: "/1.0/instances/c1/state".into(),
+            status: 400,
+            message: message.into(),
+        }
+    }
+
+    fn failed(message: &str) -> Error {
+        Error::OperationFailed { id: "x".into(), description: "Restarting instance".into(), message: message.into() }
+    }
+
+    #[test]
+    fn busy_is_recognised_in_every_form_lxd_uses() {
+        let cases = [
+            (api(r#"Instance is busy running a "update" operation"#), Some("update")),
+            (failed(r#"Instance is busy running a "stop" operation"#), Some("stop")),
+            (
+                failed(r#"Failed to create instance restart operation: Instance is busy running a "start" operation"#),
+                Some("start"),
+            ),
+            (api("Instance is busy running a restart operation"), Some("restart")),
+            (api("Instance is busy running an operation"), Some("")),
+            (api("Instance not found"), None),
+            (failed("Command not found"), None),
+            (api("busy"), None),
+            (api(r#"Instance is busy running a "update"#), None),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.busy_with(), kind, "{error}");
+            assert_eq!(error.is_busy(), kind.is_some(), "{error}");
+        }
+    }
+
+    #[test]
+    fn only_lxd_answers_can_be_busy() {
+        let timeout = Error::Timeout {
+            id: "x".into(),
+            description: r#"Instance is busy running a "update" operation"#.into(),
+            after: std::time::Duration::from_secs(1),
+        };
+        assert!(!timeout.is_busy());
+    }
+}

@@ -6,6 +6,7 @@
 //! `metadata.return`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +76,24 @@ pub struct Exec {
     operation: Operation,
     readers: Vec<JoinHandle<Result<()>>>,
     drains: Vec<JoinHandle<()>>,
+    /// The program run (`command[0]`), to name it when it could not be started.
+    program: String,
+    /// Set once anything arrived on stderr (on the terminal, with a pty): then the command
+    /// (a shell, say) has explained a failure itself.
+    spoke: Arc<AtomicBool>,
+}
+
+/// How a command ended, in a shell's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecExit {
+    /// The exit code: the command's own, 128 + N when a signal N killed it, and 127 / 126
+    /// where LXD reports the status as "Command not found" / "not executable" (LXD 5.0 turns
+    /// those two statuses into a failed operation, whether its own `execve` failed or the
+    /// command — a shell that found no such program — exited so).
+    pub code: i32,
+    /// The line a shell prints on stderr in that case (`nosuch: command not found`, no
+    /// newline), when nothing came on stderr that explained it already.
+    pub note: Option<String>,
 }
 
 /// The writing end of a command's stdin.
@@ -203,13 +222,13 @@ impl Exec {
         self.operation.id()
     }
 
-    /// Waits for the command to end and returns its exit code.
+    /// Waits for the command to end and returns how it ended.
     ///
     /// Output is read to its end first; then our side of every websocket is closed, because
     /// LXD finishes the operation only once the client has let go of them (with a pty it
     /// otherwise waits forever).
-    pub async fn wait(self) -> Result<i32> {
-        let Exec { mut stdin, stdout, stderr, control, operation, readers, drains } = self;
+    pub async fn wait(self) -> Result<ExecExit> {
+        let Exec { mut stdin, stdout, stderr, control, operation, readers, drains, program, spoke } = self;
         let mut output = Ok(());
         for reader in readers {
             let result = match reader.await {
@@ -226,13 +245,22 @@ impl Exec {
         }
         drop((stdout, stderr));
         output?;
-        let state = state?;
-        state
+        let state = match state {
+            Ok(state) => state,
+            Err(Error::OperationFailed { message, .. }) if spawn_failure(&message).is_some() => {
+                let (code, what) = spawn_failure(&message).unwrap_or((127, ""));
+                let note = (!spoke.load(Ordering::Relaxed)).then(|| format!("{program}: {what}"));
+                return Ok(ExecExit { code, note });
+            }
+            Err(e) => return Err(e),
+        };
+        let code = state
             .metadata
             .get("return")
             .and_then(serde_json::Value::as_i64)
             .and_then(|code| i32::try_from(code).ok())
-            .ok_or_else(|| Error::protocol("exec", format!("no return code in {}", state.metadata)))
+            .ok_or_else(|| Error::protocol("exec", format!("no return code in {}", state.metadata)))?;
+        Ok(ExecExit { code, note: None })
     }
 }
 
@@ -256,9 +284,11 @@ impl Client {
             return Err(Error::protocol("exec", "empty command"));
         }
         let (width, height) = options.pty.unwrap_or((0, 0));
-        let (command, user, group) = as_sent(command, &options);
+        // The words LXD runs may be a wrapper around the command (see `as_sent`); a "command
+        // not found" line names the command itself.
+        let (sent, user, group) = as_sent(command, &options);
         let request = InstanceExecPost {
-            command,
+            command: sent,
             environment: options.environment,
             interactive: options.pty.is_some(),
             wait_for_websocket: true,
@@ -280,7 +310,9 @@ impl Client {
         let op_path = format!("/1.0/operations/{}/websocket", seg(operation.id())?);
         let connect = |fd: &str| -> Result<String> { Ok(format!("{op_path}?secret={}", seg(&secret(fd)?)?)) };
         match self.connect_streams(&operation, &connect, options.pty.is_some()).await {
-            Ok((control_ws, streams)) => Ok(self.assemble(operation, control_ws, streams, options.pty.is_some())),
+            Ok((control_ws, streams)) => {
+                Ok(self.assemble(operation, control_ws, streams, options.pty.is_some(), &command[0]))
+            }
             Err(e) => {
                 // The command starts only once every stream is connected, so nothing ran:
                 // cancel the operation and let the caller try again.
@@ -318,7 +350,8 @@ impl Client {
         }
     }
 
-    fn assemble(&self, operation: Operation, control_ws: Ws, streams: Vec<Ws>, pty: bool) -> Exec {
+    fn assemble(&self, operation: Operation, control_ws: Ws, streams: Vec<Ws>, pty: bool, program: &str) -> Exec {
+        let spoke = Arc::new(AtomicBool::new(false));
         let mut streams = streams.into_iter();
 
         let (control_sink, control_stream) = control_ws.split();
@@ -330,17 +363,17 @@ impl Client {
         let mut next = || streams.next().map(|ws| ws.split());
         let stdin = match (pty, next()) {
             (true, Some((sink, stream))) => {
-                readers.push(tokio::spawn(forward(stream, stdout_tx, "exec pty")));
+                readers.push(tokio::spawn(forward(stream, stdout_tx, Some(Arc::clone(&spoke)), "exec pty")));
                 drop(stderr_tx);
                 ExecStdin { sink: Some(sink), shared_with_output: true }
             }
             (false, Some((sink, stdin_stream))) => {
                 drains.push(tokio::spawn(drain(stdin_stream)));
                 if let Some((_, out)) = next() {
-                    readers.push(tokio::spawn(forward(out, stdout_tx, "exec stdout")));
+                    readers.push(tokio::spawn(forward(out, stdout_tx, None, "exec stdout")));
                 }
                 if let Some((_, err)) = next() {
-                    readers.push(tokio::spawn(forward(err, stderr_tx, "exec stderr")));
+                    readers.push(tokio::spawn(forward(err, stderr_tx, Some(Arc::clone(&spoke)), "exec stderr")));
                 }
                 ExecStdin { sink: Some(sink), shared_with_output: false }
             }
@@ -354,6 +387,8 @@ impl Client {
             operation,
             readers,
             drains,
+            program: program.to_owned(),
+            spoke,
         }
     }
 
@@ -408,41 +443,42 @@ impl Client {
             }
             buf
         };
-        let (stdout, mut stderr, exit_code) = tokio::join!(collect_out, collect_err, exec.wait());
-        // LXD fails the operation when the program cannot be started; answer as a shell
-        // would (127 not found, 126 not executable), so the exit code says what happened.
-        let spawn_failed = match &exit_code {
-            Err(Error::OperationFailed { message, .. }) => spawn_failure(message),
-            _ => None,
-        };
-        let exit_code = match (exit_code, spawn_failed) {
-            (Ok(code), _) => code,
-            (Err(_), Some((code, what))) => {
-                stderr.extend_from_slice(format!("{}: {what}\n", command[0]).as_bytes());
-                code
-            }
-            (Err(e), None) => return Err(e),
-        };
-        Ok(ExecOutput { exit_code, stdout, stderr })
+        let (stdout, mut stderr, exit) = tokio::join!(collect_out, collect_err, exec.wait());
+        let exit = exit?;
+        if let Some(note) = exit.note {
+            stderr.extend_from_slice(format!("{note}\n").as_bytes());
+        }
+        Ok(ExecOutput { exit_code: exit.code, stdout, stderr })
     }
 }
 
-/// The shell's exit code and words for LXD's message when it could not start a program.
+/// The shell's exit code and words for LXD's message when a command's status was 127 or 126
+/// (LXD 5.0.2 words them "Command not found" and "Command not executable"; older daemons
+/// said "Permission denied" for the latter).
 fn spawn_failure(message: &str) -> Option<(i32, &'static str)> {
     match message {
         "Command not found" => Some((127, "command not found")),
-        "Permission denied" => Some((126, "permission denied")),
+        "Command not executable" | "Permission denied" => Some((126, "permission denied")),
         _ => None,
     }
 }
 
 /// Forwards binary frames to `tx` until the end-of-output barrier or a close. Keeps reading
 /// when the receiver is gone so the command is never blocked on output nobody reads.
-async fn forward(mut stream: SplitStream<Ws>, tx: mpsc::Sender<Bytes>, what: &'static str) -> Result<()> {
+/// Sets `spoke` (if given) once any data came.
+async fn forward(
+    mut stream: SplitStream<Ws>,
+    tx: mpsc::Sender<Bytes>,
+    spoke: Option<Arc<AtomicBool>>,
+    what: &'static str,
+) -> Result<()> {
     let mut receiver_alive = true;
     while let Some(message) = stream.next().await {
         match message {
             Ok(Message::Binary(data)) => {
+                if let Some(spoke) = spoke.as_ref().filter(|_| !data.is_empty()) {
+                    spoke.store(true, Ordering::Relaxed);
+                }
                 if receiver_alive && tx.send(data).await.is_err() {
                     receiver_alive = false;
                 }
@@ -486,5 +522,13 @@ mod tests {
         assert_eq!(as_sent(&command, &root), (command, 0, 0));
         // Every path to the command goes through `exec`: a failed switch never runs it as root.
         assert!(DROP_TO_ACCOUNT.lines().filter(|l| l.contains("\"$@\"")).all(|l| l.trim_start().starts_with("exec ")));
+    }
+
+    #[test]
+    fn lxds_words_for_127_and_126_become_a_shells() {
+        assert_eq!(spawn_failure("Command not found"), Some((127, "command not found")));
+        assert_eq!(spawn_failure("Command not executable"), Some((126, "permission denied")));
+        assert_eq!(spawn_failure("Permission denied"), Some((126, "permission denied")));
+        assert_eq!(spawn_failure("Instance is not running"), None);
     }
 }

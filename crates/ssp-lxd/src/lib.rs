@@ -23,6 +23,7 @@
 
 mod admin;
 mod backups;
+mod busy;
 mod client;
 mod error;
 mod events;
@@ -36,7 +37,7 @@ pub mod wire;
 pub use client::{Client, Tagged};
 pub use error::{Error, Result};
 pub use events::{EventKind, Events};
-pub use exec::{Exec, ExecControl, ExecOptions, ExecOutput, ExecStdin, DROP_TO_ACCOUNT};
+pub use exec::{Exec, ExecControl, ExecExit, ExecOptions, ExecOutput, ExecStdin, DROP_TO_ACCOUNT};
 pub use files::{FileContent, FileMode, PulledFile};
 pub use images::UploadProgress;
 pub use instances::StateAction;

@@ -27,6 +27,10 @@ pub enum ApiError {
     /// A quota would be exceeded (409, code `quota_exceeded`).
     #[error("{0}")]
     QuotaExceeded(String),
+    /// LXD is busy with another operation on the object, even after waiting a while (409,
+    /// code `busy`): a moment later the same request may well succeed.
+    #[error("{0}")]
+    Busy(String),
     /// LXD is not reachable (503).
     #[error("{0}")]
     Unavailable(String),
@@ -41,6 +45,15 @@ impl ApiError {
         ApiError::NotFound(format!("{kind} {name} does not exist"))
     }
 
+    /// `error` from LXD while acting on container `object` (`alice/dev`): a busy instance is
+    /// named, with what holds it; anything else as [`From`] maps it.
+    pub fn lxd_on(object: &str, error: ssp_lxd::Error) -> Self {
+        match error.busy_with() {
+            Some(kind) => ApiError::Busy(busy_message(object, kind)),
+            None => error.into(),
+        }
+    }
+
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -49,6 +62,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::QuotaExceeded(_) => (StatusCode::CONFLICT, "quota_exceeded"),
+            ApiError::Busy(_) => (StatusCode::CONFLICT, "busy"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -95,9 +109,18 @@ impl From<ssp_lxd::Error> for ApiError {
             ssp_lxd::Error::Timeout { .. } => {
                 ApiError::Unavailable(format!("LXD did not answer in time ({error}); try again shortly"))
             }
+            // Handlers that know the object use `ApiError::lxd_on`; this is the fallback.
+            busy if busy.is_busy() => ApiError::Busy(busy_message("the container", busy.busy_with().unwrap_or(""))),
             other => ApiError::Internal(format!("LXD: {other}")),
         }
     }
+}
+
+/// "OBJECT is busy with an LXD KIND operation; try again in a moment".
+pub(crate) fn busy_message(object: &str, kind: &str) -> String {
+    let operation =
+        if kind.is_empty() { "another LXD operation".to_string() } else { format!("an LXD {kind} operation") };
+    format!("{object} is busy with {operation}; try again in a moment")
 }
 
 impl From<ssp_core::names::NameError> for ApiError {
@@ -138,5 +161,32 @@ where
             Ok(Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(ApiError::BadRequest(format!("request body: {}", rejection.body_text()))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiError;
+
+    fn busy(kind: &str) -> ssp_lxd::Error {
+        ssp_lxd::Error::OperationFailed {
+            id: "x".into(),
+            description: "Restarting instance".into(),
+            message: format!("Instance is busy running a \"{kind}\" operation"),
+        }
+    }
+
+    #[test]
+    fn busy_is_a_conflict_that_says_what_is_in_the_way() {
+        let named = ApiError::lxd_on("alice/dev", busy("update"));
+        assert!(
+            matches!(&named, ApiError::Busy(m) if m == "alice/dev is busy with an LXD update operation; try again in a moment"),
+            "{named:?}"
+        );
+        assert_eq!(named.parts(), (axum::http::StatusCode::CONFLICT, "busy"));
+        let unnamed: ApiError = busy("stop").into();
+        assert!(matches!(&unnamed, ApiError::Busy(m) if m.contains("busy with an LXD stop operation")), "{unnamed:?}");
+        let other = ApiError::lxd_on("alice/dev", ssp_lxd::Error::InvalidName { name: ".".into() });
+        assert!(matches!(other, ApiError::Internal(_)));
     }
 }

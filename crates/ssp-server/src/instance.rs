@@ -25,6 +25,11 @@ pub const TAG_ACCOUNT: &str = "user.ssp.account";
 /// The uid and gid of the owner's account inside every container.
 pub const OWNER_UID: u32 = 1000;
 
+/// How long a user's action on a container waits while LXD says another operation (often the
+/// reconciler's own) holds it, before answering "busy, try again" (409). Long enough for an
+/// update or a clean stop, short enough that a person is not left wondering.
+pub const BUSY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How a command runs inside as the owner's account (uid/gid [`OWNER_UID`] with the
 /// account's groups — its share groups among them — in their home, with `HOME`, `USER` and
 /// `LOGNAME` set): `ssp exec` and the SSH gateway both use it.

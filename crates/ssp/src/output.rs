@@ -11,7 +11,7 @@
 //! | 3    | a daemon cannot be reached: LXD, or the ssp daemon (or it reports LXD down) |
 //! | 4    | not found (404)                                                          |
 //! | 5    | permission: not logged in, bad token (401), not allowed (403)             |
-//! | 6    | quota exceeded or conflict (409: the name is taken, the state forbids it) |
+//! | 6    | quota exceeded or conflict (409: the name is taken, the state forbids it, LXD is busy with it) |
 //!
 //! `ssp exec` exits with the command's own exit code once the command ran.
 
@@ -86,7 +86,7 @@ fn api_exit_code(error: &ApiError) -> u8 {
             "bad_request" => EXIT_INPUT,
             "unauthorized" | "forbidden" => EXIT_PERMISSION,
             "not_found" => EXIT_NOT_FOUND,
-            "conflict" | "quota_exceeded" => EXIT_CONFLICT,
+            "conflict" | "quota_exceeded" | "busy" => EXIT_CONFLICT,
             "unavailable" => EXIT_UNAVAILABLE,
             _ => match *status {
                 StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => EXIT_INPUT,

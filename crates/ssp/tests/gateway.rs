@@ -830,4 +830,55 @@ async fn python_scenario(platform: &Platform) -> Result<()> {
     Ok(())
 }
 
-ssp_testkit::lxd_tests![gateway_end_to_end, python_clients];
+/// A command that is not there, or not executable, ends as it does through sshd: the
+/// shell's message on stderr and its exit status (127, 126), with or without a terminal —
+/// although LXD 5.0.2 reports those two statuses as a failed operation, not an exit code.
+async fn missing_commands_exit_as_through_sshd(lxd: &'static PrivateLxd) -> Result<()> {
+    logged(lxd, "", |platform| async move {
+        match missing_commands(&platform).await {
+            Ok(()) => Ok(platform),
+            Err(e) => Err((platform, e)),
+        }
+    })
+    .await
+}
+
+async fn missing_commands(platform: &Platform) -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let key = keygen(scratch.path(), "carol")?;
+    let carol = platform.user("carol", &["--key", &format!("{}.pub", key.display())])?;
+    let client = Client::new(platform, scratch.path())?;
+    container(platform, &carol, "dev").await?;
+    // The first exec may meet LXD 5.0.2's stalls after start: keep trying.
+    let deadline = std::time::Instant::now() + EXEC_PATIENCE;
+    while client.ssh(&key, "carol+dev", &[], &["true"], b"").await?.status.code() != Some(0) {
+        ensure!(std::time::Instant::now() < deadline, "no command through the gateway");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for terminal in [&[][..], &["-tt"][..]] {
+        let out = client.ssh(&key, "carol+dev", terminal, &["no-such-program"], b"").await?;
+        let said = format!("{}{}", text(&out.stderr), text(&out.stdout));
+        ensure!(
+            out.status.code() == Some(127) && said.contains("no-such-program: command not found"),
+            "missing program {terminal:?}: {out:?}"
+        );
+        ensure!(!said.contains("cut off"), "{said}");
+        // mktemp makes a file only its owner may read and write: running it is refused.
+        let out = client.ssh(&key, "carol+dev", terminal, &["f=$(mktemp); $f"], b"").await?;
+        let said = format!("{}{}", text(&out.stderr), text(&out.stdout));
+        ensure!(
+            out.status.code() == Some(126) && said.contains("Permission denied"),
+            "a file that is not executable {terminal:?}: {out:?}"
+        );
+    }
+    // What a script sees, through a local shell: `ssh … nosuch; echo $?`.
+    let mut ssh = vec!["ssh".to_string()];
+    ssh.extend(client.options(&key));
+    ssh.extend(["-p".into(), client.port.to_string(), format!("carol+dev@{}", client.host), "nosuch".into()]);
+    let script = format!("{} 2>/dev/null; echo $?", ssh.join(" "));
+    let out = tokio::process::Command::new("sh").args(["-c", &script]).stdin(Stdio::null()).output().await?;
+    ensure!(text(&out.stdout).trim() == "127", "`ssh … nosuch; echo $?` printed {out:?}");
+    Ok(())
+}
+
+ssp_testkit::lxd_tests![gateway_end_to_end, python_clients, missing_commands_exit_as_through_sshd];

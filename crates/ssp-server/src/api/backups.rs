@@ -66,7 +66,12 @@ pub async fn export(
     let row = super::containers::visible(&state, &caller, &owner, &name).await?;
     let lxd_name = instance::lxd_name(&row);
     let backup = format!("ssp-export-{}", super::images::random_hex()?);
-    state.lxd.create_backup(&lxd_name, &backup).await?.wait(Some(BACKUP_TIMEOUT)).await?;
+    let (lxd, on, backup_name) = (&state.lxd, lxd_name.as_str(), backup.as_str());
+    lxd.when_idle(on, instance::BUSY_PATIENCE, || async move {
+        lxd.create_backup(on, backup_name).await?.wait(Some(BACKUP_TIMEOUT)).await
+    })
+    .await
+    .map_err(|e| ApiError::lxd_on(&format!("{owner}/{name}"), e))?;
     let cleanup = BackupCleanup { lxd: state.lxd.clone(), instance: lxd_name.clone(), backup: backup.clone() };
     let response = state.lxd.export_backup(&lxd_name, &backup).await?;
     let length = response.content_length();

@@ -352,6 +352,9 @@ pub async fn set_state(
 }
 
 /// Restarts a running container (an action, not a state: done at once).
+///
+/// While another LXD operation holds the container, waits for it (up to 30 s), then answers
+/// 409 with code `busy`.
 #[utoipa::path(post, path = "/api/v1/containers/{owner}/{name}/restart", tag = "containers",
     responses((status = 202, body = api::Container), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub async fn restart(
@@ -366,10 +369,32 @@ pub async fn restart(
         )));
     }
     let lxd_name = instance::lxd_name(&row);
-    if state.lxd.restart_instance(&lxd_name, Duration::from_secs(30), false).await.is_err() {
-        state.lxd.restart_instance(&lxd_name, Duration::from_secs(30), true).await?;
-    }
     let object = format!("{owner}/{name}");
+    // A restart stops, then starts: a reconciler pass in between would see it stopped and
+    // start it too, and LXD then fails the restart ("Failed stopping instance, status is
+    // Running"). Keep the reconciler off it meanwhile, once its work in flight is done.
+    let Ok(_hold) = tokio::time::timeout(instance::BUSY_PATIENCE, state.reconciler_pass.hold(&row.uid)).await else {
+        return Err(ApiError::Busy(format!("{object} is busy: ssp is still working on it; try again in a moment")));
+    };
+    let restart = |force: bool| {
+        let (lxd, lxd_name) = (&state.lxd, &lxd_name);
+        lxd.when_idle(lxd_name, instance::BUSY_PATIENCE, move || {
+            lxd.restart_instance(lxd_name, Duration::from_secs(30), force)
+        })
+    };
+    match restart(false).await {
+        Ok(()) => {}
+        Err(e) if e.is_busy() => return Err(ApiError::lxd_on(&object, e)),
+        // A clean restart failed (its shutdown timed out, most often): force it.
+        Err(e) => {
+            tracing::info!(container = %object, "clean restart failed, forcing it: {e}");
+            restart(true).await.map_err(|e| ApiError::lxd_on(&object, e))?;
+        }
+    }
+    // Ready means ready: the executor brings it back to usable (its GPUs probed again after
+    // the new start, anything that drifted meanwhile put back) before the answer.
+    state.reconciler.changed(&row.uid);
+    state.reconciler_pass.converge_held(&row.uid).await?;
     let actor = caller.name.clone();
     state.db.run(move |store| store.log(Some(&actor), "container.restart", &object, None)).await?;
     Ok((StatusCode::ACCEPTED, Json(view(&state, &row, false).await)))
@@ -418,15 +443,18 @@ pub async fn exec(
     }
     // The caller's variables win, as they did before the account's were factored out.
     options.environment.extend(request.environment.clone());
-    let output =
-        state.lxd.exec_output_with(&instance::lxd_name(&row), &request.command, &stdin, options).await.map_err(
-            |e| match e {
-                ssp_lxd::Error::Api { status: 400, .. } => {
-                    ApiError::Conflict(format!("container {owner}/{name} is not running; start it first ({e})"))
-                }
-                other => other.into(),
-            },
-        )?;
+    let lxd_name = instance::lxd_name(&row);
+    let (lxd, on, command, input) = (&state.lxd, lxd_name.as_str(), &request.command, stdin.as_slice());
+    let output = lxd
+        .when_idle(on, instance::BUSY_PATIENCE, || lxd.exec_output_with(on, command, input, options.clone()))
+        .await
+        .map_err(|e| match e {
+            busy if busy.is_busy() => ApiError::lxd_on(&format!("{owner}/{name}"), busy),
+            ssp_lxd::Error::Api { status: 400, .. } => {
+                ApiError::Conflict(format!("container {owner}/{name} is not running; start it first ({e})"))
+            }
+            other => other.into(),
+        })?;
     let object = format!("{}/{}", row.owner, row.name);
     let detail = format!("exit {}", output.exit_code);
     let actor = caller.name.clone();

@@ -180,7 +180,13 @@ pub async fn publish(
     let alias = alias(&state.reconciler_pass.layout().platform, &owner, &name);
     let lxd_name = instance::lxd_name(&row);
     let snapshot = format!("ssp-publish-{}", random_hex()?);
-    state.lxd.create_snapshot(&lxd_name, &snapshot).await?.wait(Some(PUBLISH_TIMEOUT)).await?;
+    let object = format!("{owner}/{container}");
+    let (lxd, on, snap) = (&state.lxd, lxd_name.as_str(), snapshot.as_str());
+    lxd.when_idle(on, instance::BUSY_PATIENCE, || async move {
+        lxd.create_snapshot(on, snap).await?.wait(Some(PUBLISH_TIMEOUT)).await
+    })
+    .await
+    .map_err(|e| ApiError::lxd_on(&object, e))?;
     let platform = state.reconciler_pass.layout().platform.clone();
     let properties = [
         ("description".to_string(), format!("{owner}/{name}, published from {owner}/{container}")),
@@ -201,11 +207,13 @@ pub async fn publish(
     .await;
     // The snapshot only served the publish: a snapshot LXD has without a row would show
     // up in the owner's list as a protected one.
-    match state.lxd.delete_snapshot(&lxd_name, &snapshot).await {
-        Ok(operation) => {
-            operation.wait(Some(PUBLISH_TIMEOUT)).await.ok();
-        }
-        Err(e) => tracing::warn!(instance = %lxd_name, %snapshot, "cannot remove the publish snapshot: {e}"),
+    let removed = lxd
+        .when_idle(on, instance::BUSY_PATIENCE, || async move {
+            lxd.delete_snapshot(on, snap).await?.wait(Some(PUBLISH_TIMEOUT)).await
+        })
+        .await;
+    if let Err(e) = removed {
+        tracing::warn!(instance = %lxd_name, %snapshot, "cannot remove the publish snapshot: {e}");
     }
     let fingerprint = published?;
     let recorded = async {

@@ -35,15 +35,10 @@ impl StepError {
     /// LXD refused because another operation holds the instance: a state to wait out.
     pub(crate) fn is_busy(&self) -> bool {
         match self {
-            StepError::Lxd(e) | StepError::Guest(guest::GuestError::Lxd(e)) => is_busy(e),
+            StepError::Lxd(e) | StepError::Guest(guest::GuestError::Lxd(e)) => e.is_busy(),
             _ => false,
         }
     }
-}
-
-/// LXD's "Instance is busy running a … operation".
-pub(crate) fn is_busy(e: &ssp_lxd::Error) -> bool {
-    e.to_string().contains("is busy running")
 }
 
 impl From<StepError> for crate::error::ApiError {

@@ -31,7 +31,6 @@
 pub mod handle;
 pub mod plan;
 
-use handle::is_busy;
 pub use handle::{Condition, ReconcilerHandle, StepError};
 
 use std::collections::{HashMap, HashSet};
@@ -237,10 +236,10 @@ impl Reconciler {
             match self.lxd.update_instance(instance, &put, None).await {
                 Ok(operation) => match operation.wait(Some(OPERATION_TIMEOUT)).await {
                     Ok(_) => return Ok(()),
-                    Err(e) if is_busy(&e) => {}
+                    Err(e) if e.is_busy() => {}
                     Err(e) => return Err(e.into()),
                 },
-                Err(e) if is_busy(&e) => {}
+                Err(e) if e.is_busy() => {}
                 Err(e) => return Err(e.into()),
             }
             self.wait_for_operations_on(instance).await?;
@@ -871,23 +870,10 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Waits for the LXD operations that hold instance `name` (see
-    /// [`Reconciler::operations_holding_instances`]).
+    /// Waits for the LXD operations that hold instance `name` (tasks: start, stop, update,
+    /// snapshot, …; never exec sessions, which hold nothing and may last hours).
     async fn wait_for_operations_on(&self, name: &str) -> Result<(), StepError> {
-        let path = format!("/1.0/instances/{name}");
-        for operation in self.lxd.running_operations().await? {
-            let state = operation.state();
-            let on_it = state.class == "task"
-                && state.resources.get("instances").is_some_and(|list| list.iter().any(|p| p == &path));
-            if on_it {
-                tracing::info!(instance = %name, operation = %operation.id(), "waiting for an LXD operation on it");
-                match operation.wait(Some(OPERATION_TIMEOUT)).await {
-                    Ok(_) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => tracing::warn!(instance = %name, "an earlier operation on it failed: {e}"),
-                }
-            }
-        }
+        self.lxd.wait_for_operations_on(name, OPERATION_TIMEOUT).await?;
         Ok(())
     }
 

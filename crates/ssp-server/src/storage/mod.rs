@@ -315,6 +315,19 @@ pub enum StorageError {
     /// The reconciler could not bring the container back to its desired state.
     #[error("{0}")]
     Converge(#[from] crate::reconcile::handle::StepError),
+    /// LXD stayed busy with another operation on a container (its message names both).
+    #[error("{0}")]
+    Busy(String),
+}
+
+impl StorageError {
+    /// `error` from LXD while acting on container `row`: busy names the container.
+    pub(crate) fn lxd_on(row: &ssp_store::Container) -> impl Fn(ssp_lxd::Error) -> StorageError + '_ {
+        move |error| match error.busy_with() {
+            Some(kind) => StorageError::Busy(crate::error::busy_message(&format!("{}/{}", row.owner, row.name), kind)),
+            None => StorageError::Lxd(error),
+        }
+    }
 }
 
 impl From<StorageError> for crate::error::ApiError {
@@ -324,6 +337,7 @@ impl From<StorageError> for crate::error::ApiError {
             StorageError::Store(e) => e.into(),
             StorageError::Io(e) => crate::error::ApiError::Internal(e),
             StorageError::Converge(e) => e.into(),
+            StorageError::Busy(message) => crate::error::ApiError::Busy(message),
         }
     }
 }

@@ -55,7 +55,13 @@ pub async fn take(
     scheduled: bool,
     actor: Option<String>,
 ) -> Result<(), StorageError> {
-    state.lxd.create_snapshot(&instance::lxd_name(row), name).await?.wait(Some(TIMEOUT)).await?;
+    let lxd_name = instance::lxd_name(row);
+    let (lxd, on) = (&state.lxd, lxd_name.as_str());
+    lxd.when_idle(on, instance::BUSY_PATIENCE, || async move {
+        lxd.create_snapshot(on, name).await?.wait(Some(TIMEOUT)).await
+    })
+    .await
+    .map_err(StorageError::lxd_on(row))?;
     let (uid, name) = (row.uid.clone(), name.to_string());
     state.db.run(move |s| s.record_snapshot(actor.as_deref(), &uid, &name, protected, scheduled)).await?;
     Ok(())
@@ -63,12 +69,17 @@ pub async fn take(
 
 /// Deletes snapshot `name` of `row` (gone already is fine) and forgets it.
 pub async fn delete(state: &AppState, row: &Container, name: &str, actor: Option<String>) -> Result<(), StorageError> {
-    match state.lxd.delete_snapshot(&instance::lxd_name(row), name).await {
-        Ok(operation) => {
-            operation.wait(Some(TIMEOUT)).await?;
-        }
+    let lxd_name = instance::lxd_name(row);
+    let (lxd, on) = (&state.lxd, lxd_name.as_str());
+    let deleted = lxd
+        .when_idle(on, instance::BUSY_PATIENCE, || async move {
+            lxd.delete_snapshot(on, name).await?.wait(Some(TIMEOUT)).await
+        })
+        .await;
+    match deleted {
+        Ok(_) => {}
         Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(StorageError::lxd_on(row)(e)),
     }
     let (uid, name) = (row.uid.clone(), name.to_string());
     state.db.run(move |s| s.forget_snapshot(actor.as_deref(), &uid, &name)).await?;
@@ -79,11 +90,24 @@ pub async fn delete(state: &AppState, row: &Container, name: &str, actor: Option
 pub async fn restore(state: &AppState, row: &Container, name: &str, actor: Option<String>) -> Result<(), StorageError> {
     let _hold = state.reconciler_pass.hold(&row.uid).await;
     let lxd_name = instance::lxd_name(row);
+    let busy = StorageError::lxd_on(row);
+    let (lxd, on) = (&state.lxd, lxd_name.as_str());
+    let stop =
+        |force: bool| lxd.when_idle(on, instance::BUSY_PATIENCE, move || lxd.stop_instance(on, STOP_TIMEOUT, force));
     let current = state.lxd.instance(&lxd_name).await?.value;
-    if current.status != "Stopped" && state.lxd.stop_instance(&lxd_name, STOP_TIMEOUT, false).await.is_err() {
-        state.lxd.stop_instance(&lxd_name, STOP_TIMEOUT, true).await?;
+    if current.status != "Stopped" {
+        match stop(false).await {
+            Ok(()) => {}
+            Err(e) if e.is_busy() => return Err(busy(e)),
+            // The clean stop timed out: force it.
+            Err(_) => stop(true).await.map_err(&busy)?,
+        }
     }
-    state.lxd.restore_snapshot(&lxd_name, name).await?.wait(Some(TIMEOUT)).await?;
+    lxd.when_idle(on, instance::BUSY_PATIENCE, || async move {
+        lxd.restore_snapshot(on, name).await?.wait(Some(TIMEOUT)).await
+    })
+    .await
+    .map_err(&busy)?;
     // LXD brought back the snapshot's config and devices (which may predate a share, a GPU
     // or a fix of drift): the reconciler's executor — the one writer of ssp's config — puts
     // ssp's back, starts it if it should run, and sets up the account and GPUs again, while

@@ -242,8 +242,13 @@ pub async fn run(command: ContainerCommand, json: bool) -> anyhow::Result<()> {
         }
         ContainerCommand::Restart { container, wait } => {
             let (owner, name) = container.resolve(&client).await?;
+            // The daemon restarts at once, but waits first while LXD is busy with the container
+            // (up to half a minute): show that something is happening.
+            let mut progress = Progress::new();
+            progress.set(&format!("restarting {owner}/{name}"));
             let changed =
                 client.restart(&owner, &name).await.with_context(|| format!("restarting container {owner}/{name}"))?;
+            drop(progress);
             finish(&client, changed, Goal::Ready(DesiredState::Running), wait, json, "restarted").await
         }
         ContainerCommand::Delete { container, wait } => {
