@@ -51,8 +51,15 @@ pub struct ExecOptions {
 /// account's groups — util-linux `setpriv --init-groups` where it exists (Debian), else
 /// busybox `su` to the account's name (which sets its groups too, and does not make a new
 /// session the way util-linux `su -c` does). Both replace the shell with `exec`, so nothing
-/// ever runs as root after a failed switch: a failure ends the command.
+/// ever runs as root after a failed switch: a failure ends the command. A command that is not
+/// there, or not executable, is answered first as a shell would (127 "command not found",
+/// 126 "Permission denied"), not in the switching tool's words.
 pub const DROP_TO_ACCOUNT: &str = r#"uid="$1"; gid="$2"; shift 2
+case "$1" in
+  */*) if [ ! -e "$1" ]; then echo "$1: No such file or directory" >&2; exit 127; fi
+       if [ -d "$1" ] || [ ! -x "$1" ]; then echo "$1: Permission denied" >&2; exit 126; fi ;;
+  *) command -v "$1" >/dev/null 2>&1 || { echo "$1: command not found" >&2; exit 127; } ;;
+esac
 if setpriv --help 2>&1 | grep -q -e --init-groups; then
   exec setpriv --reuid="$uid" --regid="$gid" --init-groups -- "$@"
 fi

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use ssp_core::names::{ImageName, Name};
@@ -57,9 +58,9 @@ pub struct Config {
     /// GPUs.
     pub gpu: GpuConfig,
     /// `[storage]`: shares' host ids, the storage worker's interval.
-    pub storage: crate::storage::StorageConfig,
+    pub storage: StorageConfig,
     /// `[gateway]`: the SSH front door.
-    pub gateway: crate::gateway::GatewayConfig,
+    pub gateway: GatewayConfig,
 }
 
 /// GPUs: where they come from, how often they are sampled, and idle reclaim.
@@ -178,8 +179,8 @@ impl Default for Config {
             quota: QuotaConfig::default(),
             reconcile: ReconcileConfig::default(),
             gpu: GpuConfig::default(),
-            storage: crate::storage::StorageConfig::default(),
-            gateway: crate::gateway::GatewayConfig::default(),
+            storage: StorageConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -220,6 +221,143 @@ impl Default for ReconcileConfig {
     }
 }
 
+/// `[gateway]`: the SSH front door.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address and port; `none` or empty turns the gateway off.
+    pub listen: String,
+    /// Authentication attempts per connection.
+    pub max_auth_attempts: usize,
+    /// Seconds a connection may take to authenticate.
+    pub pre_auth_timeout_secs: u64,
+    /// Seconds with nothing running and no byte either way after which a connection is
+    /// closed (0: never). A running command or forward keeps it open, however quiet.
+    pub idle_timeout_secs: u64,
+    /// Open connections per user.
+    pub max_connections_per_user: usize,
+    /// Connections per source address that have not authenticated yet.
+    pub max_startups_per_source: usize,
+    /// Milliseconds every refused authentication takes.
+    pub auth_rejection_ms: u64,
+    /// Seconds a source with recent failed logins waits at most before its keys are looked at
+    /// (growing 1, 2, 4, … with its failures; less than `pre_auth_timeout_secs`).
+    pub max_source_penalty_secs: u64,
+    /// Seconds a container keeps the sshd socket that ProxyJump uses after the last jump
+    /// (each costs LXD a `forkproxy` process; making one takes about a second).
+    pub sshd_socket_linger_secs: u64,
+    /// `"auto"`: AES-GCM only where the CPU accelerates it (the cheapest for the gateway,
+    /// which decrypts every session), chacha20-poly1305 as well elsewhere; `"all"`: both
+    /// everywhere, for clients without AES-GCM.
+    pub ciphers: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:2222".into(),
+            max_auth_attempts: 6,
+            pre_auth_timeout_secs: 30,
+            idle_timeout_secs: 8 * 3600,
+            max_connections_per_user: 20,
+            max_startups_per_source: 10,
+            auth_rejection_ms: 1000,
+            max_source_penalty_secs: 10,
+            sshd_socket_linger_secs: 600,
+            ciphers: "auto".into(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The address, or `None` when the gateway is off.
+    pub fn address(&self) -> Result<Option<SocketAddr>, String> {
+        match self.listen.trim() {
+            "" | "none" => Ok(None),
+            text => text
+                .parse()
+                .map(Some)
+                .map_err(|e| format!("gateway.listen = {text:?}: {e} (use ADDRESS:PORT, or \"none\")")),
+        }
+    }
+
+    fn ciphers(&self) -> Result<ssp_gateway::Ciphers, String> {
+        match self.ciphers.as_str() {
+            "auto" => Ok(ssp_gateway::Ciphers::Auto),
+            "all" => Ok(ssp_gateway::Ciphers::All),
+            other => Err(format!("gateway.ciphers = {other:?}: use \"auto\" or \"all\"")),
+        }
+    }
+
+    /// Checks the values.
+    pub fn check(&self) -> Result<(), String> {
+        self.address()?;
+        self.ciphers()?;
+        if self.max_auth_attempts == 0 || self.max_auth_attempts > 20 {
+            return Err("gateway.max_auth_attempts must be 1 to 20".into());
+        }
+        if self.pre_auth_timeout_secs == 0 || self.max_connections_per_user == 0 || self.max_startups_per_source == 0 {
+            return Err("gateway.pre_auth_timeout_secs, max_connections_per_user and max_startups_per_source must be at least 1"
+                .into());
+        }
+        if self.max_source_penalty_secs >= self.pre_auth_timeout_secs {
+            return Err("gateway.max_source_penalty_secs must be less than gateway.pre_auth_timeout_secs".into());
+        }
+        Ok(())
+    }
+
+    /// The gateway's settings, with its host key under `state_dir/gateway`.
+    pub fn settings(&self, state_dir: &Path) -> ssp_gateway::Settings {
+        ssp_gateway::Settings {
+            host_key_path: state_dir.join("gateway").join("ssh_host_ed25519_key"),
+            socket_dir: state_dir.join("gateway").join("sockets"),
+            max_auth_attempts: self.max_auth_attempts,
+            auth_rejection_time: Duration::from_millis(self.auth_rejection_ms),
+            pre_auth_timeout: Duration::from_secs(self.pre_auth_timeout_secs),
+            max_source_penalty: Duration::from_secs(self.max_source_penalty_secs),
+            idle_timeout: (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs)),
+            max_connections_per_user: self.max_connections_per_user,
+            max_startups_per_source: self.max_startups_per_source,
+            revalidate_interval: Duration::from_secs(2),
+            sshd_socket_linger: Duration::from_secs(self.sshd_socket_linger_secs),
+            ciphers: self.ciphers().unwrap_or_default(),
+        }
+    }
+}
+
+/// `[storage]` in `ssp.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Host ids for users' share identities, `BASE:COUNT`; user N is host uid/gid BASE+N.
+    /// Must be delegated to root in /etc/subuid and /etc/subgid (scripts/up does).
+    pub share_ids: String,
+    /// Seconds between the storage worker's rounds (schedules, mounts, homes).
+    pub interval_secs: u64,
+}
+
+/// The id block the host set-up delegates (`scripts/lib/host.sh`).
+pub const DEFAULT_SHARE_IDS: &str = "1001000000:65535";
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { share_ids: DEFAULT_SHARE_IDS.into(), interval_secs: 30 }
+    }
+}
+
+impl StorageConfig {
+    /// `(base, count)` of the share id block.
+    pub fn share_ids(&self) -> Result<(u32, u32), String> {
+        let (base, count) = self.share_ids.split_once(':').ok_or("share_ids is BASE:COUNT")?;
+        let base: u32 = base.trim().parse().map_err(|_| "share_ids: BASE is a number")?;
+        let count: u32 = count.trim().parse().map_err(|_| "share_ids: COUNT is a number")?;
+        if count == 0 || base.checked_add(count).is_none() || base < 65536 {
+            return Err("share_ids: a non-empty block above 65536 that fits in 32 bits".into());
+        }
+        Ok((base, count))
+    }
+}
+
 /// The configuration, checked: sizes and names parsed.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -237,6 +375,8 @@ pub struct Settings {
     pub pool: Name,
     /// Network name, checked.
     pub network: Name,
+    /// `(base, count)` of the delegated id block for share identities and groups.
+    pub share_ids: (u32, u32),
 }
 
 impl Settings {
@@ -279,6 +419,10 @@ impl Settings {
             return Err(invalid(format!("gpu.emulate is at most {}", ssp_gpu::emulated::MAX_EMULATED)));
         }
         raw.gateway.check().map_err(invalid)?;
+        let share_ids = raw.storage.share_ids().map_err(|e| invalid(format!("storage.{e}")))?;
+        if raw.storage.interval_secs == 0 {
+            return Err(invalid("storage.interval_secs must be at least 1".into()));
+        }
         if raw.reconcile.interval_secs == 0 || raw.reconcile.parallelism == 0 {
             return Err(invalid("reconcile.interval_secs and reconcile.parallelism must be at least 1".into()));
         }
@@ -300,7 +444,7 @@ impl Settings {
             ImageName::parse(&raw.defaults.image).map_err(|e| invalid(format!("defaults.image: {e}")))?;
         let pool = Name::parse(&raw.lxd.pool).map_err(|e| invalid(format!("lxd.pool: {e}")))?;
         let network = Name::parse(&raw.lxd.network).map_err(|e| invalid(format!("lxd.network: {e}")))?;
-        Ok(Self { raw, listen, default_resources, default_image, default_quota, pool, network })
+        Ok(Self { raw, listen, default_resources, default_image, default_quota, pool, network, share_ids })
     }
 
     /// The state database.
@@ -339,5 +483,10 @@ mod tests {
         assert_eq!(off.listen, None);
         let pool = Settings::check(parse("[lxd]\npool = \"../x\"\n").unwrap(), Path::new("t.toml"));
         assert!(pool.unwrap_err().to_string().contains("lxd.pool"));
+        // Every section is checked when the file is loaded, not when its part starts.
+        let ids = Settings::check(parse("[storage]\nshare_ids = \"1:2\"\n").unwrap(), Path::new("t.toml"));
+        assert!(ids.unwrap_err().to_string().contains("storage.share_ids"));
+        let gateway = Settings::check(parse("[gateway]\nciphers = \"rc4\"\n").unwrap(), Path::new("t.toml"));
+        assert!(gateway.unwrap_err().to_string().contains("gateway.ciphers"));
     }
 }

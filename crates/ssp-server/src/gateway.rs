@@ -1,122 +1,13 @@
-//! The SSH gateway in the daemon: its `[gateway]` settings and the [`ssp_gateway::Backend`]
-//! over the store — users and their keys, containers as the gateway may reach them (as the
+//! The SSH gateway in the daemon: the [`ssp_gateway::Backend`] over the store (its
+//! `[gateway]` settings are `config::GatewayConfig`) — users and their keys, containers as the gateway may reach them (as the
 //! owner's account, the same way `ssp exec` runs), and the audit log.
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::time::Duration;
-
-use serde::Deserialize;
 use ssp_core::names::Name;
 use ssp_gateway::{BackendError, SessionEnd, SessionStart, Target};
 use ssp_store::{ContainerPhase, DesiredState};
 
 use crate::db::Db;
 use crate::instance;
-
-/// `[gateway]`: the SSH front door.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GatewayConfig {
-    /// Address and port; `none` or empty turns the gateway off.
-    pub listen: String,
-    /// Authentication attempts per connection.
-    pub max_auth_attempts: usize,
-    /// Seconds a connection may take to authenticate.
-    pub pre_auth_timeout_secs: u64,
-    /// Seconds with nothing running and no byte either way after which a connection is
-    /// closed (0: never). A running command or forward keeps it open, however quiet.
-    pub idle_timeout_secs: u64,
-    /// Open connections per user.
-    pub max_connections_per_user: usize,
-    /// Connections per source address that have not authenticated yet.
-    pub max_startups_per_source: usize,
-    /// Milliseconds every refused authentication takes.
-    pub auth_rejection_ms: u64,
-    /// Seconds a source with recent failed logins waits at most before its keys are looked at
-    /// (growing 1, 2, 4, … with its failures; less than `pre_auth_timeout_secs`).
-    pub max_source_penalty_secs: u64,
-    /// Seconds a container keeps the sshd socket that ProxyJump uses after the last jump
-    /// (each costs LXD a `forkproxy` process; making one takes about a second).
-    pub sshd_socket_linger_secs: u64,
-    /// `"auto"`: AES-GCM only where the CPU accelerates it (the cheapest for the gateway,
-    /// which decrypts every session), chacha20-poly1305 as well elsewhere; `"all"`: both
-    /// everywhere, for clients without AES-GCM.
-    pub ciphers: String,
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        Self {
-            listen: "0.0.0.0:2222".into(),
-            max_auth_attempts: 6,
-            pre_auth_timeout_secs: 30,
-            idle_timeout_secs: 8 * 3600,
-            max_connections_per_user: 20,
-            max_startups_per_source: 10,
-            auth_rejection_ms: 1000,
-            max_source_penalty_secs: 10,
-            sshd_socket_linger_secs: 600,
-            ciphers: "auto".into(),
-        }
-    }
-}
-
-impl GatewayConfig {
-    /// The address, or `None` when the gateway is off.
-    pub fn address(&self) -> Result<Option<SocketAddr>, String> {
-        match self.listen.trim() {
-            "" | "none" => Ok(None),
-            text => text
-                .parse()
-                .map(Some)
-                .map_err(|e| format!("gateway.listen = {text:?}: {e} (use ADDRESS:PORT, or \"none\")")),
-        }
-    }
-
-    fn ciphers(&self) -> Result<ssp_gateway::Ciphers, String> {
-        match self.ciphers.as_str() {
-            "auto" => Ok(ssp_gateway::Ciphers::Auto),
-            "all" => Ok(ssp_gateway::Ciphers::All),
-            other => Err(format!("gateway.ciphers = {other:?}: use \"auto\" or \"all\"")),
-        }
-    }
-
-    /// Checks the values.
-    pub fn check(&self) -> Result<(), String> {
-        self.address()?;
-        self.ciphers()?;
-        if self.max_auth_attempts == 0 || self.max_auth_attempts > 20 {
-            return Err("gateway.max_auth_attempts must be 1 to 20".into());
-        }
-        if self.pre_auth_timeout_secs == 0 || self.max_connections_per_user == 0 || self.max_startups_per_source == 0 {
-            return Err("gateway.pre_auth_timeout_secs, max_connections_per_user and max_startups_per_source must be at least 1"
-                .into());
-        }
-        if self.max_source_penalty_secs >= self.pre_auth_timeout_secs {
-            return Err("gateway.max_source_penalty_secs must be less than gateway.pre_auth_timeout_secs".into());
-        }
-        Ok(())
-    }
-
-    /// The gateway's settings, with its host key under `state_dir/gateway`.
-    pub fn settings(&self, state_dir: &Path) -> ssp_gateway::Settings {
-        ssp_gateway::Settings {
-            host_key_path: state_dir.join("gateway").join("ssh_host_ed25519_key"),
-            socket_dir: state_dir.join("gateway").join("sockets"),
-            max_auth_attempts: self.max_auth_attempts,
-            auth_rejection_time: Duration::from_millis(self.auth_rejection_ms),
-            pre_auth_timeout: Duration::from_secs(self.pre_auth_timeout_secs),
-            max_source_penalty: Duration::from_secs(self.max_source_penalty_secs),
-            idle_timeout: (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs)),
-            max_connections_per_user: self.max_connections_per_user,
-            max_startups_per_source: self.max_startups_per_source,
-            revalidate_interval: Duration::from_secs(2),
-            sshd_socket_linger: Duration::from_secs(self.sshd_socket_linger_secs),
-            ciphers: self.ciphers().unwrap_or_default(),
-        }
-    }
-}
 
 /// The gateway's view of the store.
 #[derive(Debug, Clone)]

@@ -63,9 +63,9 @@ pub async fn export(
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     caller.require_admin("export containers")?;
-    let row = super::containers::visible(&state, &caller, &owner, &name).await?;
+    let row = super::shared::visible(&state, &caller, &owner, &name).await?;
     let lxd_name = instance::lxd_name(&row);
-    let backup = format!("ssp-export-{}", super::images::random_hex()?);
+    let backup = format!("ssp-export-{}", super::shared::random_hex()?);
     let (lxd, on, backup_name) = (&state.lxd, lxd_name.as_str(), backup.as_str());
     lxd.when_idle(on, instance::BUSY_PATIENCE, || async move {
         lxd.create_backup(on, backup_name).await?.wait(Some(BACKUP_TIMEOUT)).await
@@ -126,7 +126,7 @@ pub async fn import(
     resources.validate().map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let folder = state.settings.raw.state_dir.join("imports");
     tokio::fs::create_dir_all(&folder).await.map_err(|e| ApiError::Internal(format!("{}: {e}", folder.display())))?;
-    let path = folder.join(format!("{}.archive", super::images::random_hex()?));
+    let path = folder.join(format!("{}.archive", super::shared::random_hex()?));
     let _remove = RemoveOnDrop(path.clone());
     receive(body, &path).await?;
     let checked = path.clone();
@@ -159,7 +159,7 @@ pub async fn import(
         idempotency_key: None,
         gpus: None,
     };
-    let row = super::images::record(&state, &caller.name, new, ContainerSource::Import).await?;
+    let row = super::shared::record(&state, &caller.name, new, ContainerSource::Import).await?;
     let hold = state.reconciler_pass.hold(&row.uid).await;
     let lxd_name = instance::lxd_name(&row);
     match adopt(&state, &row, &path).await {
@@ -177,7 +177,7 @@ pub async fn import(
             drop(hold);
             let (o, n) = (owner.to_string(), name.to_string());
             let row = state.db.run(move |s| s.container(&o, &n)).await?;
-            Ok((StatusCode::CREATED, Json(super::containers::view(&state, &row, false).await)))
+            Ok((StatusCode::CREATED, Json(super::shared::view(&state, &row, false).await)))
         }
         Err(e) => {
             // Nothing half-imported stays: no instance, no row.
@@ -244,7 +244,7 @@ pub async fn state_backup(State(state): State<AppState>, caller: Caller) -> ApiR
     caller.require_admin("back up ssp's state")?;
     let folder = state.settings.raw.state_dir.join("backups");
     tokio::fs::create_dir_all(&folder).await.map_err(|e| ApiError::Internal(format!("{}: {e}", folder.display())))?;
-    let path = folder.join(format!("state-{}.db", super::images::random_hex()?));
+    let path = folder.join(format!("state-{}.db", super::shared::random_hex()?));
     let target = path.clone();
     let written = state.db.run(move |s| s.backup_to(&target)).await;
     let _remove = RemoveOnDrop(path.clone());

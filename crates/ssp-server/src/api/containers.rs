@@ -23,83 +23,15 @@ use crate::auth::Caller;
 use crate::convert;
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::instance;
-use crate::reconcile::Condition;
 use crate::AppState;
+
+use super::shared::{view, visible};
 
 /// Filters for the list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
     /// Only this owner's containers (admins; users always see only their own).
     pub owner: Option<String>,
-}
-
-/// The row for `owner/name` if the caller may see it; otherwise the same not-found answer.
-pub(crate) async fn visible(state: &AppState, caller: &Caller, owner: &str, name: &str) -> ApiResult<Container> {
-    let object = format!("{owner}/{name}");
-    if !caller.is_admin() && caller.name != owner {
-        return Err(ApiError::not_found("container", &object));
-    }
-    let (owner, name) = (owner.to_string(), name.to_string());
-    state.db.run(move |store| store.container(&owner, &name)).await.map_err(|e| match e {
-        ssp_store::Error::NotFound { .. } => ApiError::not_found("container", &object),
-        other => other.into(),
-    })
-}
-
-/// The API view: the row plus LXD's status and addresses.
-pub(crate) async fn view(state: &AppState, row: &Container, with_addresses: bool) -> api::Container {
-    let mut container = lxd_view(state, row, with_addresses).await;
-    let uid = row.uid.clone();
-    container.gpus = match state.db.run(move |s| s.leases_of(&uid)).await {
-        Ok(leases) => leases.into_iter().map(|l| l.gpu).collect(),
-        Err(e) => {
-            tracing::warn!("reading GPU leases: {e}");
-            Vec::new()
-        }
-    };
-    container.gpu_health = state.reconciler.gpu_health(&row.uid);
-    match state.reconciler.condition(&row.uid) {
-        Some(Condition::Converged) => container.converged = true,
-        Some(Condition::Waiting(what)) => container.waiting_for = Some(what),
-        Some(Condition::Failed(retry)) => {
-            container.problem_at = Some(retry.failed_at_ms / 1000);
-            container.next_try_at = Some(retry.next_at_ms.div_euclid(1000) + 1);
-        }
-        Some(Condition::Stuck(_)) | None => {}
-    }
-    let uid = row.uid.clone();
-    container.ssh_host_key = state.db.run(move |s| s.ssh_host_key(&uid)).await.unwrap_or_else(|e| {
-        tracing::warn!("reading a pinned host key: {e}");
-        None
-    });
-    container
-}
-
-async fn lxd_view(state: &AppState, row: &Container, with_addresses: bool) -> api::Container {
-    let lxd_name = instance::lxd_name(row);
-    let problem = state.reconciler.problem(&row.uid);
-    if row.phase == ContainerPhase::Creating {
-        return convert::container(row, None, Vec::new(), problem);
-    }
-    match state.lxd.instance_state(&lxd_name).await {
-        Ok(found) => {
-            let addresses = if with_addresses { addresses(&found) } else { Vec::new() };
-            convert::container(row, Some(&found.status), addresses, problem)
-        }
-        Err(e) if e.is_not_found() => convert::container(row, None, Vec::new(), problem),
-        Err(e) => convert::container(row, Some("Unknown"), Vec::new(), problem.or(Some(format!("LXD: {e}")))),
-    }
-}
-
-fn addresses(state: &ssp_lxd::wire::InstanceState) -> Vec<String> {
-    let Some(networks) = &state.network else { return Vec::new() };
-    networks
-        .iter()
-        .filter(|(name, _)| name.as_str() != "lo")
-        .flat_map(|(_, net)| net.addresses.iter())
-        .filter(|a| a.family == "inet" && a.scope == "global")
-        .map(|a| a.address.clone())
-        .collect()
 }
 
 /// Lists containers: the caller's own; an admin's view is everyone's (or `?owner=`).
@@ -174,7 +106,7 @@ pub async fn create(
         )?),
         None => request.idempotency_key.as_deref().map(check_idempotency_key).transpose()?,
     };
-    let gpus = request.gpus.as_ref().map(super::gpus::lease_request).transpose()?;
+    let gpus = request.gpus.as_ref().map(super::shared::lease_request).transpose()?;
     let requested = PartialResources {
         cpus: request.cpus,
         memory: request.memory.as_deref().map(ByteSize::parse_nonzero).transpose()?,
@@ -183,8 +115,8 @@ pub async fn create(
     };
     // The default is always the host's image, never a user's image that shares its name.
     let image = match &request.image {
-        Some(asked) => super::images::resolve(&state, &caller, &owner, asked).await?,
-        None => super::images::host_image(&state, state.settings.default_image.as_str()).await?,
+        Some(asked) => super::shared::resolve(&state, &caller, &owner, asked).await?,
+        None => super::shared::host_image(&state, state.settings.default_image.as_str()).await?,
     };
     let defaults = state.settings.default_resources;
     let actor = caller.name.clone();

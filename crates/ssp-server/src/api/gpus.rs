@@ -10,44 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use ssp_api as api;
-use ssp_core::gpu::GpuRequest;
 use ssp_core::names::Name;
 use ssp_core::size::ByteSize;
 
-use super::containers::visible;
+use super::shared::{lease_request, visible};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::{gpu, instance, AppState};
-
-/// Most GPUs one request may name.
-const MAX_ASK: u32 = 64;
-
-/// A wire ask as a store grant: a count or exact indices (not both), and an optional duration.
-pub(crate) fn lease_request(ask: &api::GpuAsk) -> ApiResult<ssp_store::LeaseRequest> {
-    let request = match (ask.count, &ask.indices) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::BadRequest("ask for a count of GPUs or for exact indices, not both".into()))
-        }
-        (Some(n), None) if (1..=MAX_ASK).contains(&n) => GpuRequest::Any(n),
-        (Some(n), None) => return Err(ApiError::BadRequest(format!("a GPU count must be 1 to {MAX_ASK}, not {n}"))),
-        (None, Some(indices)) => {
-            let set: BTreeSet<u32> = indices.iter().copied().collect();
-            if set.is_empty() || set.len() != indices.len() || set.len() > MAX_ASK as usize {
-                return Err(ApiError::BadRequest("GPU indices must be 1 to 64 distinct numbers".into()));
-            }
-            GpuRequest::Exact(set)
-        }
-        (None, None) => return Err(ApiError::BadRequest("ask for a count of GPUs or for exact indices".into())),
-    };
-    let expires_at = match &ask.duration {
-        Some(text) => {
-            let duration = ssp_core::duration::parse(text).map_err(ApiError::BadRequest)?;
-            Some(gpu::unix_now() + i64::try_from(duration.as_secs()).unwrap_or(i64::MAX / 2))
-        }
-        None => None,
-    };
-    Ok(ssp_store::LeaseRequest { request, expires_at })
-}
 
 /// Which container each LXD instance is (`owner/name`), to place GPU processes.
 async fn containers_by_instance(state: &AppState) -> ApiResult<BTreeMap<String, String>> {

@@ -17,13 +17,14 @@ use axum::http::StatusCode;
 use axum::Json;
 use ssp_api as api;
 use ssp_core::names::{ImageName, Name};
-use ssp_core::quota::Resources;
-use ssp_store::{Container, ContainerPhase, ContainerSource, ImageRow, NewContainer, NewImage};
+use ssp_store::{ContainerPhase, ContainerSource, NewContainer, NewImage};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::instance;
 use crate::AppState;
+
+use super::shared::{image_view, random_hex, record};
 
 /// Publishing copies the whole root file system: allow it time.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -67,84 +68,6 @@ pub fn alias(platform: &str, owner: &Name, name: &ImageName) -> String {
     format!("ssp_{platform}_{owner}_{name}")
 }
 
-/// Whether an LXD alias is one of ssp's user images (hidden from the host's image list).
-pub fn is_user_alias(alias: &str) -> bool {
-    alias.starts_with("ssp_")
-}
-
-/// The API view of a user's image.
-pub fn view(row: &ImageRow) -> api::Image {
-    api::Image {
-        name: format!("{}/{}", row.owner, row.name),
-        description: format!("published from {}", row.source),
-        fingerprint: row.fingerprint.clone(),
-        size: row.size,
-        created_at: row.created_at,
-        owner: Some(row.owner.to_string()),
-        public: row.public,
-    }
-}
-
-fn may_use(caller: &Caller, row: &ImageRow) -> bool {
-    row.public || caller.is_admin() || caller.name == row.owner.as_str()
-}
-
-/// `name` if the host's LXD has an image under that alias; otherwise the missing-image answer.
-pub(crate) async fn host_image(state: &AppState, name: &str) -> ApiResult<String> {
-    match state.lxd.image_alias(name).await {
-        Ok(_) if !is_user_alias(name) => Ok(name.to_string()),
-        Ok(_) => Err(missing(state, name).await),
-        Err(e) if e.is_not_found() => Err(missing(state, name).await),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The answer for an image that does not exist — or that the caller may not use.
-async fn missing(state: &AppState, image: &str) -> ApiError {
-    let known: Vec<String> =
-        state.lxd.image_alias_names().await.unwrap_or_default().into_iter().filter(|a| !is_user_alias(a)).collect();
-    ApiError::BadRequest(format!(
-        "image {image} does not exist; images: {} (and yours: ssp image list)",
-        known.join(", ")
-    ))
-}
-
-/// The LXD alias a create's `image` names, as `caller` creating for `owner` may use it:
-/// `owner/name` (a user's image), `name` (the owner's own image, else a public one of that
-/// name, else an image the host provides). An image the caller may not use answers like a
-/// missing one.
-pub(crate) async fn resolve(state: &AppState, caller: &Caller, owner: &Name, image: &str) -> ApiResult<String> {
-    if let Some((who, name)) = image.split_once('/') {
-        let (who, name) = (Name::parse(who)?, ImageName::parse(name)?);
-        let (w, n) = (who.to_string(), name.to_string());
-        return match state.db.run(move |s| s.image(&w, &n)).await {
-            Ok(row) if may_use(caller, &row) => Ok(row.alias),
-            Ok(_) | Err(ssp_store::Error::NotFound { .. }) => Err(missing(state, image).await),
-            Err(e) => Err(e.into()),
-        };
-    }
-    let name = ImageName::parse(image)?;
-    let (viewer, admin, wanted) = (owner.to_string(), caller.is_admin(), name.to_string());
-    let candidates = state.db.run(move |s| s.images_visible_to(&viewer, admin)).await?;
-    let named: Vec<&ImageRow> = candidates.iter().filter(|r| r.name.as_str() == wanted).collect();
-    if let Some(own) = named.iter().find(|r| r.owner == *owner) {
-        return Ok(own.alias.clone());
-    }
-    let public: Vec<&&ImageRow> = named.iter().filter(|r| r.public).collect();
-    match public.as_slice() {
-        [one] => return Ok(one.alias.clone()),
-        [] => {}
-        many => {
-            let names: Vec<String> = many.iter().map(|r| format!("{}/{}", r.owner, r.name)).collect();
-            return Err(ApiError::BadRequest(format!(
-                "image {image} is ambiguous: say which one ({})",
-                names.join(", ")
-            )));
-        }
-    }
-    host_image(state, name.as_str()).await
-}
-
 /// `owner/name` or `name` (the caller's own).
 fn split_ref(text: &str, caller: &str) -> ApiResult<(Name, Name)> {
     match text.split_once('/') {
@@ -163,7 +86,7 @@ pub async fn publish(
     ApiJson(request): ApiJson<api::ImagePublish>,
 ) -> ApiResult<(StatusCode, Json<api::Image>)> {
     let (owner, container) = split_ref(&request.container, &caller.name)?;
-    let row = super::containers::visible(&state, &caller, owner.as_str(), container.as_str()).await?;
+    let row = super::shared::visible(&state, &caller, owner.as_str(), container.as_str()).await?;
     if request.public {
         caller.require_admin("publish an image for every user")?;
     }
@@ -233,7 +156,7 @@ pub async fn publish(
     }
     .await;
     match recorded {
-        Ok(row) => Ok((StatusCode::CREATED, Json(view(&row)))),
+        Ok(row) => Ok((StatusCode::CREATED, Json(image_view(&row)))),
         Err(e) => {
             // Nothing half-made stays: no row, so no image either.
             state.lxd.delete_image_alias(&alias).await.ok();
@@ -271,34 +194,6 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The images the caller may use: their own, the public ones (admins: all).
-pub(crate) async fn visible_images(state: &AppState, caller: &Caller) -> ApiResult<Vec<api::Image>> {
-    let (viewer, admin) = (caller.name.clone(), caller.is_admin());
-    let rows = state.db.run(move |s| s.images_visible_to(&viewer, admin)).await?;
-    Ok(rows.iter().map(view).collect())
-}
-
-/// Records a new container for `owner` from `source`, quota checked in the same transaction.
-pub(crate) async fn record(
-    state: &AppState,
-    actor: &str,
-    new: NewContainer,
-    source: ContainerSource,
-) -> ApiResult<Container> {
-    let actor = actor.to_string();
-    let row = state
-        .db
-        .run(move |store| -> Result<Result<Container, ApiError>, ssp_store::Error> {
-            let resources = Resources { cpus: new.cpus, memory: new.memory, disk: new.disk, gpus: 0 };
-            crate::admission::admit(store, &new.owner, &resources, |store| {
-                store.create_container_from(Some(&actor), &new, &source)
-            })
-        })
-        .await??;
-    state.reconciler.changed(&row.uid);
-    Ok(row)
-}
-
 /// Copies a container: a new one with its files (not its snapshots), limits and image,
 /// owned by the source's owner (or, by an admin, anyone); the new owner's quota applies.
 #[utoipa::path(post, path = "/api/v1/containers/{owner}/{name}/copy", tag = "containers",
@@ -311,7 +206,7 @@ pub async fn copy(
     Path((owner, name)): Path<(String, String)>,
     ApiJson(request): ApiJson<api::ContainerCopy>,
 ) -> ApiResult<(StatusCode, Json<api::Container>)> {
-    let source = super::containers::visible(&state, &caller, &owner, &name).await?;
+    let source = super::shared::visible(&state, &caller, &owner, &name).await?;
     let new_owner = match &request.owner {
         Some(other) if other != source.owner.as_str() => {
             caller.require_admin("copy a container to another user")?;
@@ -335,20 +230,14 @@ pub async fn copy(
         gpus: None,
     };
     let row = record(&state, &caller.name, new, ContainerSource::Copy(source.uid.clone())).await?;
-    Ok((StatusCode::CREATED, Json(super::containers::view(&state, &row, false).await)))
-}
-
-/// 16 random hex digits.
-pub(crate) fn random_hex() -> ApiResult<String> {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| ApiError::Internal(format!("no randomness: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok((StatusCode::CREATED, Json(super::shared::view(&state, &row, false).await)))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::api::shared::is_user_alias;
 
     #[test]
     fn aliases_are_namespaced_and_unreachable_by_typed_names() {

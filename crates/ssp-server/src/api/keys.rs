@@ -7,7 +7,6 @@ use axum::Json;
 use ssp_api as api;
 use ssp_core::names::Name;
 use ssp_core::sshkey::PublicKey;
-use ssp_store::Store;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult};
@@ -15,36 +14,6 @@ use crate::AppState;
 
 fn view(key: ssp_store::SshKey) -> api::Key {
     api::Key { name: key.name, fingerprint: key.fingerprint, public_key: key.public_key, created_at: key.created_at }
-}
-
-/// A free key name: `requested` if given (checked), else the key's comment made into a name,
-/// else `key-N`.
-pub fn unique_key_name(
-    store: &Store,
-    user: &str,
-    requested: Option<&str>,
-    key: &PublicKey,
-    also_taken: &[String],
-) -> Result<String, ssp_store::Error> {
-    let taken: Vec<String> = store.keys(user)?.into_iter().map(|k| k.name).chain(also_taken.iter().cloned()).collect();
-    if let Some(name) = requested {
-        return Ok(name.to_string());
-    }
-    let from_comment = key.comment().map(|comment| {
-        let mut name: String = comment
-            .to_ascii_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
-            .collect();
-        name.truncate(40);
-        name.trim_matches('-').to_string()
-    });
-    if let Some(base) = from_comment.filter(|n| Name::parse(n).is_ok()) {
-        if !taken.contains(&base) {
-            return Ok(base);
-        }
-    }
-    Ok((1..).map(|n| format!("key-{n}")).find(|n| !taken.contains(n)).unwrap_or_else(|| "key".into()))
 }
 
 /// Lists a user's keys.
@@ -76,7 +45,7 @@ pub async fn add(
     let added = state
         .db
         .run(move |store| {
-            let name = unique_key_name(store, &user, requested.as_deref(), &key, &[])?;
+            let name = super::shared::unique_key_name(store, &user, requested.as_deref(), &key, &[])?;
             store.add_key(Some(&actor), &user, &name, &key.to_line(), &key.fingerprint())
         })
         .await?;

@@ -9,6 +9,7 @@ pub mod gpus;
 pub mod homes;
 pub mod images;
 pub mod keys;
+pub mod shared;
 pub mod shares;
 pub mod snapshots;
 pub mod storage;

@@ -9,7 +9,7 @@ use ssp_api as api;
 use ssp_core::names::Name;
 use ssp_core::retention::{self, Policy};
 
-use crate::api::containers::visible;
+use crate::api::shared::visible;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::storage::snapshots;

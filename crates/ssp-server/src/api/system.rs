@@ -41,7 +41,7 @@ pub async fn images(State(state): State<AppState>, caller: Caller) -> ApiResult<
             image
                 .aliases
                 .iter()
-                .filter(|alias| !super::images::is_user_alias(&alias.name))
+                .filter(|alias| !super::shared::is_user_alias(&alias.name))
                 .map(move |alias| api::Image {
                     name: alias.name.clone(),
                     description: description.clone(),
@@ -54,7 +54,7 @@ pub async fn images(State(state): State<AppState>, caller: Caller) -> ApiResult<
                 .collect::<Vec<_>>()
         })
         .collect();
-    images.extend(super::images::visible_images(&state, &caller).await?);
+    images.extend(super::shared::visible_images(&state, &caller).await?);
     images.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(images))
 }

@@ -143,7 +143,7 @@ pub async fn create(
             let added = (|| {
                 let mut names = Vec::new();
                 for key in &keys {
-                    let key_name = super::keys::unique_key_name(store, name.as_str(), None, key, &names)?;
+                    let key_name = super::shared::unique_key_name(store, name.as_str(), None, key, &names)?;
                     store.add_key(Some(&actor), name.as_str(), &key_name, &key.to_line(), &key.fingerprint())?;
                     names.push(key_name);
                 }

@@ -34,45 +34,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use serde::Deserialize;
 use ssp_core::idblock::{self, IdBlock};
 use ssp_store::{Container, Store};
 use tokio::sync::Notify;
 
 use crate::instance::{Attachments, OWNER_UID};
-
-/// `[storage]` in `ssp.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StorageConfig {
-    /// Host ids for users' share identities, `BASE:COUNT`; user N is host uid/gid BASE+N.
-    /// Must be delegated to root in /etc/subuid and /etc/subgid (scripts/up does).
-    pub share_ids: String,
-    /// Seconds between the storage worker's rounds (schedules, mounts, homes).
-    pub interval_secs: u64,
-}
-
-/// The id block the host set-up delegates (`scripts/lib/host.sh`).
-pub const DEFAULT_SHARE_IDS: &str = "1001000000:65535";
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        Self { share_ids: DEFAULT_SHARE_IDS.into(), interval_secs: 30 }
-    }
-}
-
-impl StorageConfig {
-    /// `(base, count)` of the share id block.
-    pub fn share_ids(&self) -> Result<(u32, u32), String> {
-        let (base, count) = self.share_ids.split_once(':').ok_or("share_ids is BASE:COUNT")?;
-        let base: u32 = base.trim().parse().map_err(|_| "share_ids: BASE is a number")?;
-        let count: u32 = count.trim().parse().map_err(|_| "share_ids: COUNT is a number")?;
-        if count == 0 || base.checked_add(count).is_none() || base < 65536 {
-            return Err("share_ids: a non-empty block above 65536 that fits in 32 bits".into());
-        }
-        Ok((base, count))
-    }
-}
 
 /// What the storage code needs to know about this daemon; set once at start.
 #[derive(Debug, Clone)]
@@ -242,13 +208,8 @@ pub fn unstage(target: &Path) -> std::io::Result<()> {
 /// Sets up storage for a starting daemon: the context, and the worker's loop.
 pub fn start(settings: &crate::Settings, state: &crate::AppState, platform: &str) {
     let config = &settings.raw.storage;
-    let (share_base, share_count) = match config.share_ids() {
-        Ok(ids) => ids,
-        Err(e) => {
-            tracing::warn!("[storage] {e}; using {DEFAULT_SHARE_IDS}");
-            StorageConfig::default().share_ids().unwrap_or((1_001_000_000, 65535))
-        }
-    };
+    // Checked when the configuration was loaded.
+    let (share_base, share_count) = settings.share_ids;
     let lxd_dir = state.lxd.socket().parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/var/lib/lxd"));
     init(Context {
         state_dir: settings.raw.state_dir.clone(),
@@ -349,6 +310,7 @@ mod tests {
 
     #[test]
     fn share_id_blocks() {
+        use crate::config::StorageConfig;
         assert_eq!(StorageConfig::default().share_ids().unwrap(), (1_001_000_000, 65535));
         for bad in ["", "1:2", "x:1", "100000:0", "4294967295:2", "100000"] {
             let config = StorageConfig { share_ids: bad.into(), ..StorageConfig::default() };
