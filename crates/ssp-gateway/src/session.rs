@@ -31,19 +31,19 @@ pub(crate) struct Context<B: Backend> {
     pub(crate) sshd: Arc<crate::sshd::SshdSockets>,
 }
 
-/// The login shell of the account, found inside (`getent`), `/bin/sh` when it has none; the
-/// command, if any, arrives as `$1` and is never parsed by this outer shell.
-const LOGIN_SHELL: &str = r#"s=$(getent passwd "$(id -un)" 2>/dev/null | cut -d: -f7); [ -x "${s:-/nonexistent}" ] || s=/bin/sh; if [ $# -eq 0 ]; then exec "$s" -l; else exec "$s" -c "$1"; fi"#;
+// What sessions run inside, as files (`guest/`, checked by shellcheck in `scripts/test`),
+// each started as `sh -c SCRIPT NAME ARGS…` (the relay under bash, for `/dev/tcp`).
 
-/// The sftp server of OpenSSH's Debian package (and a couple of other distributions' paths).
-const SFTP_SERVER: &str = r#"for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server; do [ -x "$p" ] && exec "$p"; done; echo "ssp: no sftp-server in this container (install openssh-sftp-server)" >&2; exit 127"#;
+/// The account's login shell (`getent`; `/bin/sh` when it has none): a login shell, or
+/// `$SHELL -c COMMAND` with the command as `$1`, never parsed by this outer shell.
+const LOGIN_SHELL: &str = include_str!("../guest/login-shell.sh");
 
-/// A relay to `127.0.0.1:$1` inside the container, with bash's `/dev/tcp`: no helper binary
-/// to push, and it connects from the container's own loopback, as the owner. When the service
-/// closes the connection the relay ends, and with it the channel; the client's end-of-file
-/// only stops the sending half (bash cannot half-close a socket); its hang-up (the gateway
-/// sends SIGHUP when the channel closes) ends both.
-const RELAY: &str = r#"exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; cat >&3 & w=$!; trap 'kill $w 2>/dev/null; exit 0' HUP; cat <&3; kill $w 2>/dev/null; exit 0"#;
+/// OpenSSH's sftp server, wherever the container's distribution keeps it.
+const SFTP_SERVER: &str = include_str!("../guest/sftp-server.sh");
+
+/// A relay to `127.0.0.1:$1` inside the container with bash's `/dev/tcp` (see the file for
+/// how it ends).
+const RELAY: &str = include_str!("../guest/relay.sh");
 
 /// The most bytes of the client's input sent to LXD in one websocket frame. LXD 5.0.2 reads
 /// each frame whole and then writes it to the command's pipe; measured with

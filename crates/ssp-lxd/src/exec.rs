@@ -47,26 +47,11 @@ pub struct ExecOptions {
     pub init_groups: bool,
 }
 
-/// Runs as root with `UID GID COMMAND…`: execs the command as that uid and gid with the
-/// account's groups — util-linux `setpriv --init-groups` where it exists (Debian), else
-/// busybox `su` to the account's name (which sets its groups too, and does not make a new
-/// session the way util-linux `su -c` does). Both replace the shell with `exec`, so nothing
-/// ever runs as root after a failed switch: a failure ends the command. A command that is not
-/// there, or not executable, is answered first as a shell would (127 "command not found",
-/// 126 "Permission denied"), not in the switching tool's words.
-pub const DROP_TO_ACCOUNT: &str = r#"uid="$1"; gid="$2"; shift 2
-case "$1" in
-  */*) if [ ! -e "$1" ]; then echo "$1: No such file or directory" >&2; exit 127; fi
-       if [ -d "$1" ] || [ ! -x "$1" ]; then echo "$1: Permission denied" >&2; exit 126; fi ;;
-  *) command -v "$1" >/dev/null 2>&1 || { echo "$1: command not found" >&2; exit 127; } ;;
-esac
-if setpriv --help 2>&1 | grep -q -e --init-groups; then
-  exec setpriv --reuid="$uid" --regid="$gid" --init-groups -- "$@"
-fi
-user=$(awk -F: -v uid="$uid" '$3 == uid { print $1; exit }' /etc/passwd)
-if [ -z "$user" ]; then echo "no account with uid $uid in /etc/passwd" >&2; exit 126; fi
-exec su -s /bin/sh -c 'exec "$0" "$@"' -- "$user" "$@"
-"#;
+/// Runs as root with `UID GID COMMAND…` and execs the command as that uid and gid with the
+/// account's groups (`guest/drop-to-account.sh`, which says how; a missing or non-executable
+/// command is answered as a shell would, 127/126). Every path ends in `exec`, so nothing runs
+/// as root after a failed switch.
+pub const DROP_TO_ACCOUNT: &str = include_str!("../guest/drop-to-account.sh");
 
 /// A running command. Read `stdout` and `stderr` while the command runs (they are bounded
 /// channels: an unread one holds the command back), then [`Exec::wait`] for its exit code.
@@ -528,7 +513,10 @@ mod tests {
         let root = ExecOptions { init_groups: true, ..ExecOptions::default() };
         assert_eq!(as_sent(&command, &root), (command, 0, 0));
         // Every path to the command goes through `exec`: a failed switch never runs it as root.
-        assert!(DROP_TO_ACCOUNT.lines().filter(|l| l.contains("\"$@\"")).all(|l| l.trim_start().starts_with("exec ")));
+        assert!(DROP_TO_ACCOUNT
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && l.contains("\"$@\""))
+            .all(|l| l.trim_start().starts_with("exec ")));
     }
 
     #[test]

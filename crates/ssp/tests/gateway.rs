@@ -452,6 +452,19 @@ async fn scenario(platform: &Platform, lxd: &PrivateLxd) -> Result<()> {
     ensure!(out.status.code() == Some(6) && text(&out.stdout) == "dev\n", "{out:?}");
     let out = run("dev-sshd", "echo via-sshd $(hostname) $SSH_CONNECTION; exit 4").await?;
     ensure!(out.status.code() == Some(4) && text(&out.stdout).starts_with("via-sshd dev 127.0.0.1"), "{out:?}");
+
+    // Ready means ready: once `container create` returns, the owner's account, keys and the
+    // sshd pin are in place — the very first login and the very first jump work, no retries.
+    ok(cli(platform, &alice, &["container", "create", "fresh"]).await?, "create fresh")?;
+    let text_config = ok(cli(platform, &alice, &ssh_config).await?, "ssp ssh-config")?;
+    ensure!(text_config.contains("Host fresh-sshd"), "fresh's sshd key was not pinned by the time create returned");
+    std::fs::write(&config, &text_config)?;
+    std::fs::write(&known, ok(cli(platform, &alice, &["ssh-config", "--known-hosts"]).await?, "known hosts")?)?;
+    let out = run("fresh", "id -un").await?;
+    ensure!(out.status.success() && text(&out.stdout) == "alice\n" && text(&out.stderr).is_empty(), "{out:?}");
+    let out = run("fresh-sshd", "id -un").await?;
+    ensure!(out.status.success() && text(&out.stdout) == "alice\n", "the first jump right after create: {out:?}");
+    ok(cli(platform, &alice, &["container", "delete", "fresh"]).await?, "delete fresh")?;
     // A container whose sshd key is not the pinned one is refused by the client.
     // (the gateway's own key stands in for another valid key)
     let gateway_blob = known_text.split_whitespace().nth(2).context("no gateway key line")?;
