@@ -115,6 +115,22 @@ struct Work {
     busy: Option<String>,
 }
 
+impl Work {
+    /// What the planner decides from.
+    fn input<'a>(&'a self, layout: &'a Layout, retry: Option<&'a plan::Retry>, now_ms: i64) -> plan::Input<'a> {
+        plan::Input {
+            row: &self.row,
+            instance: self.instance.as_ref(),
+            extra: &self.extra,
+            layout,
+            copy_source: &self.copy_source,
+            busy: self.busy.as_deref(),
+            retry,
+            now_ms,
+        }
+    }
+}
+
 /// How patient a converge is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -222,17 +238,7 @@ impl Reconciler {
         let Some(mut work) = self.load(&uid).await? else { return Ok(()) };
         for _ in 0..MAX_STEPS {
             self.observe_one(&mut work).await?;
-            let input = plan::Input {
-                row: &work.row,
-                instance: work.instance.as_ref(),
-                extra: &work.extra,
-                layout: &self.layout,
-                copy_source: &work.copy_source,
-                busy: None,
-                retry: None,
-                now_ms: unix_ms(),
-            };
-            let Step::Repair(put) = plan::plan(&input) else { return Ok(()) };
+            let Step::Repair(put) = plan::plan(&work.input(&self.layout, None, unix_ms())) else { return Ok(()) };
             match self.lxd.update_instance(instance, &put, None).await {
                 Ok(operation) => match operation.wait(Some(OPERATION_TIMEOUT)).await {
                     Ok(_) => return Ok(()),
@@ -551,16 +557,7 @@ impl Reconciler {
                 // An explicit pass (an admin's, the crash test's) tries now.
                 Mode::Now => None,
             };
-            let input = plan::Input {
-                row: &work.row,
-                instance: work.instance.as_ref(),
-                extra: &work.extra,
-                layout: &self.layout,
-                copy_source: &work.copy_source,
-                busy: work.busy.as_deref(),
-                retry: retry.as_ref(),
-                now_ms,
-            };
+            let input = work.input(&self.layout, retry.as_ref(), now_ms);
             let step = plan::plan(&input);
             let fingerprint = plan::fingerprint(&input);
             match step {
@@ -612,20 +609,7 @@ impl Reconciler {
             self.observe_one(&mut work).await?;
         }
         let e = StepError::Other(format!("did not settle after {MAX_STEPS} steps; trying again later"));
-        let input_fingerprint = {
-            let input = plan::Input {
-                row: &work.row,
-                instance: work.instance.as_ref(),
-                extra: &work.extra,
-                layout: &self.layout,
-                copy_source: &work.copy_source,
-                busy: work.busy.as_deref(),
-                retry: None,
-                now_ms: unix_ms(),
-            };
-            plan::fingerprint(&input)
-        };
-        self.fail(&uid, input_fingerprint, &e);
+        self.fail(&uid, plan::fingerprint(&work.input(&self.layout, None, unix_ms())), &e);
         Err(e)
     }
 
