@@ -594,10 +594,15 @@ impl Reconciler {
                             return Ok(outcome);
                         }
                         Err(e) if e.is_busy() => {
-                            // Someone else's operation got there first: wait it out.
+                            // Someone else's operation got there first: wait it out — now,
+                            // when someone waits for this converge; else at the next look.
                             self.handle.settle(&uid, Condition::Waiting(e.to_string()));
-                            self.wake_at(unix_ms() + 2_000);
-                            return Ok(outcome);
+                            if mode == Mode::Patient {
+                                self.wake_at(unix_ms() + 2_000);
+                                return Ok(outcome);
+                            }
+                            let name = instance::lxd_name(&work.row);
+                            self.wait_for_operations_on(&name).await?;
                         }
                         Err(e) => {
                             self.fail(&uid, fingerprint, &e);
