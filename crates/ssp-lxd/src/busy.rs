@@ -31,6 +31,22 @@ impl Client {
             .collect())
     }
 
+    /// Every instance a running background (`task`) operation holds, with that operation's
+    /// description: one look for all instances (the reconciler's pass), where
+    /// [`Client::operations_on`] asks about one.
+    pub async fn instances_held(&self) -> Result<std::collections::HashMap<String, String>> {
+        let mut held = std::collections::HashMap::new();
+        for operation in self.running_operations().await? {
+            if operation.state().class != "task" {
+                continue;
+            }
+            for name in held_instances(&operation) {
+                held.insert(name, operation.state().description.clone());
+            }
+        }
+        Ok(held)
+    }
+
     /// Waits until no background operation runs on instance `name`, at most `patience`.
     /// Returns whether it is idle; how those operations ended is theirs to report (a failed
     /// one is not an error here).
@@ -93,22 +109,30 @@ impl Client {
 /// under `instances`, older daemons under `containers`; URLs may carry `?project=`). Only
 /// the instance's own URL counts, not one of its snapshots'.
 fn touches(operation: &Operation, name: &str) -> bool {
-    ["instances", "containers"].iter().any(|kind| {
-        operation.state().resources.get(*kind).is_some_and(|urls| urls.iter().any(|url| names(url, kind, name)))
+    held_instances(operation).any(|held| held == name)
+}
+
+/// The instances an operation names in its resources (`/1.0/instances/NAME`, or the older
+/// `/1.0/containers/NAME`), decoded.
+fn held_instances(operation: &Operation) -> impl Iterator<Item = String> + '_ {
+    ["instances", "containers"].into_iter().flat_map(move |kind| {
+        operation.state().resources.get(kind).into_iter().flatten().filter_map(move |url| instance_of(url, kind))
     })
 }
 
-fn names(url: &str, kind: &str, name: &str) -> bool {
+fn instance_of(url: &str, kind: &str) -> Option<String> {
     let path = url.split(['?', '#']).next().unwrap_or(url);
-    path.strip_prefix("/1.0/")
-        .and_then(|p| p.strip_prefix(kind))
-        .and_then(|p| p.strip_prefix('/'))
-        .is_some_and(|rest| !rest.contains('/') && last_segment(rest) == name)
+    let rest = path.strip_prefix("/1.0/")?.strip_prefix(kind)?.strip_prefix('/')?;
+    (!rest.contains('/')).then(|| last_segment(rest))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::names;
+    use super::instance_of;
+
+    fn names(url: &str, kind: &str, name: &str) -> bool {
+        instance_of(url, kind).as_deref() == Some(name)
+    }
 
     #[test]
     fn an_instance_is_known_by_its_own_url_only() {

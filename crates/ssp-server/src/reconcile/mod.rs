@@ -337,7 +337,14 @@ impl Reconciler {
                 Ok((rows, attachments, copies))
             })
             .await?;
-        let mut busy = self.operations_holding_instances().await?;
+        // Exec and console sessions hold nothing: only LXD's task operations count.
+        let mut busy: HashMap<String, String> = self
+            .lxd
+            .instances_held()
+            .await?
+            .into_iter()
+            .map(|(name, description)| (name, format!("LXD is busy with \"{description}\"")))
+            .collect();
         // Several instances may carry one id for a moment: an import (or a copy) starts
         // with its source's tags until ssp's replace them. A row's own instance is the one
         // with its name; the others are someone's work in progress, not orphans.
@@ -372,26 +379,6 @@ impl Reconciler {
             .filter_map(|(id, list)| list.into_iter().find(|i| !row_names.contains(&i.name)).map(|i| (id, i)))
             .collect();
         Ok((work, orphans))
-    }
-
-    /// The running LXD operations that hold an instance (start, stop, update, snapshot,
-    /// restore, …), by instance name. Exec and console sessions (websocket operations) run
-    /// beside everything and hold nothing.
-    async fn operations_holding_instances(&self) -> Result<HashMap<String, String>, PassError> {
-        let mut holding = HashMap::new();
-        for operation in self.lxd.running_operations().await? {
-            let state = operation.state();
-            if state.class != "task" {
-                continue;
-            }
-            for path in state.resources.get("instances").into_iter().flatten() {
-                if let Some(name) = path.strip_prefix("/1.0/instances/") {
-                    let name = name.split(['/', '?']).next().unwrap_or(name);
-                    holding.insert(name.to_string(), format!("LXD is busy with \"{}\"", state.description));
-                }
-            }
-        }
-        Ok(holding)
     }
 
     /// Marks `uid` as being worked on; `false` if it already is.
