@@ -209,18 +209,7 @@ impl Reconciler {
     pub async fn converge_held(&self, uid: &str) -> Result<(), StepError> {
         let Some(mut work) = self.load(uid).await? else { return Ok(()) };
         self.observe_one(&mut work).await?;
-        let object = format!("{}/{}", work.row.owner, work.row.name);
-        let outcome = match tokio::time::timeout(WORK_TIMEOUT, self.converge(work, Mode::Now)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(StepError::Other(format!("no answer from LXD within {} s", WORK_TIMEOUT.as_secs()))),
-        };
-        match &outcome {
-            Ok(done) if done.any() => tracing::info!(container = %object, ?done, "converged"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(container = %object, "not converged: {e}"),
-        }
-        self.handle.moved();
-        outcome.map(|_| ())
+        self.converge_bounded(work, Mode::Now).await.map(|_| ())
     }
 
     /// Applies ssp's config and devices to LXD instance `instance` now, and nothing more (no
@@ -394,18 +383,26 @@ impl Reconciler {
         !self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
     }
 
-    /// Converges one container under a parallelism slot and logs what happened.
+    /// Converges one container under a parallelism slot, then lets others claim it.
     async fn work_on(&self, work: Work, mode: Mode) -> Result<Outcome, StepError> {
         let uid = work.row.uid.clone();
-        let object = format!("{}/{}", work.row.owner, work.row.name);
         let outcome = {
             let _slot = self.slots.acquire().await;
-            // A hung LXD call (an exec whose websocket never ends) must not hold this
-            // container's claim forever: give up, and the next pass tries again.
-            match tokio::time::timeout(WORK_TIMEOUT, self.converge(work, mode)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(StepError::Other(format!("no answer from LXD within {} s", WORK_TIMEOUT.as_secs()))),
-            }
+            self.converge_bounded(work, mode).await
+        };
+        self.release(&uid);
+        outcome
+    }
+
+    /// [`Reconciler::converge`] within [`WORK_TIMEOUT`], logged, and reported to waiters.
+    async fn converge_bounded(&self, work: Work, mode: Mode) -> Result<Outcome, StepError> {
+        let uid = work.row.uid.clone();
+        let object = format!("{}/{}", work.row.owner, work.row.name);
+        // A hung LXD call (an exec whose websocket never ends) must not hold this
+        // container's claim forever: give up, and the next pass tries again.
+        let outcome = match tokio::time::timeout(WORK_TIMEOUT, self.converge(work, mode)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StepError::Other(format!("no answer from LXD within {} s", WORK_TIMEOUT.as_secs()))),
         };
         match &outcome {
             Ok(done) => {
@@ -418,7 +415,6 @@ impl Reconciler {
             }
             Err(e) => tracing::warn!(container = %object, "not converged: {e}"),
         }
-        self.release(&uid);
         self.handle.moved();
         outcome
     }
