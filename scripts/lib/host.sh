@@ -105,9 +105,10 @@ ssp_start_lxcfs() {
   if ssp_have_systemd; then
     systemctl enable --now lxcfs.service >/dev/null 2>&1 || systemctl start lxcfs
   else
-    mkdir -p "$SSP_LXCFS_DIR" /var/log/lxcfs
-    # An lxcfs that died leaves its mount behind, answering "Transport endpoint is not connected".
+    # An lxcfs that died leaves its mount behind, answering "Transport endpoint is not connected"
+    # to everything, mkdir included: take it away first.
     umount -l "$SSP_LXCFS_DIR" 2>/dev/null || true
+    mkdir -p "$SSP_LXCFS_DIR" /var/log/lxcfs
     setsid lxcfs "$SSP_LXCFS_DIR" </dev/null >>/var/log/lxcfs/lxcfs.log 2>&1 &
   fi
   local tries
