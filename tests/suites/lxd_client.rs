@@ -215,7 +215,7 @@ async fn operation_wait_times_out(lxd: &'static PrivateLxd) -> Result<()> {
     let client = lxd.client();
     let name = running_container(lxd, &client, "optime").await?;
     let exec = client.exec(&name, &["sleep".into(), "3".into()], ExecOptions::default()).await?;
-    let operation = client.operation_by_id(exec.operation_id()).await?;
+    let operation = client.operation_by_id(exec.operation_id().context("an LXD exec has an operation")?).await?;
     let err = operation.wait(Some(Duration::from_secs(1))).await.expect_err("sleep 3 outlives a 1 s wait");
     ensure!(matches!(err, ssp_lxd::Error::Timeout { .. }), "{err}");
     ensure!(exec.wait().await?.code == 0);

@@ -418,6 +418,12 @@ pub struct GatewaySession {
     pub kind: String,
     /// The client's address and port.
     pub source: String,
+    /// How the channel reached the container: `attach` (LXD's own way into the container,
+    /// started by ssp without LXD's exec websocket), `lxd-exec` (LXD's exec, the fallback),
+    /// `netns` (a connection from the container's own loopback) or `sshd-socket` (a jump
+    /// through the sshd's proxy socket). Absent on rows recorded before ssp kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// Seconds since the epoch.
     pub started_at: i64,
     /// Seconds since the epoch; absent while open.

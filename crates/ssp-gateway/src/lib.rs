@@ -62,6 +62,21 @@ pub struct Settings {
     pub sshd_socket_linger: Duration,
     /// Which ciphers are offered.
     pub ciphers: Ciphers,
+    /// How sessions reach containers.
+    pub session_path: SessionPath,
+}
+
+/// How sessions, commands, sftp and forwards reach a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionPath {
+    /// LXD's own way in (`forkexec`, liblxc's attach with the container's config), started by
+    /// the gateway with the descriptors kept here, and forwards from a socket in the
+    /// container's network namespace, wherever that can be used ([`ssp_lxd::Attach`]); LXD's
+    /// exec websocket elsewhere.
+    #[default]
+    Auto,
+    /// Always LXD's exec websocket (and a relay inside for forwards).
+    LxdExec,
 }
 
 /// Which ciphers the gateway offers. Every session's bytes are decrypted by the gateway, so
@@ -118,6 +133,7 @@ impl Default for Settings {
             revalidate_interval: Duration::from_secs(2),
             sshd_socket_linger: Duration::from_secs(600),
             ciphers: Ciphers::Auto,
+            session_path: SessionPath::Auto,
         }
     }
 }
@@ -152,6 +168,9 @@ pub struct SessionStart {
     pub kind: String,
     /// The client's address.
     pub source: String,
+    /// How the channel reaches the container: `attach`, `lxd-exec`, `netns` or `sshd-socket`
+    /// (see [`SessionPath`]).
+    pub path: &'static str,
 }
 
 /// One channel's audit record, as it ends.
@@ -234,7 +253,20 @@ impl<B: Backend> Gateway<B> {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| Error::Listen { address: address.to_string(), source })?;
-        let shared = Arc::new(server::Shared::new(settings, &host_key, backend, lxd, live));
+        let attach = match settings.session_path {
+            SessionPath::Auto => match ssp_lxd::Attach::discover(&lxd).await {
+                Ok(attach) => {
+                    tracing::info!("gateway: sessions enter containers as LXD's exec does, without its websocket");
+                    Some(Arc::new(attach))
+                }
+                Err(why) => {
+                    tracing::warn!("gateway: sessions go through LXD's exec websocket: {why}");
+                    None
+                }
+            },
+            SessionPath::LxdExec => None,
+        };
+        let shared = Arc::new(server::Shared::new(settings, &host_key, backend, lxd, live, attach));
         Ok(Self { listener, shared, host_key })
     }
 

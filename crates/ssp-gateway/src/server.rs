@@ -30,6 +30,8 @@ pub(crate) struct Shared<B: Backend> {
     pub(crate) limits: Arc<Limits>,
     pub(crate) live: LiveDevices,
     pub(crate) sshd: Arc<SshdSockets>,
+    /// LXD's own way into containers without its exec websocket, where it can be used.
+    pub(crate) attach: Option<Arc<ssp_lxd::Attach>>,
 }
 
 impl<B: Backend> Shared<B> {
@@ -39,6 +41,7 @@ impl<B: Backend> Shared<B> {
         backend: B,
         lxd: ssp_lxd::Client,
         live: LiveDevices,
+        attach: Option<Arc<ssp_lxd::Attach>>,
     ) -> Self {
         let config = russh::server::Config {
             server_id: russh::SshId::Standard(Cow::Borrowed("SSH-2.0-ssp_gateway")),
@@ -63,7 +66,7 @@ impl<B: Backend> Shared<B> {
             settings.socket_dir.clone(),
             settings.sshd_socket_linger,
         ));
-        Self { settings, config: Arc::new(config), backend, lxd, limits: Arc::new(Limits::default()), live, sshd }
+        Self { settings, config: Arc::new(config), backend, lxd, limits: Arc::new(Limits::default()), live, sshd, attach }
     }
 }
 
@@ -339,6 +342,7 @@ impl<B: Backend> Connection<B> {
             socket_dir: self.shared.settings.socket_dir.clone(),
             live: self.shared.live.clone(),
             sshd: Arc::clone(&self.shared.sshd),
+            attach: self.shared.attach.clone(),
         })
     }
 }
@@ -441,8 +445,9 @@ impl<B: Backend> russh::server::Handler for Connection<B> {
         };
         match target {
             Ok((target, port)) => {
-                reply.accept().await;
-                tokio::spawn(session::run_forward(channel, context, target, port));
+                // The forward answers the open itself: a connection that fails is refused
+                // with the reason, as sshd does ("connect failed: Connection refused").
+                tokio::spawn(session::run_forward(channel, reply, context, target, port));
             }
             Err(why) => {
                 tracing::info!(peer = %self.peer, user = %context.login.owner, "gateway: forward to {host}:{port} refused: {why}");

@@ -1,15 +1,18 @@
-//! Channels, run through LXD exec as the container's owner: a session (shell, command, or
-//! the sftp subsystem) and a forwarded connection (a relay inside the container to
-//! `127.0.0.1:PORT`). Bytes move between the SSH channel and the exec's streams with flow
-//! control on both sides; every channel is recorded in the audit log with its bytes.
+//! Channels into a container as its owner: a session (shell, command, or the sftp subsystem)
+//! and a forwarded connection to `127.0.0.1:PORT` inside. A session's process is started the
+//! way LXD's exec starts one, by [`ssp_lxd::Attach`] with its descriptors kept here (path
+//! `attach`), or by LXD's exec websocket where that cannot be used (`lxd-exec`); a forward is
+//! a socket in the container's network namespace (`netns`), or a relay started with LXD exec.
+//! Bytes move between the SSH channel and the process with flow control on both sides; every
+//! channel is recorded in the audit log with its path and bytes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use russh::server::Msg;
-use russh::{Channel, ChannelMsg, Sig};
+use russh::server::{ChannelOpenHandle, Msg};
+use russh::{Channel, ChannelMsg, ChannelOpenFailure, Sig};
 use ssp_core::gateway::{self as rules, Login};
 use ssp_lxd::{Exec, ExecStdin};
 use tokio::sync::mpsc;
@@ -29,6 +32,7 @@ pub(crate) struct Context<B: Backend> {
     pub(crate) socket_dir: std::path::PathBuf,
     pub(crate) live: crate::devices::LiveDevices,
     pub(crate) sshd: Arc<crate::sshd::SshdSockets>,
+    pub(crate) attach: Option<Arc<ssp_lxd::Attach>>,
 }
 
 // What sessions run inside, as files (`guest/`, checked by shellcheck in `scripts/test`),
@@ -156,11 +160,10 @@ pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: 
     } else {
         None
     };
-    let audit = audit_start(&context, &target, kind.audit_name()).await;
-    let (lxd, command) = (&context.lxd, kind.command());
-    let started = lxd
-        .when_idle(&target.instance, BUSY_PATIENCE, || lxd.exec_patiently(&target.instance, &command, options.clone()));
-    let exec = match started.await {
+    let exec = start(&context, &target, &kind.command(), options).await;
+    let path = exec.as_ref().map_or(LXD_EXEC, path_of);
+    let audit = audit_start(&context, &target, kind.audit_name(), path).await;
+    let exec = match exec {
         Ok(exec) => exec,
         Err(e) => {
             tracing::warn!(user = %context.login.owner, container = %target.name, "gateway: exec failed: {e}");
@@ -178,25 +181,83 @@ pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: 
     audit_end(&context, audit, end).await;
 }
 
-/// Runs a forwarded connection to `127.0.0.1:port` inside `target`: to port 22 (ProxyJump,
-/// `-W HOST:22`) through the container's sshd socket, to any other port (or when that socket
-/// cannot be had) through a relay started with LXD exec.
-pub(crate) async fn run_forward<B: Backend>(channel: Channel<Msg>, context: Context<B>, target: Target, port: u16) {
+/// The audit log's names for how a channel reached the container.
+const ATTACH: &str = "attach";
+const LXD_EXEC: &str = "lxd-exec";
+const NETNS: &str = "netns";
+const SSHD_SOCKET: &str = "sshd-socket";
+
+fn path_of(exec: &Exec) -> &'static str {
+    if exec.is_attached() {
+        ATTACH
+    } else {
+        LXD_EXEC
+    }
+}
+
+/// Starts `command` in `target` as its owner: the way LXD's exec does but without its
+/// websocket where that can be used, else through LXD's exec (waiting while LXD says another
+/// operation holds the container).
+async fn start<B: Backend>(
+    context: &Context<B>,
+    target: &Target,
+    command: &[String],
+    options: ssp_lxd::ExecOptions,
+) -> ssp_lxd::Result<Exec> {
+    if let Some(attach) = &context.attach {
+        match attach.exec(&target.instance, command, options.clone()).await {
+            Ok(exec) => return Ok(exec),
+            Err(why) => {
+                tracing::info!(container = %target.name, "gateway: through LXD's exec websocket this time: {why}")
+            }
+        }
+    }
+    let lxd = &context.lxd;
+    lxd.when_idle(&target.instance, BUSY_PATIENCE, || lxd.exec_patiently(&target.instance, command, options.clone()))
+        .await
+}
+
+/// Runs a forwarded connection to `127.0.0.1:port` inside `target`, answering the channel's
+/// open: to port 22 (ProxyJump, `-W HOST:22`) through the container's sshd socket; to any
+/// other port from a socket in the container's network namespace, or, where that cannot be
+/// made, through a relay started with LXD exec.
+pub(crate) async fn run_forward<B: Backend>(
+    channel: Channel<Msg>,
+    reply: ChannelOpenHandle,
+    context: Context<B>,
+    target: Target,
+    port: u16,
+) {
     let _running = Running::new(&context.activity);
+    if let Some(attach) = context.attach.as_ref().filter(|_| port != 22) {
+        match attach.connect(&target.instance, port).await {
+            Ok(Ok(stream)) => {
+                reply.accept().await;
+                let audit = audit_start(&context, &target, &format!("forward:{port}"), NETNS).await;
+                let end = splice(channel, stream).await;
+                context.activity.touch();
+                audit_end(&context, audit, end).await;
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::info!(user = %context.login.owner, container = %target.name, "gateway: forward to port {port}: {e}");
+                reply.reject(ChannelOpenFailure::Other { code: 2, reason: format!("ssp: {e}") }).await;
+                return;
+            }
+            Err(why) => {
+                tracing::info!(container = %target.name, "gateway: forward through a relay this time: {why}");
+            }
+        }
+    }
+    reply.accept().await;
     if port == 22 {
         // The container's sshd, through its socket, once its host key is the pinned one;
         // never through a relay that could not check it.
         match context.sshd.connect(&target.instance, target.ssh_host_key.as_deref()).await {
             Ok((socket, _lease)) => {
-                let audit = audit_start(&context, &target, "sshd").await;
-                let mut channel = channel.into_stream();
-                let mut socket = Counted::new(socket);
-                // It ends with an error as often as not (the client closes the channel as
-                // the answer is still on its way): the counts are what matter.
-                let _ =
-                    tokio::io::copy_bidirectional_with_sizes(&mut channel, &mut socket, JUMP_BUFFER, JUMP_BUFFER).await;
+                let audit = audit_start(&context, &target, "sshd", SSHD_SOCKET).await;
+                let end = splice(channel, socket).await;
                 context.activity.touch();
-                let end = SessionEnd { bytes_in: socket.written, bytes_out: socket.read, exit_code: None };
                 audit_end(&context, audit, end).await;
             }
             Err(e) => {
@@ -206,7 +267,7 @@ pub(crate) async fn run_forward<B: Backend>(channel: Channel<Msg>, context: Cont
         }
         return;
     }
-    let audit = audit_start(&context, &target, &format!("forward:{port}")).await;
+    let audit = audit_start(&context, &target, &format!("forward:{port}"), LXD_EXEC).await;
     let command = vec!["/bin/bash".to_string(), "-c".into(), RELAY.into(), "relay".into(), port.to_string()];
     let mut options = target.exec.clone();
     options.pty = None;
@@ -224,6 +285,20 @@ pub(crate) async fn run_forward<B: Backend>(channel: Channel<Msg>, context: Cont
     };
     let end = pump(channel, exec, &context.activity, false).await;
     audit_end(&context, audit, end).await;
+}
+
+/// Copies bytes both ways between a channel and a connection until both ends are done; the
+/// record counts what went each way.
+async fn splice<S>(channel: Channel<Msg>, connection: S) -> SessionEnd
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut channel = channel.into_stream();
+    let mut connection = Counted::new(connection);
+    // It ends with an error as often as not (the client closes the channel as the answer is
+    // still on its way): the counts are what matter.
+    let _ = tokio::io::copy_bidirectional_with_sizes(&mut channel, &mut connection, JUMP_BUFFER, JUMP_BUFFER).await;
+    SessionEnd { bytes_in: connection.written, bytes_out: connection.read, exit_code: None }
 }
 
 /// A stream that counts the bytes read from and written to it.
@@ -287,12 +362,13 @@ async fn refuse(channel: Channel<Msg>, why: &str) {
     let _ = channel.close().await;
 }
 
-async fn audit_start<B: Backend>(context: &Context<B>, target: &Target, kind: &str) -> Option<i64> {
+async fn audit_start<B: Backend>(context: &Context<B>, target: &Target, kind: &str, path: &'static str) -> Option<i64> {
     let start = SessionStart {
         user: context.login.owner.to_string(),
         container: target.name.to_string(),
         kind: kind.into(),
         source: context.source.clone(),
+        path,
     };
     match context.backend.session_started(start).await {
         Ok(id) => Some(id),

@@ -4,6 +4,9 @@
 //! empty *text* frame (not a close); stdin is ended the same way. Window size and signals go
 //! as JSON on the separate control websocket; the exit code is in the finished operation's
 //! `metadata.return`.
+//!
+//! The same [`Exec`] also carries a command started by [`crate::Attach`] (LXD's own way of
+//! entering the container, without the websockets): callers do not see which.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,14 +68,27 @@ pub struct Exec {
     pub stderr: mpsc::Receiver<Bytes>,
     /// Window size and signals.
     pub control: ExecControl,
-    operation: Operation,
-    readers: Vec<JoinHandle<Result<()>>>,
-    drains: Vec<JoinHandle<()>>,
-    /// The program run (`command[0]`), to name it when it could not be started.
-    program: String,
-    /// Set once anything arrived on stderr (on the terminal, with a pty): then the command
-    /// (a shell, say) has explained a failure itself.
-    spoke: Arc<AtomicBool>,
+    ending: Ending,
+}
+
+/// What [`Exec::wait`] waits for (one per running command, never in a collection: the
+/// variants' sizes do not matter).
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Ending {
+    /// LXD's operation and the tasks reading its websockets.
+    Lxd {
+        operation: Operation,
+        readers: Vec<JoinHandle<Result<()>>>,
+        drains: Vec<JoinHandle<()>>,
+        /// The program run (`command[0]`), to name it when it could not be started.
+        program: String,
+        /// Set once anything arrived on stderr (on the terminal, with a pty): then the
+        /// command (a shell, say) has explained a failure itself.
+        spoke: Arc<AtomicBool>,
+    },
+    /// A command [`crate::Attach`] started.
+    Local(crate::attach::Ending),
 }
 
 /// How a command ended, in a shell's terms.
@@ -93,17 +109,23 @@ pub struct ExecStdin {
     sink: Option<SplitSink<Ws, Message>>,
     /// With a pty, stdin and output share one websocket: ending stdin must not close it.
     shared_with_output: bool,
+    /// The command's stdin pipe or terminal, for a command [`crate::Attach`] started.
+    local: Option<crate::attach::Input>,
 }
 
 impl std::fmt::Debug for ExecStdin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExecStdin").field("open", &self.sink.is_some()).finish()
+        f.debug_struct("ExecStdin").field("open", &(self.sink.is_some() || self.local.is_some())).finish()
     }
 }
 
 impl ExecStdin {
     /// Sends bytes to the command.
     pub async fn write(&mut self, data: impl Into<Bytes>) -> Result<()> {
+        if let Some(local) = self.local.as_mut() {
+            let data = data.into();
+            return local.write(&data).await.map_err(|source| Error::Io { what: "writing to the command".into(), source });
+        }
         let sink = self.sink.as_mut().ok_or_else(|| Error::protocol("exec stdin", "stdin already closed"))?;
         sink.send(Message::Binary(data.into())).await.map_err(|e| Error::ws("exec stdin", e))
     }
@@ -111,6 +133,7 @@ impl ExecStdin {
     /// Closes our side of the stdin websocket, whatever state it is in (with a pty, that is
     /// the command's terminal: it reads no more input).
     pub async fn shutdown(&mut self) {
+        self.local = None;
         if let Some(mut sink) = self.sink.take() {
             if !self.shared_with_output {
                 let _ = sink.send(Message::text("")).await;
@@ -121,6 +144,9 @@ impl ExecStdin {
 
     /// Ends stdin: the command reads end-of-file.
     pub async fn close(&mut self) -> Result<()> {
+        if let Some(local) = self.local.take() {
+            return local.close().await.map_err(|source| Error::Io { what: "ending the command's input".into(), source });
+        }
         if let Some(mut sink) = self.sink.take() {
             if self.shared_with_output {
                 // A pty has no separate end-of-file; ^D is the terminal's way.
@@ -140,7 +166,15 @@ impl ExecStdin {
 /// Sends window-size changes and signals to a running command.
 #[derive(Clone)]
 pub struct ExecControl {
-    sink: Arc<Mutex<SplitSink<Ws, Message>>>,
+    inner: Control,
+}
+
+#[derive(Clone)]
+enum Control {
+    /// LXD's control websocket.
+    Lxd(Arc<Mutex<SplitSink<Ws, Message>>>),
+    /// The pty and pidfd of a command [`crate::Attach`] started.
+    Local(Arc<crate::attach::Control>),
 }
 
 impl std::fmt::Debug for ExecControl {
@@ -152,6 +186,9 @@ impl std::fmt::Debug for ExecControl {
 impl ExecControl {
     /// Resizes the pty.
     pub async fn resize(&self, width: u32, height: u32) -> Result<()> {
+        if let Control::Local(local) = &self.inner {
+            return local.resize(width, height).map_err(|source| Error::Io { what: "resizing the pty".into(), source });
+        }
         self.send(serde_json::json!({
             "command": "window-resize",
             "args": { "width": width.to_string(), "height": height.to_string() },
@@ -161,11 +198,15 @@ impl ExecControl {
 
     /// Sends a signal (e.g. 15 for SIGTERM) to the command.
     pub async fn signal(&self, signal: i32) -> Result<()> {
+        if let Control::Local(local) = &self.inner {
+            return local.signal(signal).map_err(|source| Error::Io { what: "signalling the command".into(), source });
+        }
         self.send(serde_json::json!({ "command": "signal", "signal": signal })).await
     }
 
     async fn send(&self, message: serde_json::Value) -> Result<()> {
-        self.sink.lock().await.send(Message::text(message.to_string())).await.map_err(|e| Error::ws("exec control", e))
+        let Control::Lxd(sink) = &self.inner else { return Ok(()) };
+        sink.lock().await.send(Message::text(message.to_string())).await.map_err(|e| Error::ws("exec control", e))
     }
 }
 
@@ -206,12 +247,36 @@ impl Exec {
     /// that task must [`ExecStdin::shutdown`] it (or drop it) when done.
     pub fn take_stdin(&mut self) -> ExecStdin {
         let shared_with_output = self.stdin.shared_with_output;
-        std::mem::replace(&mut self.stdin, ExecStdin { sink: None, shared_with_output })
+        std::mem::replace(&mut self.stdin, ExecStdin { sink: None, shared_with_output, local: None })
     }
 
-    /// The LXD operation running the command.
-    pub fn operation_id(&self) -> &str {
-        self.operation.id()
+    /// The LXD operation running the command (none for a command [`crate::Attach`] started).
+    pub fn operation_id(&self) -> Option<&str> {
+        match &self.ending {
+            Ending::Lxd { operation, .. } => Some(operation.id()),
+            Ending::Local(_) => None,
+        }
+    }
+
+    /// Whether [`crate::Attach`] started it (not LXD's exec).
+    pub fn is_attached(&self) -> bool {
+        matches!(self.ending, Ending::Local(_))
+    }
+
+    pub(crate) fn local(
+        input: crate::attach::Input,
+        stdout: mpsc::Receiver<Bytes>,
+        stderr: mpsc::Receiver<Bytes>,
+        control: crate::attach::Control,
+        ending: crate::attach::Ending,
+    ) -> Self {
+        Exec {
+            stdin: ExecStdin { sink: None, shared_with_output: false, local: Some(input) },
+            stdout,
+            stderr,
+            control: ExecControl { inner: Control::Local(Arc::new(control)) },
+            ending: Ending::Local(ending),
+        }
     }
 
     /// Waits for the command to end and returns how it ended.
@@ -220,7 +285,14 @@ impl Exec {
     /// LXD finishes the operation only once the client has let go of them (with a pty it
     /// otherwise waits forever).
     pub async fn wait(self) -> Result<ExecExit> {
-        let Exec { mut stdin, stdout, stderr, control, operation, readers, drains, program, spoke } = self;
+        let Exec { mut stdin, stdout, stderr, control, ending } = self;
+        let (operation, readers, drains, program, spoke) = match ending {
+            Ending::Lxd { operation, readers, drains, program, spoke } => (operation, readers, drains, program, spoke),
+            Ending::Local(ending) => {
+                drop((stdin, stdout, stderr, control));
+                return ending.wait().await;
+            }
+        };
         let mut output = Ok(());
         for reader in readers {
             let result = match reader.await {
@@ -230,7 +302,9 @@ impl Exec {
             output = output.and(result);
         }
         stdin.shutdown().await;
-        let _ = control.sink.lock().await.close().await;
+        if let Control::Lxd(sink) = &control.inner {
+            let _ = sink.lock().await.close().await;
+        }
         let state = operation.wait(None).await;
         for drain in drains {
             drain.abort();
@@ -258,7 +332,7 @@ impl Exec {
 
 /// The command, uid and gid LXD is asked for: `command` as `uid`/`gid`, or, with
 /// [`ExecOptions::init_groups`], [`DROP_TO_ACCOUNT`] as root with `command` after it.
-fn as_sent(command: &[String], options: &ExecOptions) -> (Vec<String>, u32, u32) {
+pub(crate) fn as_sent(command: &[String], options: &ExecOptions) -> (Vec<String>, u32, u32) {
     if options.init_groups && options.uid != 0 {
         let mut wrapped: Vec<String> = ["/bin/sh", "-c", DROP_TO_ACCOUNT, "ssp-drop"].map(String::from).to_vec();
         wrapped.extend([options.uid.to_string(), options.gid.to_string()]);
@@ -357,7 +431,7 @@ impl Client {
             (true, Some((sink, stream))) => {
                 readers.push(tokio::spawn(forward(stream, stdout_tx, Some(Arc::clone(&spoke)), "exec pty")));
                 drop(stderr_tx);
-                ExecStdin { sink: Some(sink), shared_with_output: true }
+                ExecStdin { sink: Some(sink), shared_with_output: true, local: None }
             }
             (false, Some((sink, stdin_stream))) => {
                 drains.push(tokio::spawn(drain(stdin_stream)));
@@ -367,20 +441,16 @@ impl Client {
                 if let Some((_, err)) = next() {
                     readers.push(tokio::spawn(forward(err, stderr_tx, Some(Arc::clone(&spoke)), "exec stderr")));
                 }
-                ExecStdin { sink: Some(sink), shared_with_output: false }
+                ExecStdin { sink: Some(sink), shared_with_output: false, local: None }
             }
-            (_, None) => ExecStdin { sink: None, shared_with_output: pty },
+            (_, None) => ExecStdin { sink: None, shared_with_output: pty, local: None },
         };
         Exec {
             stdin,
             stdout,
             stderr,
-            control: ExecControl { sink: Arc::new(Mutex::new(control_sink)) },
-            operation,
-            readers,
-            drains,
-            program: program.to_owned(),
-            spoke,
+            control: ExecControl { inner: Control::Lxd(Arc::new(Mutex::new(control_sink))) },
+            ending: Ending::Lxd { operation, readers, drains, program: program.to_owned(), spoke },
         }
     }
 
@@ -447,7 +517,7 @@ impl Client {
 /// The shell's exit code and words for LXD's message when a command's status was 127 or 126
 /// (LXD 5.0.2 words them "Command not found" and "Command not executable"; older daemons
 /// said "Permission denied" for the latter).
-fn spawn_failure(message: &str) -> Option<(i32, &'static str)> {
+pub(crate) fn spawn_failure(message: &str) -> Option<(i32, &'static str)> {
     match message {
         "Command not found" => Some((127, "command not found")),
         "Command not executable" | "Permission denied" => Some((126, "permission denied")),

@@ -22,6 +22,7 @@
 //! ```
 
 mod admin;
+mod attach;
 mod backups;
 mod busy;
 mod client;
@@ -34,6 +35,7 @@ mod instances;
 mod operation;
 pub mod wire;
 
+pub use attach::{Attach, Unavailable};
 pub use client::{Client, Tagged};
 pub use error::{Error, Result};
 pub use events::{EventKind, Events};

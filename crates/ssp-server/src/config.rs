@@ -141,6 +141,9 @@ pub struct DefaultsConfig {
     pub memory: String,
     /// Root disk.
     pub disk: String,
+    /// Most processes (and threads) in one container (`limits.processes`): a fork bomb stops
+    /// there instead of filling the host's pid space.
+    pub max_processes: u32,
 }
 
 /// The quota a new user gets when the admin does not say.
@@ -205,7 +208,7 @@ impl Default for LxdConfig {
 
 impl Default for DefaultsConfig {
     fn default() -> Self {
-        Self { image: "debian-12".into(), cpus: 2, memory: "4GiB".into(), disk: "20GiB".into() }
+        Self { image: "debian-12".into(), cpus: 2, memory: "4GiB".into(), disk: "20GiB".into(), max_processes: 10_000 }
     }
 }
 
@@ -250,6 +253,11 @@ pub struct GatewayConfig {
     /// which decrypts every session), chacha20-poly1305 as well elsewhere; `"all"`: both
     /// everywhere, for clients without AES-GCM.
     pub ciphers: String,
+    /// `"auto"`: sessions, commands and sftp enter containers as LXD's exec does (its own
+    /// `forkexec`) but started by the gateway, with no websocket between, and forwards are
+    /// connections from the container's own loopback, wherever the host's LXD allows it;
+    /// LXD's exec websocket elsewhere. `"lxd-exec"`: always LXD's exec websocket.
+    pub session_path: String,
 }
 
 impl Default for GatewayConfig {
@@ -265,6 +273,7 @@ impl Default for GatewayConfig {
             max_source_penalty_secs: 10,
             sshd_socket_linger_secs: 600,
             ciphers: "auto".into(),
+            session_path: "auto".into(),
         }
     }
 }
@@ -289,10 +298,19 @@ impl GatewayConfig {
         }
     }
 
+    fn session_path(&self) -> Result<ssp_gateway::SessionPath, String> {
+        match self.session_path.as_str() {
+            "auto" => Ok(ssp_gateway::SessionPath::Auto),
+            "lxd-exec" => Ok(ssp_gateway::SessionPath::LxdExec),
+            other => Err(format!("gateway.session_path = {other:?}: use \"auto\" or \"lxd-exec\"")),
+        }
+    }
+
     /// Checks the values.
     pub fn check(&self) -> Result<(), String> {
         self.address()?;
         self.ciphers()?;
+        self.session_path()?;
         if self.max_auth_attempts == 0 || self.max_auth_attempts > 20 {
             return Err("gateway.max_auth_attempts must be 1 to 20".into());
         }
@@ -321,6 +339,7 @@ impl GatewayConfig {
             revalidate_interval: Duration::from_secs(2),
             sshd_socket_linger: Duration::from_secs(self.sshd_socket_linger_secs),
             ciphers: self.ciphers().unwrap_or_default(),
+            session_path: self.session_path().unwrap_or_default(),
         }
     }
 }
@@ -407,6 +426,10 @@ impl Settings {
         if raw.defaults.cpus == 0 {
             return Err(invalid("defaults.cpus must be at least 1".into()));
         }
+        if raw.defaults.max_processes < 50 {
+            // A container's own init, journald, sshd and a shell need a few dozen.
+            return Err(invalid("defaults.max_processes must be at least 50".into()));
+        }
         if raw.gpu.sample_interval_secs == 0 || raw.gpu.idle_threshold_percent > 100 {
             return Err(invalid(
                 "gpu.sample_interval_secs must be at least 1 and gpu.idle_threshold_percent at most 100".into(),
@@ -488,5 +511,7 @@ mod tests {
         assert!(ids.unwrap_err().to_string().contains("storage.share_ids"));
         let gateway = Settings::check(parse("[gateway]\nciphers = \"rc4\"\n").unwrap(), Path::new("t.toml"));
         assert!(gateway.unwrap_err().to_string().contains("gateway.ciphers"));
+        let path = Settings::check(parse("[gateway]\nsession_path = \"ssh\"\n").unwrap(), Path::new("t.toml"));
+        assert!(path.unwrap_err().to_string().contains("gateway.session_path"));
     }
 }

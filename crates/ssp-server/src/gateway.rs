@@ -64,7 +64,9 @@ impl ssp_gateway::Backend for StoreBackend {
 
     async fn session_started(&self, start: SessionStart) -> Result<i64, BackendError> {
         self.db
-            .run(move |store| store.gateway_session_start(&start.user, &start.container, &start.kind, &start.source))
+            .run(move |store| {
+                store.gateway_session_start(&start.user, &start.container, &start.kind, &start.source, start.path)
+            })
             .await
             .map_err(backend_error)
     }

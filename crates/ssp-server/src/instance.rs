@@ -48,8 +48,6 @@ pub fn owner_exec_options(row: &Container) -> ssp_lxd::ExecOptions {
     options
 }
 
-/// Most processes in one container: a fork bomb stays inside its limits.
-const MAX_PROCESSES: &str = "10000";
 
 /// Config key prefixes ssp owns: any key under them that ssp did not set is drift.
 const OWNED_PREFIXES: [&str; 5] = ["limits.", "security.", "raw.", "user.ssp.", "nvidia."];
@@ -71,6 +69,9 @@ pub struct Layout {
     /// The SSH gateway's devices in use (a forwarded agent's socket, a jump's sshd socket):
     /// kept; any other `gateway-` device is a leftover and goes.
     pub gateway_devices: ssp_gateway::LiveDevices,
+    /// Most processes in one container (`[defaults] max_processes`): a fork bomb stays
+    /// inside its limits.
+    pub max_processes: u32,
 }
 
 /// What shapes a container beyond its own row: config keys and devices that other tables
@@ -109,7 +110,7 @@ pub fn desired_config(row: &Container, layout: &Layout, extra: &Attachments) -> 
     };
     set("limits.cpu", row.cpus.to_string());
     set("limits.memory", row.memory.to_lxd());
-    set("limits.processes", MAX_PROCESSES.into());
+    set("limits.processes", layout.max_processes.to_string());
     set("security.privileged", "false".into());
     set("security.idmap.isolated", "true".into());
     set("security.nesting", "false".into());
@@ -254,6 +255,7 @@ mod tests {
             platform: "p1".into(),
             gpu: crate::gpu::devices::GpuPlumbing::default(),
             gateway_devices: ssp_gateway::LiveDevices::default(),
+            max_processes: 10_000,
         }
     }
 

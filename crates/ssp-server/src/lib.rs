@@ -167,6 +167,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         platform,
         gpu: gpus.plumbing(),
         gateway_devices: ssp_gateway::LiveDevices::default(),
+        max_processes: settings.raw.defaults.max_processes,
     };
     let gateway_devices = layout.gateway_devices.clone();
     let reconciler = Reconciler::new(db.clone(), lxd.clone(), layout, settings.raw.reconcile.parallelism);

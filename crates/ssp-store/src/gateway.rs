@@ -20,6 +20,9 @@ pub struct GatewaySession {
     pub kind: String,
     /// The client's address and port.
     pub source: String,
+    /// How the channel reached the container (`attach`, `lxd-exec`, `netns`, `sshd-socket`);
+    /// none for rows older than that record.
+    pub path: Option<String>,
     /// Seconds since the epoch.
     pub started_at: i64,
     /// Seconds since the epoch, once ended.
@@ -34,11 +37,19 @@ pub struct GatewaySession {
 
 impl Store {
     /// Records a channel's start; returns its id.
-    pub fn gateway_session_start(&mut self, user: &str, container: &str, kind: &str, source: &str) -> Result<i64> {
+    pub fn gateway_session_start(
+        &mut self,
+        user: &str,
+        container: &str,
+        kind: &str,
+        source: &str,
+        path: &str,
+    ) -> Result<i64> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO gateway_sessions (user, container, kind, source, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![user, container, kind, source, now()],
+                "INSERT INTO gateway_sessions (user, container, kind, source, path, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![user, container, kind, source, path, now()],
             )?;
             Ok(tx.last_insert_rowid())
         })
@@ -99,7 +110,7 @@ impl Store {
     /// The newest `limit` gateway channels, newest first; only `user`'s when given.
     pub fn gateway_sessions(&self, user: Option<&str>, limit: u32) -> Result<Vec<GatewaySession>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, user, container, kind, source, started_at, ended_at, bytes_in, bytes_out, exit_code
+            "SELECT id, user, container, kind, source, started_at, ended_at, bytes_in, bytes_out, exit_code, path
              FROM gateway_sessions WHERE (?1 IS NULL OR user = ?1) ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![user, limit], |r| {
@@ -114,6 +125,7 @@ impl Store {
                 bytes_in: r.get(7)?,
                 bytes_out: r.get(8)?,
                 exit_code: r.get(9)?,
+                path: r.get(10)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -128,15 +140,15 @@ mod tests {
     #[test]
     fn sessions_are_recorded_from_start_to_end() {
         let mut store = Store::open_in_memory().unwrap();
-        let id = store.gateway_session_start("alice", "dev", "shell", "127.0.0.1:5000").unwrap();
-        store.gateway_session_start("bob", "web", "sftp", "127.0.0.1:5001").unwrap();
+        let id = store.gateway_session_start("alice", "dev", "shell", "127.0.0.1:5000", "attach").unwrap();
+        store.gateway_session_start("bob", "web", "sftp", "127.0.0.1:5001", "lxd-exec").unwrap();
         let open = &store.gateway_sessions(Some("alice"), 10).unwrap()[0];
         assert_eq!((open.ended_at, open.bytes_in), (None, 0));
         store.gateway_session_end(id, 10, 2000, Some(7)).unwrap();
         let ended = &store.gateway_sessions(Some("alice"), 10).unwrap()[0];
         assert_eq!(
-            (ended.container.as_str(), ended.bytes_in, ended.bytes_out, ended.exit_code),
-            ("dev", 10, 2000, Some(7))
+            (ended.container.as_str(), ended.bytes_in, ended.bytes_out, ended.exit_code, ended.path.as_deref()),
+            ("dev", 10, 2000, Some(7), Some("attach"))
         );
         assert!(ended.ended_at.is_some());
         assert_eq!(store.gateway_sessions(None, 10).unwrap().len(), 2);

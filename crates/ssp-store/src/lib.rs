@@ -89,6 +89,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0004_images.sql")),
         M::up(include_str!("migrations/0005_gateway.sql")),
         M::up(include_str!("migrations/0006_share_groups.sql")),
+        M::up(include_str!("migrations/0007_gateway_session_path.sql")),
     ])
 }
 

@@ -65,6 +65,7 @@ pub async fn sessions(
                 container: row.container,
                 kind: row.kind,
                 source: row.source,
+                path: row.path,
                 started_at: row.started_at,
                 ended_at: row.ended_at,
                 bytes_in: u64::try_from(row.bytes_in).unwrap_or(0),

@@ -309,6 +309,7 @@ mod tests {
             platform: "p1".into(),
             gpu: crate::gpu::devices::GpuPlumbing::default(),
             gateway_devices: ssp_gateway::LiveDevices::default(),
+            max_processes: 10_000,
         }
     }
 
