@@ -64,6 +64,7 @@ image = "{image}"
 cpus = 1
 memory = "256MiB"
 disk = "1GiB"
+max_processes = 500
 [reconcile]
 interval_secs = 2
 {gateway}{extra}"#,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use ssp_testkit::e2e::{cli, eventually, ok, text, EXEC_PATIENCE};
 use ssp_testkit::{Platform, PrivateLxd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -673,6 +673,19 @@ async fn scenario(platform: &Platform, lxd: &PrivateLxd) -> Result<()> {
         "{sessions}"
     );
     ensure!(rows.iter().all(|s| s["user"] == "alice"), "{sessions}");
+    // Which way each channel went: sessions, commands and sftp entered the container without
+    // LXD's exec websocket; forwards were connections from its own loopback.
+    for row in rows {
+        let kind = row["kind"].as_str().unwrap_or_default();
+        let expected = match kind {
+            "shell" | "exec" | "sftp" => "attach",
+            "sshd" => "sshd-socket",
+            _ if kind.starts_with("forward:") => "netns",
+            _ => bail!("a session of an unknown kind: {row}"),
+        };
+        ensure!(row["path"] == expected, "{kind} went by {} instead of {expected}: {row}", row["path"]);
+    }
+    ensure!(rows.iter().any(|s| s["path"] == "netns"), "no forward in the audit log: {sessions}");
     Ok(())
 }
 
@@ -894,4 +907,156 @@ async fn missing_commands(platform: &Platform) -> Result<()> {
     Ok(())
 }
 
-ssp_testkit::lxd_tests![gateway_end_to_end, python_clients, missing_commands_exit_as_through_sshd];
+/// What a process knows of its confinement, one `key=value` per line: its ids and groups, cgroup,
+/// seccomp, no_new_privs and capabilities, namespaces and LSM label. Each value is read by a
+/// process of its own (`grep`, `readlink`), which inherits all of it from the shell.
+const CONFINEMENT_PROBE: &str = r#"echo "ids=$(id -u) $(id -g)"
+echo "groups=$(id -G)"
+echo "cgroup=$(tr '\n' ' ' </proc/self/cgroup)"
+grep -E '^(Seccomp|Seccomp_filters|NoNewPrivs|CapInh|CapPrm|CapEff|CapBnd|CapAmb):' /proc/self/status | tr -d '\t' | tr ':' '='
+for n in cgroup ipc mnt net pid user uts time; do echo "ns_$n=$(readlink /proc/self/ns/$n)"; done
+echo "lsm=$(cat /proc/self/attr/current 2>/dev/null)"
+"#;
+
+/// The descriptors a command sees (`ls -l /proc/self/fd`, as `N TARGET`): only 0, 1 and 2
+/// (and `ls`'s own listing) may be there, each a pipe or the container's terminal.
+fn check_descriptors(listing: &str, terminal: bool) -> Result<()> {
+    let mut seen = Vec::new();
+    for line in listing.lines().filter(|line| line.contains(" -> ")) {
+        let (left, target) = line.split_once(" -> ").context("an fd line")?;
+        let fd: u32 = left.split_whitespace().last().context("fd")?.parse()?;
+        let allowed = match fd {
+            0..=2 if terminal => target.starts_with("/dev/pts/"),
+            0..=2 => target.starts_with("pipe:["),
+            // `ls` reading the folder itself.
+            3 => target.starts_with("/proc/") && target.ends_with("/fd"),
+            _ => false,
+        };
+        ensure!(allowed, "descriptor {fd} -> {target} reached the command:\n{listing}");
+        seen.push(fd);
+    }
+    ensure!(seen.starts_with(&[0, 1, 2]), "the standard descriptors are missing:\n{listing}");
+    Ok(())
+}
+
+/// The confinement of a gateway session is exactly that of `lxc exec` as the same user, on
+/// the path `session_path` chooses: same cgroup, seccomp, no_new_privs, capabilities,
+/// namespaces and LSM label; no descriptor but its own; its forks stop at
+/// `limits.processes`; its memory at `limits.memory`; another user's container is another
+/// world. The audit log names the path.
+async fn confinement(lxd: &'static PrivateLxd, session_path: &'static str) -> Result<()> {
+    // (The test platform's containers have `max_processes = 500`, 256 MiB.)
+    let extra = format!("session_path = \"{session_path}\"\n");
+    logged(lxd, &extra, |platform| async move {
+        match confinement_scenario(&platform, lxd, session_path).await {
+            Ok(()) => Ok(platform),
+            Err(e) => Err((platform, e)),
+        }
+    })
+    .await
+}
+
+async fn confinement_scenario(platform: &Platform, lxd: &PrivateLxd, session_path: &str) -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path();
+    let (dana_key, erin_key) = (keygen(dir, "dana")?, keygen(dir, "erin")?);
+    let dana = platform.user("dana", &["--key", &format!("{}.pub", dana_key.display())])?;
+    let erin = platform.user("erin", &["--key", &format!("{}.pub", erin_key.display())])?;
+    let client = Client::new(platform, dir)?;
+    let created = cli(platform, &dana, &["container", "create", "dev", "--memory", "256MiB"]).await?;
+    ensure!(created.status.success(), "create dana/dev: {created:?}");
+    container(platform, &erin, "dev").await?;
+    let deadline = std::time::Instant::now() + EXEC_PATIENCE;
+    while client.ssh(&dana_key, "dana+dev", &[], &["true"], b"").await?.status.code() != Some(0) {
+        ensure!(std::time::Instant::now() < deadline, "no command through the gateway");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let instance = platform
+        .lxd_instances(lxd)
+        .await?
+        .into_iter()
+        .find(|i| i.name.starts_with("dana-dev-"))
+        .context("dana/dev in LXD")?
+        .name;
+
+    // The same probe, as the same user: through the gateway (without and with a terminal)
+    // and through `lxc exec`.
+    let reference = lxd.lxc(&["exec", &instance, "--user", "1000", "--group", "1000", "--", "sh", "-c", CONFINEMENT_PROBE])?;
+    ensure!(reference.contains("Seccomp=2") && reference.contains("ns_pid=pid:["), "lxc exec's probe: {reference}");
+    let account_groups = lxd.lxc(&["exec", &instance, "--", "id", "-G", "dana"])?.trim().to_string();
+    let without_groups = |probe: &str| probe.lines().filter(|l| !l.starts_with("groups=")).collect::<Vec<_>>().join("\n");
+    for terminal in [&[][..], &["-tt"][..]] {
+        let out = client.ssh(&dana_key, "dana+dev", terminal, &[CONFINEMENT_PROBE], b"").await?;
+        ensure!(out.status.success(), "probe through the gateway {terminal:?}: {out:?}");
+        let seen = text(&out.stdout).replace("\r\n", "\n");
+        ensure!(
+            without_groups(&seen) == without_groups(&reference),
+            "through the gateway {terminal:?}:\n{seen}\nthrough lxc exec:\n{reference}"
+        );
+        // `lxc exec --user` drops every supplementary group; a session has the account's.
+        ensure!(seen.contains(&format!("groups={account_groups}\n")), "groups {account_groups} expected:\n{seen}");
+        let out = client.ssh(&dana_key, "dana+dev", terminal, &["ls -l /proc/self/fd"], b"").await?;
+        ensure!(out.status.success(), "{out:?}");
+        check_descriptors(&text(&out.stdout).replace("\r\n", "\n"), !terminal.is_empty())?;
+    }
+
+    // Forks stop at limits.processes (500 here, counting what the container runs already):
+    // the shell is refused a fork long before its 1000th.
+    // (dash, which gives up at the first refused fork; bash would retry it for half a minute.)
+    let bomb = "exec /bin/sh -c 'n=0; while [ $n -lt 1000 ]; do sleep 20 & n=$((n+1)); echo $n; done'";
+    let out = client.ssh(&dana_key, "dana+dev", &[], &[bomb], b"").await?;
+    let forked: u32 = text(&out.stdout).lines().last().unwrap_or("0").trim().parse().unwrap_or(0);
+    ensure!(
+        (1..500).contains(&forked) && text(&out.stderr).contains("fork"),
+        "a fork bomb was not stopped by limits.processes (forked {forked}): {}",
+        text(&out.stderr)
+    );
+    // Memory: 100 MB fits in the 256 MiB limit, 400 MB held at once does not (the kernel's
+    // OOM killer ends the command: 128 + SIGKILL).
+    let eventually_free = std::time::Instant::now() + Duration::from_secs(60);
+    let small = loop {
+        // The sleeps of the fork bomb hold the process limit for up to 20 s.
+        let out = client.ssh(&dana_key, "dana+dev", &[], &["head -c 100M /dev/zero | tail >/dev/null; echo $?"], b"").await?;
+        if out.status.success() || std::time::Instant::now() > eventually_free {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    ensure!(text(&small.stdout).trim() == "0", "100 MB under a 256 MiB limit: {small:?}");
+    let big = client.ssh(&dana_key, "dana+dev", &[], &["head -c 400M /dev/zero | tail >/dev/null; echo $?"], b"").await?;
+    ensure!(text(&big.stdout).trim() == "137", "400 MB under a 256 MiB limit was not stopped: {big:?}");
+
+    // Another user's container is another world: other namespaces, and dana's key does not
+    // open it.
+    let erins = client.ssh(&erin_key, "erin+dev", &[], &["readlink /proc/self/ns/pid /proc/self/ns/mnt"], b"").await?;
+    ensure!(erins.status.success(), "{erins:?}");
+    for namespace in text(&erins.stdout).lines() {
+        ensure!(!reference.contains(namespace), "erin's {namespace} is dana's too");
+    }
+    let crossed = client.ssh(&dana_key, "erin+dev", &[], &["true"], b"").await?;
+    ensure!(crossed.status.code() == Some(255) && text(&crossed.stderr).contains("Permission denied"), "{crossed:?}");
+
+    // The audit log says which way the sessions went.
+    let expected = if session_path == "auto" { "attach" } else { "lxd-exec" };
+    let answer = platform.request("GET", "/api/v1/gateway/sessions?user=dana", None, None).await?;
+    let rows = answer.json();
+    let rows = rows.as_array().context("sessions")?;
+    ensure!(!rows.is_empty() && rows.iter().all(|row| row["path"] == expected), "not all by {expected}: {rows:?}");
+    Ok(())
+}
+
+async fn confinement_attach(lxd: &'static PrivateLxd) -> Result<()> {
+    confinement(lxd, "auto").await
+}
+
+async fn confinement_lxd_exec(lxd: &'static PrivateLxd) -> Result<()> {
+    confinement(lxd, "lxd-exec").await
+}
+
+ssp_testkit::lxd_tests![
+    gateway_end_to_end,
+    python_clients,
+    missing_commands_exit_as_through_sshd,
+    confinement_attach,
+    confinement_lxd_exec
+];
