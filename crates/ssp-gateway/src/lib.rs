@@ -2,10 +2,12 @@
 //! ssp and land in their own containers (`ssh -p 2222 alice+dev@HOST`).
 //!
 //! The gateway terminates SSH itself (russh) and never relays to a container's sshd over the
-//! bridge: sessions (shell, exec, pty, environment, resize, signals), the `sftp` subsystem
-//! (and so `scp`) and forwarded connections (`-L`, `-W`, ProxyJump) all run through LXD exec
-//! as the container's owner account, so bytes are encrypted once, between the client and the
-//! gateway. Who may log in, where a login lands and which forwards are allowed are decided by
+//! bridge: sessions (shell, exec, pty, environment, resize, signals) and the `sftp` subsystem
+//! (and so `scp`) run as the container's owner account, started the way LXD's exec starts
+//! them (its own `forkexec`, [`ssp_lxd::Attach`]) with the pipes or pty kept here, or through
+//! LXD's exec websocket where that cannot be used; forwarded connections (`-L`, `-D`, `-W`)
+//! come from the container's own loopback; ProxyJump reaches its sshd through a unix socket.
+//! Bytes are encrypted once, between the client and the gateway. Who may log in, where a login lands and which forwards are allowed are decided by
 //! pure functions in `ssp_core::gateway`; users, keys, containers and the audit log come from
 //! a [`Backend`] the daemon implements over its store.
 //!
