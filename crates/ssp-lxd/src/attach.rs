@@ -252,7 +252,11 @@ impl Attach {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(unavailable)?;
         let started = start_time(&stat).ok_or_else(|| unavailable(format!("cannot read /proc/{pid}/stat")))?;
         let init = Init { pid, started };
-        self.inits.lock().unwrap_or_else(|e| e.into_inner()).insert(instance.to_owned(), init);
+        let mut inits = self.inits.lock().unwrap_or_else(|e| e.into_inner());
+        // Containers stopped or deleted since are forgotten here, so the map stays as large as
+        // the set of running containers that had sessions.
+        inits.retain(|_, known| known.alive());
+        inits.insert(instance.to_owned(), init);
         Ok(init)
     }
 
