@@ -66,7 +66,16 @@ impl<B: Backend> Shared<B> {
             settings.socket_dir.clone(),
             settings.sshd_socket_linger,
         ));
-        Self { settings, config: Arc::new(config), backend, lxd, limits: Arc::new(Limits::default()), live, sshd, attach }
+        Self {
+            settings,
+            config: Arc::new(config),
+            backend,
+            lxd,
+            limits: Arc::new(Limits::default()),
+            live,
+            sshd,
+            attach,
+        }
     }
 }
 

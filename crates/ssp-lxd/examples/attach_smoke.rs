@@ -33,7 +33,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             collect.await;
             let exit = exec.wait().await?;
-            println!("==== {name} pty={pty:?} exit={exit:?} in {:?}\n{}\n{}", started.elapsed(), String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+            println!(
+                "==== {name} pty={pty:?} exit={exit:?} in {:?}\n{}\n{}",
+                started.elapsed(),
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
         }
     }
     match attach.connect(&instance, 22).await {

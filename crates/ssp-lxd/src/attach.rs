@@ -272,9 +272,8 @@ impl Attach {
         }
         let Some(program) = command.first() else { return Err(unavailable("empty command")) };
         let config = self.log_dir.join(instance).join("lxc.conf");
-        let conf = tokio::fs::read_to_string(&config)
-            .await
-            .map_err(|e| unavailable(format!("{}: {e}", config.display())))?;
+        let conf =
+            tokio::fs::read_to_string(&config).await.map_err(|e| unavailable(format!("{}: {e}", config.display())))?;
         attachable(&conf).map_err(|why| unavailable(format!("{instance}: {why}")))?;
         let init = self.init(instance).await?;
         let freeze = format!("/sys/fs/cgroup/lxc.payload.{instance}/cgroup.freeze");
@@ -360,7 +359,8 @@ impl Attach {
         // Signals go through a pidfd: `forkexec` reaps the attached process only when it ends,
         // so while it runs the pid is that process's. Once it has ended there is nothing to
         // signal (and the pid may be another's).
-        let mut pidfd = attached.and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok());
+        let mut pidfd =
+            attached.and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok());
         if !matches!(child.try_wait(), Ok(None)) {
             pidfd = None;
         }
@@ -490,11 +490,7 @@ fn open_pty(init: Init, width: u32, height: u32) -> io::Result<(AsyncFd<OwnedFd>
     termios.input_modes |= rustix::termios::InputModes::IUTF8;
     rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &termios)?;
     resize(&master, width, height)?;
-    rustix::fs::fchown(
-        &slave,
-        Some(rustix::fs::Uid::from_raw(root_uid)),
-        Some(rustix::fs::Gid::from_raw(root_gid)),
-    )?;
+    rustix::fs::fchown(&slave, Some(rustix::fs::Uid::from_raw(root_uid)), Some(rustix::fs::Gid::from_raw(root_gid)))?;
     // `AsyncFd::new` is deprecated for types that do not own their descriptor (the
     // replacement, `register`, is unsafe, which this workspace forbids); an `OwnedFd` owns it.
     #[allow(deprecated)]
@@ -741,7 +737,8 @@ mod tests {
         let stat = "4242 (we ird) name)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(start_time(stat), Some(987654));
         assert_eq!(start_time("garbage"), None);
-        let status = "Name:\tinit\nUid:\t1000000\t1000000\t1000000\t1000000\nGid:\t1000000\t1000000\t1000000\t1000000\n";
+        let status =
+            "Name:\tinit\nUid:\t1000000\t1000000\t1000000\t1000000\nGid:\t1000000\t1000000\t1000000\t1000000\n";
         assert_eq!(real_ids(status), Some((1_000_000, 1_000_000)));
         assert_eq!(real_ids("Name:\tx\n"), None);
         let own = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");

@@ -124,7 +124,10 @@ impl ExecStdin {
     pub async fn write(&mut self, data: impl Into<Bytes>) -> Result<()> {
         if let Some(local) = self.local.as_mut() {
             let data = data.into();
-            return local.write(&data).await.map_err(|source| Error::Io { what: "writing to the command".into(), source });
+            return local
+                .write(&data)
+                .await
+                .map_err(|source| Error::Io { what: "writing to the command".into(), source });
         }
         let sink = self.sink.as_mut().ok_or_else(|| Error::protocol("exec stdin", "stdin already closed"))?;
         sink.send(Message::Binary(data.into())).await.map_err(|e| Error::ws("exec stdin", e))
@@ -145,7 +148,10 @@ impl ExecStdin {
     /// Ends stdin: the command reads end-of-file.
     pub async fn close(&mut self) -> Result<()> {
         if let Some(local) = self.local.take() {
-            return local.close().await.map_err(|source| Error::Io { what: "ending the command's input".into(), source });
+            return local
+                .close()
+                .await
+                .map_err(|source| Error::Io { what: "ending the command's input".into(), source });
         }
         if let Some(mut sink) = self.sink.take() {
             if self.shared_with_output {

@@ -48,7 +48,6 @@ pub fn owner_exec_options(row: &Container) -> ssp_lxd::ExecOptions {
     options
 }
 
-
 /// Config key prefixes ssp owns: any key under them that ssp did not set is drift.
 const OWNED_PREFIXES: [&str; 5] = ["limits.", "security.", "raw.", "user.ssp.", "nvidia."];
 

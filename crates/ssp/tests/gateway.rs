@@ -981,10 +981,12 @@ async fn confinement_scenario(platform: &Platform, lxd: &PrivateLxd, session_pat
 
     // The same probe, as the same user: through the gateway (without and with a terminal)
     // and through `lxc exec`.
-    let reference = lxd.lxc(&["exec", &instance, "--user", "1000", "--group", "1000", "--", "sh", "-c", CONFINEMENT_PROBE])?;
+    let reference =
+        lxd.lxc(&["exec", &instance, "--user", "1000", "--group", "1000", "--", "sh", "-c", CONFINEMENT_PROBE])?;
     ensure!(reference.contains("Seccomp=2") && reference.contains("ns_pid=pid:["), "lxc exec's probe: {reference}");
     let account_groups = lxd.lxc(&["exec", &instance, "--", "id", "-G", "dana"])?.trim().to_string();
-    let without_groups = |probe: &str| probe.lines().filter(|l| !l.starts_with("groups=")).collect::<Vec<_>>().join("\n");
+    let without_groups =
+        |probe: &str| probe.lines().filter(|l| !l.starts_with("groups=")).collect::<Vec<_>>().join("\n");
     for terminal in [&[][..], &["-tt"][..]] {
         let out = client.ssh(&dana_key, "dana+dev", terminal, &[CONFINEMENT_PROBE], b"").await?;
         ensure!(out.status.success(), "probe through the gateway {terminal:?}: {out:?}");
@@ -1016,14 +1018,16 @@ async fn confinement_scenario(platform: &Platform, lxd: &PrivateLxd, session_pat
     let eventually_free = std::time::Instant::now() + Duration::from_secs(60);
     let small = loop {
         // The sleeps of the fork bomb hold the process limit for up to 20 s.
-        let out = client.ssh(&dana_key, "dana+dev", &[], &["head -c 100M /dev/zero | tail >/dev/null; echo $?"], b"").await?;
+        let out =
+            client.ssh(&dana_key, "dana+dev", &[], &["head -c 100M /dev/zero | tail >/dev/null; echo $?"], b"").await?;
         if out.status.success() || std::time::Instant::now() > eventually_free {
             break out;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
     ensure!(text(&small.stdout).trim() == "0", "100 MB under a 256 MiB limit: {small:?}");
-    let big = client.ssh(&dana_key, "dana+dev", &[], &["head -c 400M /dev/zero | tail >/dev/null; echo $?"], b"").await?;
+    let big =
+        client.ssh(&dana_key, "dana+dev", &[], &["head -c 400M /dev/zero | tail >/dev/null; echo $?"], b"").await?;
     ensure!(text(&big.stdout).trim() == "137", "400 MB under a 256 MiB limit was not stopped: {big:?}");
 
     // Another user's container is another world: other namespaces, and dana's key does not
