@@ -97,12 +97,14 @@ pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: 
     // An open channel keeps its connection active, even while LXD is slow to start the command.
     let _running = Running::new(&context.activity);
     let mut pty: Option<(String, u32, u32)> = None;
+    let mut terminal_modes = Vec::new();
     let mut agent_wanted = false;
     let mut environment = BTreeMap::new();
     let kind = loop {
         match channel.wait().await {
-            Some(ChannelMsg::RequestPty { term, col_width, row_height, .. }) => {
-                pty = Some((term, col_width, row_height))
+            Some(ChannelMsg::RequestPty { term, col_width, row_height, terminal_modes: modes, .. }) => {
+                pty = Some((term, col_width, row_height));
+                terminal_modes = modes.into_iter().map(|(mode, value)| (mode as u8, value)).collect();
             }
             Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
                 if let Some(pty) = &mut pty {
@@ -134,6 +136,7 @@ pub(crate) async fn run_session<B: Backend>(mut channel: Channel<Msg>, context: 
     if let Some((term, width, height)) = &pty {
         options.environment.insert("TERM".into(), term.clone());
         options.pty = Some(((*width).max(1), (*height).max(1)));
+        options.terminal_modes = terminal_modes;
     }
     let agent = if agent_wanted && !matches!(kind, Kind::Sftp) {
         let uid = target.exec.uid;

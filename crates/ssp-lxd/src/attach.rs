@@ -290,7 +290,8 @@ impl Attach {
 
         let (child_fds, ours) = match options.pty {
             Some((width, height)) => {
-                let (master, slave) = open_pty(init, width, height).map_err(|e| unavailable(format!("a pty: {e}")))?;
+                let (master, slave) = open_pty(init, width, height, &options.terminal_modes)
+                    .map_err(|e| unavailable(format!("a pty: {e}")))?;
                 let fds = [slave.try_clone(), slave.try_clone(), Ok(slave)];
                 let [a, b, c] = fds.map(|fd| fd.map_err(|e| unavailable(format!("a pty: {e}"))));
                 ([a?, b?, c?], Ours::Pty(master))
@@ -456,7 +457,7 @@ enum Ours {
 
 /// A pty pair in the container's own devpts (as LXD makes one): the master stays here, the
 /// slave is the command's terminal, owned by the container's root as LXD leaves it.
-fn open_pty(init: Init, width: u32, height: u32) -> io::Result<(AsyncFd<OwnedFd>, OwnedFd)> {
+fn open_pty(init: Init, width: u32, height: u32, modes: &[(u8, u32)]) -> io::Result<(AsyncFd<OwnedFd>, OwnedFd)> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     let root = rustix::fs::open(
         format!("/proc/{}/root", init.pid),
@@ -488,6 +489,7 @@ fn open_pty(init: Init, width: u32, height: u32) -> io::Result<(AsyncFd<OwnedFd>
     )?;
     let mut termios = rustix::termios::tcgetattr(&slave)?;
     termios.input_modes |= rustix::termios::InputModes::IUTF8;
+    apply_terminal_modes(&mut termios, modes);
     rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &termios)?;
     resize(&master, width, height)?;
     rustix::fs::fchown(&slave, Some(rustix::fs::Uid::from_raw(root_uid)), Some(rustix::fs::Gid::from_raw(root_gid)))?;
@@ -496,6 +498,81 @@ fn open_pty(init: Init, width: u32, height: u32) -> io::Result<(AsyncFd<OwnedFd>
     #[allow(deprecated)]
     let master = AsyncFd::new(master)?;
     Ok((master, slave))
+}
+
+/// Applies an SSH client's terminal modes (RFC 4254 section 8, and RFC 8160's `IUTF8`) as
+/// OpenSSH's sshd does (`tty_parse_modes`): control characters (255 turns one off), input,
+/// local, output and control flags; speeds and modes Linux has not are left alone.
+fn apply_terminal_modes(termios: &mut rustix::termios::Termios, modes: &[(u8, u32)]) {
+    use rustix::termios::{
+        ControlModes as C, InputModes as I, LocalModes as L, OutputModes as O, SpecialCodeIndex as S,
+    };
+    for &(opcode, value) in modes {
+        let on = value != 0;
+        let character = match opcode {
+            1 => Some(S::VINTR),
+            2 => Some(S::VQUIT),
+            3 => Some(S::VERASE),
+            4 => Some(S::VKILL),
+            5 => Some(S::VEOF),
+            6 => Some(S::VEOL),
+            7 => Some(S::VEOL2),
+            8 => Some(S::VSTART),
+            9 => Some(S::VSTOP),
+            10 => Some(S::VSUSP),
+            12 => Some(S::VREPRINT),
+            13 => Some(S::VWERASE),
+            14 => Some(S::VLNEXT),
+            18 => Some(S::VDISCARD),
+            _ => None,
+        };
+        if let Some(index) = character {
+            // 255 is the protocol's "disabled"; Linux's is 0.
+            termios.special_codes[index] = if value >= 255 { 0 } else { value as u8 };
+            continue;
+        }
+        match opcode {
+            30 => termios.input_modes.set(I::IGNPAR, on),
+            31 => termios.input_modes.set(I::PARMRK, on),
+            32 => termios.input_modes.set(I::INPCK, on),
+            33 => termios.input_modes.set(I::ISTRIP, on),
+            34 => termios.input_modes.set(I::INLCR, on),
+            35 => termios.input_modes.set(I::IGNCR, on),
+            36 => termios.input_modes.set(I::ICRNL, on),
+            37 => termios.input_modes.set(I::IUCLC, on),
+            38 => termios.input_modes.set(I::IXON, on),
+            39 => termios.input_modes.set(I::IXANY, on),
+            40 => termios.input_modes.set(I::IXOFF, on),
+            41 => termios.input_modes.set(I::IMAXBEL, on),
+            42 => termios.input_modes.set(I::IUTF8, on),
+            50 => termios.local_modes.set(L::ISIG, on),
+            51 => termios.local_modes.set(L::ICANON, on),
+            52 => termios.local_modes.set(L::XCASE, on),
+            53 => termios.local_modes.set(L::ECHO, on),
+            54 => termios.local_modes.set(L::ECHOE, on),
+            55 => termios.local_modes.set(L::ECHOK, on),
+            56 => termios.local_modes.set(L::ECHONL, on),
+            57 => termios.local_modes.set(L::NOFLSH, on),
+            58 => termios.local_modes.set(L::TOSTOP, on),
+            59 => termios.local_modes.set(L::IEXTEN, on),
+            60 => termios.local_modes.set(L::ECHOCTL, on),
+            61 => termios.local_modes.set(L::ECHOKE, on),
+            62 => termios.local_modes.set(L::PENDIN, on),
+            70 => termios.output_modes.set(O::OPOST, on),
+            71 => termios.output_modes.set(O::OLCUC, on),
+            72 => termios.output_modes.set(O::ONLCR, on),
+            73 => termios.output_modes.set(O::OCRNL, on),
+            74 => termios.output_modes.set(O::ONOCR, on),
+            75 => termios.output_modes.set(O::ONLRET, on),
+            90 | 91 if on => {
+                termios.control_modes.remove(C::CSIZE);
+                termios.control_modes.insert(if opcode == 90 { C::CS7 } else { C::CS8 });
+            }
+            92 => termios.control_modes.set(C::PARENB, on),
+            93 => termios.control_modes.set(C::PARODD, on),
+            _ => {}
+        }
+    }
 }
 
 fn resize(master: impl AsFd, width: u32, height: u32) -> io::Result<()> {
@@ -743,6 +820,37 @@ mod tests {
         assert_eq!(real_ids("Name:\tx\n"), None);
         let own = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
         assert!(start_time(&own).is_some());
+    }
+
+    #[test]
+    fn terminal_modes_are_applied_as_sshd_applies_them() {
+        use rustix::termios::{
+            ControlModes as C, InputModes as I, LocalModes as L, OutputModes as O, SpecialCodeIndex as S,
+        };
+        let master = rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+            .expect("a pty to read a termios from");
+        let mut termios = rustix::termios::tcgetattr(&master).expect("its termios");
+        termios.local_modes.insert(L::ECHO | L::ICANON);
+        termios.control_modes.insert(C::CS8);
+        let modes = [
+            (3, 8),       // VERASE = ^H
+            (2, 255),     // VQUIT disabled
+            (53, 0),      // -echo
+            (51, 0),      // -icanon
+            (42, 1),      // iutf8
+            (36, 0),      // -icrnl
+            (72, 1),      // onlcr
+            (90, 1),      // cs7
+            (128, 38400), // a speed: left alone
+            (200, 1),     // unknown: left alone
+        ];
+        apply_terminal_modes(&mut termios, &modes);
+        assert_eq!(termios.special_codes[S::VERASE], 8);
+        assert_eq!(termios.special_codes[S::VQUIT], 0);
+        assert!(!termios.local_modes.intersects(L::ECHO | L::ICANON));
+        assert!(termios.input_modes.contains(I::IUTF8) && !termios.input_modes.contains(I::ICRNL));
+        assert!(termios.output_modes.contains(O::ONLCR));
+        assert_eq!(termios.control_modes & C::CSIZE, C::CS7);
     }
 
     #[test]

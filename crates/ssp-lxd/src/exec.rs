@@ -43,6 +43,10 @@ pub struct ExecOptions {
     pub gid: u32,
     /// Allocate a pty of (width, height); output then arrives merged on `stdout`.
     pub pty: Option<(u32, u32)>,
+    /// Terminal modes for that pty, as an SSH client sends them (RFC 4254 section 8 opcodes
+    /// and values: `VERASE`, `ICRNL`, `ECHO`, `IUTF8`, …), applied as sshd applies them where
+    /// ssp opens the pty itself ([`crate::Attach`]); LXD's exec has no way to take them.
+    pub terminal_modes: Vec<(u8, u32)>,
     /// Give the command the supplementary groups of `uid`'s account in the instance's
     /// `/etc/group`. LXD 5.0.2's exec sets only the uid and gid and drops every other group
     /// (liblxc's attach without `LXC_ATTACH_SETGROUPS`), so then the command starts as root

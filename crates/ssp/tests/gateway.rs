@@ -1002,6 +1002,20 @@ async fn confinement_scenario(platform: &Platform, lxd: &PrivateLxd, session_pat
         check_descriptors(&text(&out.stdout).replace("\r\n", "\n"), !terminal.is_empty())?;
     }
 
+    // The client's terminal modes reach the terminal inside, as through sshd, where the
+    // gateway opens it (LXD's exec has no way to take them): a local terminal without echo
+    // and with ^H as its erase character, under `script`.
+    let mut ssh = vec!["ssh".to_string()];
+    ssh.extend(client.options(&dana_key));
+    ssh.extend(["-p".into(), client.port.to_string(), "-tt".into(), format!("dana+dev@{}", client.host)]);
+    let line = format!("stty -echo erase ^H; {} 'stty -a'", ssh.join(" "));
+    let out = tokio::process::Command::new("script").args(["-qec", &line, "/dev/null"]).stdin(Stdio::null()).output();
+    let out = tokio::time::timeout(COMMAND_DEADLINE, out).await.context("script hung")??;
+    let modes = text(&out.stdout);
+    ensure!(out.status.success() && modes.contains("erase = "), "stty -a inside: {out:?}");
+    let applied = modes.contains("erase = ^H;") && modes.split_whitespace().any(|word| word == "-echo");
+    ensure!(applied == (session_path == "auto"), "terminal modes on the {session_path} path:\n{modes}");
+
     // Forks stop at limits.processes (500 here, counting what the container runs already):
     // the shell is refused a fork long before its 1000th.
     // (dash, which gives up at the first refused fork; bash would retry it for half a minute.)
