@@ -252,7 +252,7 @@ async fn export_delete_import_body(lxd: &'static PrivateLxd, platform: &Platform
         serde_json::from_str(&ok(cli(platform, &carol, &["--json", "snapshot", "list", "box"]).await?, "list")?)?;
     ensure!(listed.iter().any(|s| s["name"] == "first"), "the snapshot did not come back: {listed:?}");
     let back = instance(platform, lxd, "carol", "box").await?;
-    ensure!(back.config["user.ssp.platform"] == platform.id()? && back.config["limits.processes"] == "10000");
+    ensure!(back.config["user.ssp.platform"] == platform.id()? && back.config["limits.processes"] == "500");
     ensure!(back.config["limits.memory"] == "320MiB", "{:?}", back.config.get("limits.memory"));
     ok(cli(platform, &carol, &["snapshot", "restore", "box@first"]).await?, "restore the imported snapshot")?;
     ensure!(sh(platform, &carol, "box", "cat /etc/box-marker").await?.trim() == "first");
