@@ -45,7 +45,7 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `quota_exceeded`, `unavailable`, `internal`.
+    /// `conflict`, `quota_exceeded`, `busy`, `throttled`, `unavailable`, `internal`.
     pub code: String,
     /// What happened and what to do about it.
     pub message: String,
@@ -405,6 +405,72 @@ pub struct Info {
     /// The SSH gateway, when it is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayInfo>,
+}
+
+/// `POST /api/v1/session`: sign in to the web portal with a password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SignIn {
+    /// User name.
+    pub name: String,
+    /// The portal password (set by the admin, or through an invitation).
+    pub password: String,
+}
+
+/// The signed-in portal session (`GET`/`POST /api/v1/session`); its secret is only in the
+/// `__Host-ssp-session` cookie, never in a body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    /// Who is signed in.
+    pub name: String,
+    /// Their role.
+    pub role: Role,
+    /// Send it as `X-CSRF-Token` with every request that changes anything.
+    pub csrf_token: String,
+    /// When the session ends at the latest (seconds since the epoch); it ends earlier after
+    /// `idle_timeout_secs` without a request.
+    pub expires_at: i64,
+    /// Seconds without a request after which it ends.
+    pub idle_timeout_secs: u64,
+}
+
+/// `POST /api/v1/users/{user}/invite`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InviteCreate {
+    /// How long the link stays valid, in hours (default `[portal] invite_hours`, 72; at most 720).
+    #[serde(default)]
+    pub valid_hours: Option<u32>,
+}
+
+/// A one-time invitation link; the answer is the only place it appears.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InviteCreated {
+    /// The invited user.
+    pub name: String,
+    /// The link's secret.
+    pub token: String,
+    /// The link to give the user: the portal's page to set a password and a key.
+    pub url: String,
+    /// Seconds since the epoch.
+    pub expires_at: i64,
+}
+
+/// `GET /api/v1/invites/{token}`: whom a valid link is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InviteInfo {
+    /// The invited user.
+    pub name: String,
+    /// Seconds since the epoch.
+    pub expires_at: i64,
+}
+
+/// `POST /api/v1/invites/{token}`: accept an invitation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InviteAccept {
+    /// The new portal password (at least 8 characters).
+    pub password: String,
+    /// An SSH public key to add (an OpenSSH line), for the gateway.
+    #[serde(default)]
+    pub public_key: Option<String>,
 }
 
 /// `GET /api/v1/gateway/sessions`: one channel through the SSH gateway.

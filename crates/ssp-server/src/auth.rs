@@ -1,4 +1,6 @@
-//! Who is calling: a bearer token over TLS, or root on the host over the local socket.
+//! Who is calling: a bearer token over TLS, a web portal session's cookie over TLS (with the
+//! CSRF rules of [`crate::web`] for anything that changes state), or root on the host over
+//! the local socket.
 //!
 //! Tokens are looked up by their SHA-256 hash; a disabled user's tokens fail at once because
 //! every request checks the user's flag. Over the unix socket the kernel's peer credentials
@@ -88,9 +90,61 @@ impl FromRequestParts<AppState> for Caller {
                 )),
             };
         }
+        if let Some(Transport::Tls) = parts.extensions.get::<Transport>() {
+            if let Some((_, session)) = cookie_session(state, &parts.headers).await? {
+                if !matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD) {
+                    crate::api::session::from_this_site(&parts.method, &parts.uri, &parts.headers)?;
+                    let sent = parts.headers.get(crate::web::CSRF_HEADER).and_then(|v| v.to_str().ok());
+                    if !sent.is_some_and(|sent| crate::web::same_secret(sent, &session.csrf_token)) {
+                        return Err(ApiError::Forbidden(
+                            "this request lacks the session's CSRF token (the X-CSRF-Token header); reload the page"
+                                .into(),
+                        ));
+                    }
+                }
+                return Ok(Caller {
+                    name: session.user.name.as_str().to_string(),
+                    role: crate::convert::role(session.user.role),
+                });
+            }
+            if parts
+                .headers
+                .get(axum::http::header::COOKIE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::web::session_cookie)
+                .is_some()
+            {
+                return Err(ApiError::Unauthorized(
+                    "your portal session has ended (signed out, or timed out): sign in again".into(),
+                ));
+            }
+        }
         if let Some(Transport::Local { uid: 0 }) = parts.extensions.get::<Transport>() {
             return Ok(Caller { name: HOST_ROOT.into(), role: Role::Admin });
         }
         Err(ApiError::Unauthorized("no token: send `Authorization: Bearer TOKEN` (see `ssp login`)".into()))
     }
+}
+
+/// The portal session of the request's cookie (its secret and row), if the cookie names a
+/// live one; a session past its idle or absolute timeout is deleted on the way.
+pub async fn cookie_session(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<(String, ssp_store::WebSession)>, ApiError> {
+    let Some(secret) = headers
+        .get(axum::http::header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::web::session_cookie)
+        .map(str::to_owned)
+    else {
+        return Ok(None);
+    };
+    let portal = &state.settings.raw.portal;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let (created_after, seen_after) =
+        crate::web::session_window(now, portal.session_max_secs, portal.session_idle_secs);
+    let key = secret.clone();
+    let session = state.db.run(move |store| store.web_session(&key, created_after, seen_after)).await?;
+    Ok(session.map(|session| (secret, session)))
 }

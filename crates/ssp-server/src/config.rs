@@ -61,6 +61,53 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[gateway]`: the SSH front door.
     pub gateway: GatewayConfig,
+    /// `[portal]`: the web portal's sign-ins and invitations.
+    pub portal: PortalConfig,
+}
+
+/// `[portal]` in `ssp.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortalConfig {
+    /// Seconds without a request after which a portal session ends.
+    pub session_idle_secs: u64,
+    /// Seconds after sign-in after which a portal session ends, however busy.
+    pub session_max_secs: u64,
+    /// Hours an invitation link stays valid when the admin does not say.
+    pub invite_hours: u32,
+    /// The address people reach the portal at (`https://gpu1.lab.example:8443`), for the links
+    /// ssp makes; empty: the address a request came to, or this host's name and the API's port.
+    pub public_url: String,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        Self { session_idle_secs: 30 * 60, session_max_secs: 12 * 3600, invite_hours: 72, public_url: String::new() }
+    }
+}
+
+/// The longest an invitation may be valid: a month.
+pub const MAX_INVITE_HOURS: u32 = 720;
+
+impl PortalConfig {
+    /// Checks the values.
+    pub fn check(&self) -> Result<(), String> {
+        if self.session_idle_secs < 60 || self.session_max_secs < self.session_idle_secs {
+            return Err("portal.session_idle_secs must be at least 60 and portal.session_max_secs at least that".into());
+        }
+        if self.invite_hours == 0 || self.invite_hours > MAX_INVITE_HOURS {
+            return Err(format!("portal.invite_hours must be 1 to {MAX_INVITE_HOURS}"));
+        }
+        let url = self.public_url.trim_end_matches('/');
+        if !url.is_empty()
+            && (!url.starts_with("https://")
+                || url["https://".len()..].is_empty()
+                || url["https://".len()..].contains(['/', '?', '#', ' ']))
+        {
+            return Err(format!("portal.public_url = {:?}: use https://HOST[:PORT], nothing after", self.public_url));
+        }
+        Ok(())
+    }
 }
 
 /// GPUs: where they come from, how often they are sampled, and idle reclaim.
@@ -184,6 +231,7 @@ impl Default for Config {
             gpu: GpuConfig::default(),
             storage: StorageConfig::default(),
             gateway: GatewayConfig::default(),
+            portal: PortalConfig::default(),
         }
     }
 }
@@ -442,6 +490,7 @@ impl Settings {
             return Err(invalid(format!("gpu.emulate is at most {}", ssp_gpu::emulated::MAX_EMULATED)));
         }
         raw.gateway.check().map_err(invalid)?;
+        raw.portal.check().map_err(invalid)?;
         let share_ids = raw.storage.share_ids().map_err(|e| invalid(format!("storage.{e}")))?;
         if raw.storage.interval_secs == 0 {
             return Err(invalid("storage.interval_secs must be at least 1".into()));
@@ -511,6 +560,20 @@ mod tests {
         assert!(ids.unwrap_err().to_string().contains("storage.share_ids"));
         let gateway = Settings::check(parse("[gateway]\nciphers = \"rc4\"\n").unwrap(), Path::new("t.toml"));
         assert!(gateway.unwrap_err().to_string().contains("gateway.ciphers"));
+        for bad in [
+            "session_idle_secs = 10",
+            "session_idle_secs = 600\nsession_max_secs = 300",
+            "invite_hours = 0",
+            "invite_hours = 721",
+            "public_url = \"http://lab.example\"",
+            "public_url = \"https://lab.example/portal\"",
+            "public_url = \"https://\"",
+        ] {
+            let portal = Settings::check(parse(&format!("[portal]\n{bad}\n")).unwrap(), Path::new("t.toml"));
+            assert!(portal.unwrap_err().to_string().contains("portal."), "{bad}");
+        }
+        let good = "[portal]\npublic_url = \"https://lab.example:8443/\"\ninvite_hours = 720\n";
+        assert!(Settings::check(parse(good).unwrap(), Path::new("t.toml")).is_ok());
         let path = Settings::check(parse("[gateway]\nsession_path = \"ssh\"\n").unwrap(), Path::new("t.toml"));
         assert!(path.unwrap_err().to_string().contains("gateway.session_path"));
     }

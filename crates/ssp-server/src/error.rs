@@ -34,6 +34,10 @@ pub enum ApiError {
     /// LXD is not reachable (503).
     #[error("{0}")]
     Unavailable(String),
+    /// Too many failed tries lately: try again after the seconds given (429, code
+    /// `throttled`, with `Retry-After`).
+    #[error("{0}")]
+    Throttled(String, u64),
     /// Anything else (500); the details go to the log only.
     #[error("internal error")]
     Internal(String),
@@ -64,6 +68,7 @@ impl ApiError {
             ApiError::QuotaExceeded(_) => (StatusCode::CONFLICT, "quota_exceeded"),
             ApiError::Busy(_) => (StatusCode::CONFLICT, "busy"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Throttled(..) => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -83,6 +88,9 @@ impl IntoResponse for ApiError {
             (status, Json(ErrorBody { error: ErrorDetail { code: code.into(), message } })).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::Throttled(_, seconds) = &self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(*seconds));
         }
         response
     }

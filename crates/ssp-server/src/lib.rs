@@ -22,6 +22,7 @@ pub mod instance;
 pub mod reconcile;
 pub mod storage;
 pub mod tls;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,7 +62,13 @@ pub struct AppState {
     pub storage: storage::Worker,
     /// The SSH gateway, when it is on.
     pub gateway: Option<ssp_api::GatewayInfo>,
+    /// The web portal's sign-in throttle and listener port.
+    pub web: web::Web,
 }
+
+/// The peer address of an HTTPS request (put on each request by the TLS listener).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +217,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         gpus: gpus.clone(),
         storage: storage::Worker::default(),
         gateway: gateway_info.clone(),
+        web: web::Web::default(),
     };
+    let web_state = state.web.clone();
     let cleanup = api::images::remove_unrecorded(&state.db, &state.lxd, &platform_for_storage);
     if tokio::time::timeout(Duration::from_secs(60), cleanup).await.is_err() {
         tracing::warn!("LXD did not answer in 60 s: unrecorded images are looked for at the next start");
@@ -238,6 +247,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let https = match &tcp {
         Some(listener) => {
             let address = listener.local_addr().map_err(io_error("reading the listening address"))?;
+            let _ = web_state.https_port.set(address.port());
             Some(format!("https://{address}"))
         }
         None => None,
@@ -331,7 +341,7 @@ async fn accept_unix(listener: UnixListener, router: Router) {
             Err(_) => u32::MAX,
         };
         let router = router.clone();
-        tokio::spawn(serve_connection(stream, router, Transport::Local { uid }));
+        tokio::spawn(serve_connection(stream, router, Transport::Local { uid }, None));
     }
 }
 
@@ -351,7 +361,7 @@ async fn accept_tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, 
         tokio::spawn(async move {
             // A client that never finishes its handshake must not hold a task forever.
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_connection(tls, router, Transport::Tls).await,
+                Ok(Ok(tls)) => serve_connection(tls, router, Transport::Tls, Some(PeerAddr(peer))).await,
                 Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -359,12 +369,15 @@ async fn accept_tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, 
     }
 }
 
-async fn serve_connection<I>(io: I, router: Router, transport: Transport)
+async fn serve_connection<I>(io: I, router: Router, transport: Transport, peer: Option<PeerAddr>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(transport);
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
+        }
         router.clone().oneshot(request)
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -24,6 +24,7 @@ mod shares;
 mod snapshots;
 mod tokens;
 mod users;
+mod web;
 
 use std::path::Path;
 
@@ -41,6 +42,7 @@ pub use shares::{NewShare, Share};
 pub use snapshots::{Schedule, SnapshotRow};
 pub use tokens::{Token, TOKEN_PREFIX};
 pub use users::{NewUser, Role, User};
+pub use web::{Invite, WebSession};
 
 /// What can go wrong in the store; messages name the object.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0005_gateway.sql")),
         M::up(include_str!("migrations/0006_share_groups.sql")),
         M::up(include_str!("migrations/0007_gateway_session_path.sql")),
+        M::up(include_str!("migrations/0008_web.sql")),
     ])
 }
 

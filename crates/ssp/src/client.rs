@@ -350,6 +350,11 @@ impl Client {
         self.call(Method::PATCH, &path(&["users", name]), update).await
     }
 
+    /// `POST /users/{user}/invite` (admin): a one-time portal link.
+    pub async fn invite_user(&self, name: &str, request: &api::InviteCreate) -> Result<api::InviteCreated, ApiError> {
+        self.call(Method::POST, &path(&["users", name, "invite"]), request).await
+    }
+
     /// `DELETE /users/{user}` (admin).
     pub async fn delete_user(&self, name: &str) -> Result<(), ApiError> {
         self.delete(&path(&["users", name])).await

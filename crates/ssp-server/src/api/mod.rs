@@ -9,6 +9,7 @@ pub mod gpus;
 pub mod homes;
 pub mod images;
 pub mod keys;
+pub mod session;
 pub mod shared;
 pub mod shares;
 pub mod snapshots;
@@ -39,6 +40,8 @@ use crate::AppState;
         containers::list, containers::create, containers::show, containers::delete,
         containers::set_state, containers::restart, containers::exec,
         gpus::list, gpus::usage, gpus::attach, gpus::detach, gpus::update, gpus::allowlist,
+        session::sign_in, session::show, session::sign_out, session::invite, session::show_invite,
+        session::accept_invite,
     ),
     modifiers(&BearerAuth, &StorageDoc, &ClonesDoc, &GatewayDoc),
     security(("bearer" = [])),
@@ -89,6 +92,9 @@ pub fn router(state: AppState) -> Router {
         .route("/gpus/usage", get(gpus::usage))
         .route("/gpus/{index}", axum::routing::patch(gpus::update))
         .route("/users/{user}/gpu-allowlist", put(gpus::allowlist))
+        .route("/session", get(session::show).post(session::sign_in).delete(session::sign_out))
+        .route("/users/{user}/invite", post(session::invite))
+        .route("/invites/{token}", get(session::show_invite).post(session::accept_invite))
         .merge(storage::routes())
         .merge(clones::routes())
         .merge(gateway::routes());

@@ -1,4 +1,5 @@
-//! `ssp user add|list|show|set|disable|enable|remove`: accounts, roles and quotas (admin).
+//! `ssp user add|list|show|set|invite|disable|enable|remove`: accounts, roles, quotas and
+//! invitations to the web portal (admin).
 
 use std::path::PathBuf;
 
@@ -52,6 +53,15 @@ pub enum UserCommand {
         remove_password: bool,
         #[command(flatten)]
         quota: QuotaArgs,
+    },
+    /// Print a one-time link where the user sets a portal password and adds an SSH key,
+    /// without the host (admin); an earlier unused link of theirs stops working.
+    Invite {
+        /// The user.
+        name: Name,
+        /// How long the link stays valid (default: the daemon's `[portal] invite_hours`, 72).
+        #[arg(long, value_name = "HOURS")]
+        hours: Option<u32>,
     },
     /// Disable a user: their tokens stop working at once; containers are kept (admin).
     Disable {
@@ -182,6 +192,20 @@ pub async fn run(command: UserCommand, json: bool) -> anyhow::Result<()> {
         }
         UserCommand::Disable { name } => set_disabled(&client, &name, true, json).await,
         UserCommand::Enable { name } => set_disabled(&client, &name, false, json).await,
+        UserCommand::Invite { name, hours } => {
+            let request = ssp_api::InviteCreate { valid_hours: hours };
+            let invite =
+                client.invite_user(name.as_str(), &request).await.with_context(|| format!("inviting {name}"))?;
+            if json {
+                return output::json(&invite);
+            }
+            let hours_left = (invite.expires_at - now()).max(0) / 3600;
+            println!("{}", invite.url);
+            eprintln!(
+                "give this link to {name}: it works once, for about {hours_left} hours, to set a portal password and an SSH key"
+            );
+            Ok(())
+        }
         UserCommand::Remove { name } => {
             client.delete_user(name.as_str()).await.with_context(|| format!("removing user {name}"))?;
             if !json {
@@ -248,6 +272,10 @@ fn show_user(user: &User, json: bool) -> anyhow::Result<()> {
         ("gpus", of(user.usage.gpus, user.quota.max_gpus)),
     ]);
     Ok(())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]
