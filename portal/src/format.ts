@@ -56,7 +56,7 @@ export function bytes(n: number): string {
     unit += 1;
   }
   const digits = unit === 0 || value >= 100 ? 0 : value >= 10 ? 1 : 2;
-  return `${value.toFixed(digits).replace(/\.0+$/, '')}${units[unit]}`;
+  return `${value.toFixed(digits).replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '')}${units[unit]}`;
 }
 
 /** A size the API wrote (`24GiB`) as bytes, or NaN. */

@@ -110,7 +110,7 @@ export function ContainersPage() {
       <ErrorBox error={containers.error} title="The list could not be loaded" />
       {containers.loading ? (
         <Loading what="containers" />
-      ) : list.length === 0 && !containers.error ? (
+      ) : !containers.data ? null : list.length === 0 ? (
         <p>You have no containers yet. Make one with “New container”.</p>
       ) : (
         <TableWrap label="Containers">
