@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod gpu;
 pub mod guest;
 pub mod instance;
+pub mod portal;
 pub mod reconcile;
 pub mod storage;
 pub mod tls;

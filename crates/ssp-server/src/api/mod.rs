@@ -68,7 +68,7 @@ async fn not_found() -> crate::error::ApiError {
     crate::error::ApiError::NotFound("no such API path; see /api/v1/openapi.json".into())
 }
 
-/// The API's routes.
+/// The API's routes, and the web portal's next to them.
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/openapi.json", get(openapi))
@@ -98,17 +98,58 @@ pub fn router(state: AppState) -> Router {
         .merge(storage::routes())
         .merge(clones::routes())
         .merge(gateway::routes());
+    site(v1).with_state(state)
+}
+
+/// Everything the daemon serves around the API routes `v1`: those under `/api/v1`, the web
+/// portal at `/` and `/assets/` (see [`crate::portal`]), and the API's JSON 404 for any other
+/// path.
+fn site<S: Clone + Send + Sync + 'static>(v1: Router<S>) -> Router<S> {
     Router::new()
         .nest(ssp_api::API_PREFIX, v1)
+        .merge(crate::portal::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
-        .with_state(state)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
     use utoipa::OpenApi;
+
+    /// The portal sits next to the API without taking its paths: `/` is the page, an unknown
+    /// `/api/…` path still answers the API's JSON 404, and API routes still answer.
+    #[tokio::test]
+    async fn the_portal_and_the_api_share_the_site() {
+        let site = super::site(Router::new().route("/info", get(|| async { "info" })));
+        let call = |uri: &str| site.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap());
+
+        let page = call("/").await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(page.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(page.headers()[header::CONTENT_SECURITY_POLICY], crate::portal::CONTENT_SECURITY_POLICY);
+
+        let head = site.clone().oneshot(Request::head("/").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK);
+        assert!(axum::body::to_bytes(head.into_body(), 1024).await.unwrap().is_empty());
+
+        let info = call("/api/v1/info").await.unwrap();
+        assert_eq!(info.status(), StatusCode::OK);
+
+        for path in ["/api/v1/nope", "/api/v2/info", "/elsewhere"] {
+            let missing = call(path).await.unwrap();
+            assert_eq!(missing.status(), StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(missing.headers()[header::CONTENT_TYPE], "application/json", "{path}");
+            let body = axum::body::to_bytes(missing.into_body(), 1 << 16).await.unwrap();
+            let error: ssp_api::ErrorBody = serde_json::from_slice(&body).unwrap();
+            assert_eq!(error.error.code, "not_found", "{path}");
+        }
+    }
 
     /// The committed document is the contract: a change to the API shows up in review as a
     /// change to `openapi.json`. `SSP_UPDATE_OPENAPI=1 cargo test -p ssp-server` rewrites it.

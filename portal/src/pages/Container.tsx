@@ -1,0 +1,486 @@
+// One container (`#/containers/OWNER/NAME`): its details (`GET /api/v1/containers/{owner}/{name}`),
+// actions, GPUs (attach and give back), the web terminal, and snapshots
+// (`/api/v1/containers/{owner}/{name}/snapshots`: list, take, restore, protect, delete).
+import { useEffect, useRef, useState } from 'preact/hooks';
+
+import { api, ApiError, path } from '../api';
+import { ErrorBox, Field, Loading, Notice, PageTitle, StateBadge, TableWrap, useConfirm } from '../components';
+import { containerPath, useContainerActions } from '../containerActions';
+import { ago, dateTime, timeLeft } from '../format';
+import { href, navigate, useNow, usePoll } from '../hooks';
+import { useSession } from '../session';
+import type { TerminalSession, TerminalStatus } from '../terminal';
+import { recalled } from '../terminalStore';
+import type { Container, GpuGrant, GpuList, Snapshot } from '../types';
+import { freeGpus, leaseEnds } from './Containers';
+
+export function ContainerPage({ owner, name }: { owner: string; name: string }) {
+  const { session } = useSession();
+  const container = usePoll(() => api<Container>('GET', containerPath({ owner, name })), [owner, name], 5000);
+  const gpus = usePoll(() => api<GpuList>('GET', '/gpus'), [], 10000);
+  useNow(30000);
+  const actions = useContainerActions(
+    () => {
+      void container.reload();
+      void gpus.reload();
+    },
+    () => navigate(),
+  );
+  const label = owner === session.name ? name : `${owner}/${name}`;
+
+  if (container.loading) return <Loading what={label} />;
+  const c = container.data;
+  if (!c) {
+    const missing = container.error instanceof ApiError && container.error.status === 404;
+    return (
+      <>
+        <PageTitle title={label}>{label}</PageTitle>
+        {missing ? <p>There is no container {label} (any more).</p> : <ErrorBox error={container.error} />}
+        <p>
+          <a href={href()}>Back to your containers</a>
+        </p>
+      </>
+    );
+  }
+  const running = c.status === 'Running';
+  const ends = leaseEnds(gpus.data?.gpus);
+
+  return (
+    <>
+      <p class="crumbs">
+        <a href={href()}>Containers</a> / {label}
+      </p>
+      <PageTitle title={label}>
+        {label} <StateBadge status={c.status} phase={c.phase} desired={c.desired_state} />
+      </PageTitle>
+      {actions.view}
+      <ErrorBox error={container.error} title="Could not refresh" />
+      {actions.buttons(c, label)}
+
+      <section aria-labelledby="details-title">
+        <h2 id="details-title">Details</h2>
+        <dl class="details">
+          <dt>State</dt>
+          <dd>
+            {c.status}, kept {c.desired_state}
+            {c.phase !== 'ready' ? ` (${c.phase})` : ''}
+            {c.phase === 'ready' && !c.converged ? ' · being set up' : ''}
+          </dd>
+          {c.problem ? (
+            <>
+              <dt>Problem</dt>
+              <dd class="problem-text">
+                {c.problem}
+                {c.problem_at ? <span class="muted"> ({ago(c.problem_at)})</span> : null}
+                {c.next_try_at ? <span class="muted"> · tried again {dateTime(c.next_try_at)}</span> : null}
+              </dd>
+            </>
+          ) : null}
+          {c.waiting_for ? (
+            <>
+              <dt>Waiting for</dt>
+              <dd>{c.waiting_for}</dd>
+            </>
+          ) : null}
+          <dt>Image</dt>
+          <dd>{c.image}</dd>
+          <dt>Addresses</dt>
+          <dd>{c.addresses.length ? c.addresses.join(', ') : '–'}</dd>
+          <dt>CPUs</dt>
+          <dd>{c.cpus}</dd>
+          <dt>Memory</dt>
+          <dd>{c.memory}</dd>
+          <dt>Disk</dt>
+          <dd>{c.disk}</dd>
+          <dt>GPU health</dt>
+          <dd>{c.gpu_health ?? '–'}</dd>
+          <dt>Created</dt>
+          <dd>{dateTime(c.created_at)}</dd>
+          <dt>SSH</dt>
+          <dd>
+            <code>
+              {owner}+{name}
+            </code>{' '}
+            through the gateway: <a href={href('connect')}>how to connect</a>
+          </dd>
+        </dl>
+      </section>
+
+      <GpuSection container={c} gpus={gpus.data} ends={ends} changed={() => {
+        void container.reload();
+        void gpus.reload();
+      }} />
+
+      <TerminalSection owner={owner} name={name} running={running} />
+
+      <SnapshotSection container={c} changed={() => void container.reload()} />
+    </>
+  );
+}
+
+function GpuSection({
+  container: c,
+  gpus,
+  ends,
+  changed,
+}: {
+  container: Container;
+  gpus: GpuList | undefined;
+  ends: Map<string, number | undefined>;
+  changed: () => void;
+}) {
+  const [dialog, ask] = useConfirm();
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const [pick, setPick] = useState('');
+  const [lease, setLease] = useState('');
+  const free = freeGpus(gpus?.gpus, c.owner).filter((gpu) => !c.gpus.includes(gpu.index));
+  const model = (index: number) => gpus?.gpus.find((gpu) => gpu.index === index)?.model ?? '';
+
+  const detach = async (index: number) => {
+    const yes = await ask({
+      title: `Give back GPU ${index}?`,
+      body: <p>Programs using it in {c.name} lose it at once; the container keeps running.</p>,
+      confirm: `Give back GPU ${index}`,
+      danger: true,
+    });
+    if (!yes) return;
+    setBusy(true);
+    setError(null);
+    try {
+      await api('DELETE', `${containerPath(c)}/gpus/${index}`);
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+      changed();
+    }
+  };
+
+  const attach = async (event: Event) => {
+    event.preventDefault();
+    if (!pick) return;
+    setBusy(true);
+    setError(null);
+    try {
+      const body: { indices: number[]; for?: string } = { indices: [Number(pick)] };
+      if (lease.trim()) body.for = lease.trim();
+      await api<GpuGrant>('POST', `${containerPath(c)}/gpus`, body);
+      setPick('');
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+      changed();
+    }
+  };
+
+  return (
+    <section aria-labelledby="gpus-title">
+      {dialog}
+      <h2 id="gpus-title">GPUs</h2>
+      {c.gpus.length === 0 ? (
+        <p class="muted">It holds no GPU.</p>
+      ) : (
+        <ul class="plain gpu-holds">
+          {c.gpus.map((index, seen) => {
+            const end = ends.get(`${c.owner}/${c.name}/${index}`);
+            return (
+              <li key={index}>
+                <span>
+                  GPU {index} {model(index) ? `(${model(index)})` : ''} – inside: GPU{seen}
+                  {end ? ` · until ${dateTime(end)}, ${timeLeft(end)}` : ' · until given back'}
+                </span>{' '}
+                <button type="button" class="small" disabled={busy} onClick={() => detach(index)}>
+                  Give back GPU {index}
+                </button>
+              </li>
+            );
+          })}
+        </ul>
+      )}
+      {free.length > 0 ? (
+        <form class="inline-form" onSubmit={attach}>
+          <Field id="attach-gpu" label="Add a GPU">
+            <select id="attach-gpu" value={pick} onChange={(e) => setPick(e.currentTarget.value)}>
+              <option value="">Choose a free GPU</option>
+              {free.map((gpu) => (
+                <option key={gpu.index} value={String(gpu.index)}>
+                  GPU {gpu.index}: {gpu.model}, {gpu.memory}
+                </option>
+              ))}
+            </select>
+          </Field>
+          <Field id="attach-lease" label="For how long" hint="Like 8h; empty: until given back.">
+            <input
+              id="attach-lease"
+              spellcheck={false}
+              aria-describedby="attach-lease-hint"
+              value={lease}
+              onInput={(e) => setLease(e.currentTarget.value)}
+            />
+          </Field>
+          <button type="submit" disabled={busy || !pick}>
+            Add GPU
+          </button>
+        </form>
+      ) : null}
+      <ErrorBox error={error} />
+    </section>
+  );
+}
+
+function statusText(status: TerminalStatus | null): string {
+  if (!status) return '';
+  switch (status.kind) {
+    case 'connecting':
+      return 'Connecting…';
+    case 'open':
+      return 'Connected.';
+    case 'reconnecting':
+      return `Connection lost; trying again in ${status.inSecs} s. The shell keeps running.`;
+    case 'exited':
+      return `The shell ended (exit code ${status.code}).`;
+    case 'failed':
+      return status.message;
+  }
+}
+
+function TerminalSection({ owner, name, running }: { owner: string; name: string; running: boolean }) {
+  // A shell this tab attached to before (a reload) is attached again at once.
+  const [open, setOpen] = useState(() => recalled(owner, name) !== null);
+  const [status, setStatus] = useState<TerminalStatus | null>(null);
+  const [readerMode, setReaderMode] = useState(false);
+  const element = useRef<HTMLDivElement>(null);
+  const session = useRef<TerminalSession | null>(null);
+  const before = useRef<HTMLButtonElement>(null);
+  const after = useRef<HTMLButtonElement>(null);
+  const [loadError, setLoadError] = useState<unknown>(null);
+
+  useEffect(() => {
+    if (!open || !running || !element.current) return undefined;
+    let cancelled = false;
+    const target = element.current;
+    import('../terminal')
+      .then(({ TerminalSession: Session }) => {
+        if (cancelled) return;
+        session.current = new Session({
+          owner,
+          name,
+          element: target,
+          onStatus: setStatus,
+          leave: (direction) => (direction > 0 ? after.current : before.current)?.focus(),
+        });
+        session.current.setScreenReaderMode(readerMode);
+        session.current.focus();
+      })
+      .catch((e) => setLoadError(e));
+    return () => {
+      cancelled = true;
+      session.current?.dispose();
+      session.current = null;
+    };
+    // The reader mode is applied below without a new terminal.
+  }, [open, running, owner, name]);
+
+  useEffect(() => {
+    session.current?.setScreenReaderMode(readerMode);
+  }, [readerMode]);
+
+  return (
+    <section aria-labelledby="terminal-title" class="terminal-section">
+      <h2 id="terminal-title">Terminal</h2>
+      {!running ? (
+        <p class="muted">The terminal opens once the container runs.</p>
+      ) : !open ? (
+        <p>
+          <button type="button" class="primary" onClick={() => setOpen(true)}>
+            Open a terminal
+          </button>{' '}
+          <span class="muted">A shell as you in {name}; it keeps running for a while if you reload or lose the connection.</span>
+        </p>
+      ) : (
+        <>
+          <div class="terminal-bar">
+            <button type="button" class="small" ref={before} onClick={() => session.current?.focus()}>
+              Focus the terminal
+            </button>
+            <label class="check">
+              <input type="checkbox" checked={readerMode} onChange={(e) => setReaderMode(e.currentTarget.checked)} />
+              Screen reader mode
+            </label>
+            <span class="muted" role="status">
+              {statusText(status)}
+            </span>
+          </div>
+          <div
+            class="terminal"
+            ref={element}
+            role="group"
+            aria-label={`Terminal in ${name}. F6 moves the focus out of it.`}
+          />
+          <div class="terminal-bar">
+            <small class="muted">The terminal takes every key, Tab included: press F6 (Shift+F6: back) to leave it.</small>
+            {status && (status.kind === 'failed' || status.kind === 'exited') ? (
+              <button type="button" class="small" ref={after} onClick={() => session.current?.reconnect()}>
+                {status.kind === 'exited' ? 'Start a new shell' : 'Connect again'}
+              </button>
+            ) : (
+              <button
+                type="button"
+                class="small"
+                ref={after}
+                onClick={() => {
+                  setOpen(false);
+                  setStatus(null);
+                }}
+              >
+                Close the terminal
+              </button>
+            )}
+          </div>
+          <ErrorBox error={loadError} />
+        </>
+      )}
+    </section>
+  );
+}
+
+function SnapshotSection({ container: c, changed }: { container: Container; changed: () => void }) {
+  const base = `${containerPath(c)}/snapshots`;
+  const snapshots = usePoll(() => api<Snapshot[]>('GET', base), [base], 15000);
+  const [dialog, ask] = useConfirm();
+  const [name, setName] = useState('');
+  const [protect, setProtect] = useState(true);
+  const [busy, setBusy] = useState('');
+  const [error, setError] = useState<unknown>(null);
+  const [notice, setNotice] = useState('');
+
+  const act = async (what: string, action: () => Promise<unknown>, done: string) => {
+    setBusy(what);
+    setError(null);
+    setNotice('');
+    try {
+      await action();
+      setNotice(done);
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy('');
+      void snapshots.reload();
+      changed();
+    }
+  };
+
+  const take = (event: Event) => {
+    event.preventDefault();
+    const body: { name?: string; protected: boolean } = { protected: protect };
+    if (name.trim()) body.name = name.trim();
+    void act('take', () => api<Snapshot>('POST', base, body), 'Snapshot taken.').then(() => setName(''));
+  };
+
+  const restore = async (s: Snapshot) => {
+    const yes = await ask({
+      title: `Restore ${c.name} to ${s.name}?`,
+      body: (
+        <p>
+          {c.name} is stopped, its files are put back as they were at {dateTime(s.created_at)}, and it starts again.
+          Everything changed since then is lost; take a snapshot first if you may need it.
+        </p>
+      ),
+      confirm: `Restore ${s.name}`,
+      danger: true,
+    });
+    if (yes) await act(`restore ${s.name}`, () => api('POST', `${base}/${path(s.name)}/restore`), `Restored to ${s.name}.`);
+  };
+
+  const remove = async (s: Snapshot) => {
+    const yes = await ask({
+      title: `Delete snapshot ${s.name}?`,
+      body: <p>The snapshot is gone for good; the container is not changed.</p>,
+      confirm: `Delete ${s.name}`,
+      danger: true,
+    });
+    if (yes) await act(`delete ${s.name}`, () => api('DELETE', `${base}/${path(s.name)}`), `Deleted ${s.name}.`);
+  };
+
+  const toggle = (s: Snapshot) =>
+    act(
+      `protect ${s.name}`,
+      () => api('PATCH', `${base}/${path(s.name)}`, { protected: !s.protected }),
+      s.protected ? `${s.name} may be pruned by the schedule now.` : `${s.name} is protected.`,
+    );
+
+  const list = snapshots.data ?? [];
+  return (
+    <section aria-labelledby="snapshots-title">
+      {dialog}
+      <h2 id="snapshots-title">Snapshots</h2>
+      <form class="inline-form" onSubmit={take}>
+        <Field id="snapshot-name" label="Name (optional)" hint="Empty: snap-DATE-TIME.">
+          <input
+            id="snapshot-name"
+            spellcheck={false}
+            aria-describedby="snapshot-name-hint"
+            value={name}
+            onInput={(e) => setName(e.currentTarget.value)}
+          />
+        </Field>
+        <label class="check">
+          <input type="checkbox" checked={protect} onChange={(e) => setProtect(e.currentTarget.checked)} />
+          Protected from the schedule's pruning
+        </label>
+        <button type="submit" class="primary" disabled={busy !== ''}>
+          {busy === 'take' ? 'Taking…' : 'Take a snapshot'}
+        </button>
+      </form>
+      <ErrorBox error={error} />
+      {notice ? <Notice kind="ok">{notice}</Notice> : null}
+      {busy.startsWith('restore') ? <Notice>Restoring; this takes a moment…</Notice> : null}
+      <ErrorBox error={snapshots.error} title="Snapshots could not be listed" />
+      {snapshots.loading ? (
+        <Loading what="snapshots" />
+      ) : list.length === 0 ? (
+        <p class="muted">No snapshots yet.</p>
+      ) : (
+        <TableWrap label="Snapshots">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">Name</th>
+                <th scope="col">Taken</th>
+                <th scope="col">Kind</th>
+                <th scope="col">Actions</th>
+              </tr>
+            </thead>
+            <tbody>
+              {list.map((s) => (
+                <tr key={s.name}>
+                  <th scope="row">{s.name}</th>
+                  <td>{dateTime(s.created_at)}</td>
+                  <td>
+                    {s.scheduled ? 'scheduled' : 'by hand'}
+                    {s.protected ? ', protected' : ''}
+                  </td>
+                  <td>
+                    <div class="row-actions" role="group" aria-label={`Actions for snapshot ${s.name}`}>
+                      <button type="button" class="small" disabled={busy !== ''} onClick={() => restore(s)} aria-label={`Restore ${s.name}`}>
+                        Restore
+                      </button>
+                      <button type="button" class="small" disabled={busy !== ''} onClick={() => toggle(s)} aria-label={`${s.protected ? 'Unprotect' : 'Protect'} ${s.name}`}>
+                        {s.protected ? 'Unprotect' : 'Protect'}
+                      </button>
+                      <button type="button" class="small danger" disabled={busy !== ''} onClick={() => remove(s)} aria-label={`Delete ${s.name}`}>
+                        Delete
+                      </button>
+                    </div>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </TableWrap>
+      )}
+    </section>
+  );
+}

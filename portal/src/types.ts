@@ -1,0 +1,233 @@
+// The API's wire shapes the portal uses, as crates/ssp-api/src/lib.rs defines them (and
+// crates/ssp-server/openapi.json documents them). Times are Unix seconds unless noted.
+
+export type Role = 'admin' | 'user';
+
+/** `GET/POST /api/v1/session`, `POST /api/v1/invites/{token}`. */
+export interface Session {
+  name: string;
+  role: Role;
+  csrf_token: string;
+  expires_at: number | string;
+}
+
+/** `GET /api/v1/invites/{token}`. */
+export interface InviteInfo {
+  name: string;
+  expires_at: number | string;
+}
+
+/** `POST /api/v1/users/{name}/invite`. */
+export interface InviteCreated {
+  token: string;
+  url: string;
+  expires_at: number | string;
+}
+
+export interface Quota {
+  max_containers: number;
+  max_cpus: number;
+  max_memory: string;
+  max_disk: string;
+  max_gpus: number;
+}
+
+export interface Usage {
+  containers: number;
+  cpus: number;
+  memory: string;
+  disk: string;
+  gpus: number;
+}
+
+export interface User {
+  name: string;
+  role: Role;
+  disabled: boolean;
+  has_password: boolean;
+  quota: Quota;
+  usage: Usage;
+  keys: number;
+  created_at: number;
+}
+
+export interface QuotaPatch {
+  max_containers?: number;
+  max_cpus?: number;
+  max_memory?: string;
+  max_disk?: string;
+  max_gpus?: number;
+}
+
+export interface UserCreate {
+  name: string;
+  role?: Role;
+  keys?: string[];
+  quota?: QuotaPatch;
+}
+
+export interface Key {
+  name: string;
+  fingerprint: string;
+  public_key: string;
+  created_at: number;
+}
+
+export interface Token {
+  name: string;
+  created_at: number;
+  last_used_at: number | null;
+}
+
+export interface TokenCreated {
+  user: string;
+  name: string;
+  token: string;
+}
+
+export type DesiredState = 'running' | 'stopped';
+export type Phase = 'creating' | 'ready' | 'deleting' | 'lost';
+
+export interface Container {
+  owner: string;
+  name: string;
+  image: string;
+  cpus: number;
+  memory: string;
+  disk: string;
+  desired_state: DesiredState;
+  phase: Phase;
+  status: string;
+  addresses: string[];
+  problem?: string;
+  problem_at?: number;
+  next_try_at?: number;
+  waiting_for?: string;
+  converged: boolean;
+  gpus: number[];
+  gpu_health?: string;
+  created_at: number;
+  ssh_host_key?: string;
+}
+
+export interface GpuAsk {
+  count?: number;
+  indices?: number[];
+  for?: string;
+}
+
+export interface GpuGrant {
+  granted: number[];
+  holds: number[];
+  expires_at?: number;
+}
+
+export interface ContainerCreate {
+  name: string;
+  image?: string;
+  cpus?: number;
+  memory?: string;
+  disk?: string;
+  gpus?: GpuAsk;
+}
+
+export interface Image {
+  name: string;
+  description: string;
+  fingerprint: string;
+  size: number;
+  created_at: number;
+  owner?: string;
+  public: boolean;
+}
+
+export interface GatewayInfo {
+  listen: string;
+  host_key: string;
+  host_key_fingerprint: string;
+}
+
+export interface Info {
+  version: string;
+  user: string;
+  role: Role;
+  backend: string;
+  tls_fingerprint: string;
+  gateway?: GatewayInfo;
+}
+
+export interface GpuHolder {
+  owner: string;
+  container?: string;
+  granted_at: number;
+  expires_at?: number;
+}
+
+export interface GpuProcess {
+  pid: number;
+  memory: number;
+  container?: string;
+}
+
+export interface Gpu {
+  index: number;
+  uuid: string;
+  model: string;
+  memory: string;
+  pci?: string;
+  emulated: boolean;
+  shared: boolean;
+  reserved_for?: string;
+  holders: GpuHolder[];
+  utilization: number;
+  memory_used: number;
+  processes: GpuProcess[];
+}
+
+export interface GpuList {
+  source: string;
+  sampled_at?: number;
+  gpus: Gpu[];
+}
+
+export interface ContainerGpuUsage {
+  container: string;
+  gpus: number[];
+  memory_used: number;
+  processes: GpuProcess[];
+}
+
+export interface UserGpuUsage {
+  user: string;
+  holding: number;
+  gpu_hours: number;
+  memory_used: number;
+  processes: number;
+}
+
+export interface GpuUsage {
+  containers: ContainerGpuUsage[];
+  users: UserGpuUsage[];
+}
+
+export interface Snapshot {
+  name: string;
+  /** RFC 3339. */
+  created_at: string;
+  protected: boolean;
+  scheduled: boolean;
+}
+
+export interface Home {
+  user: string;
+  size: string;
+  phase: string;
+  path: string;
+}
+
+/** `POST /api/v1/containers/{owner}/{name}/terminal`. */
+export interface TerminalTicket {
+  ticket: string;
+  session: string;
+  expires_in_secs: number;
+}
