@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 
 pub use devices::{LiveDevices, Writer, DEVICE_PREFIX};
 pub use hostkey::HostKey;
+pub use session::{login_shell, start_in};
 
 /// How the gateway behaves; every value has a default in the daemon's `[gateway]` section.
 #[derive(Debug, Clone)]
