@@ -21,6 +21,7 @@ pub mod guest;
 pub mod instance;
 pub mod reconcile;
 pub mod storage;
+pub mod terminal;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,8 @@ pub struct AppState {
     pub storage: storage::Worker,
     /// The SSH gateway, when it is on.
     pub gateway: Option<ssp_api::GatewayInfo>,
+    /// The web terminal's tickets and sessions.
+    pub terminals: terminal::Terminals,
 }
 
 /// Why the daemon could not start.
@@ -198,6 +201,18 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         }),
         None => None,
     };
+    // The web terminal starts shells as the gateway does, and honours its `session_path`.
+    let terminal_attach = match settings.raw.gateway.settings(&state_dir).session_path {
+        ssp_gateway::SessionPath::Auto => match ssp_lxd::Attach::discover(&lxd).await {
+            Ok(attach) => Some(Arc::new(attach)),
+            Err(why) => {
+                tracing::warn!("web terminal: shells go through LXD's exec websocket: {why}");
+                None
+            }
+        },
+        ssp_gateway::SessionPath::LxdExec => None,
+    };
+    let terminals = terminal::Terminals::new(db.clone(), lxd.clone(), terminal_attach, terminal::GRACE);
     let settings = Arc::new(settings);
     let (state_db, state_lxd) = (db.clone(), lxd.clone());
     let state = AppState {
@@ -210,6 +225,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         gpus: gpus.clone(),
         storage: storage::Worker::default(),
         gateway: gateway_info.clone(),
+        terminals: terminals.clone(),
     };
     let cleanup = api::images::remove_unrecorded(&state.db, &state.lxd, &platform_for_storage);
     if tokio::time::timeout(Duration::from_secs(60), cleanup).await.is_err() {
@@ -254,6 +270,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         tokio::spawn(gateway.run());
     }
     tokio::spawn(gpus.run(state_db, state_lxd, reconciler.handle()));
+    tokio::spawn(terminals.watch());
     tokio::spawn(reconciler.run(Duration::from_secs(settings.raw.reconcile.interval_secs)));
     tokio::spawn(accept_unix(unix, router.clone()));
     if let Some(tcp) = tcp {

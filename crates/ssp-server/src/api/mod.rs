@@ -14,6 +14,7 @@ pub mod shares;
 pub mod snapshots;
 pub mod storage;
 pub mod system;
+pub mod terminal;
 pub mod tokens;
 pub mod users;
 
@@ -25,6 +26,7 @@ use utoipa::{Modify, OpenApi};
 use self::clones::ClonesDoc;
 use self::gateway::GatewayDoc;
 use self::storage::StorageDoc;
+use self::terminal::TerminalDoc;
 use crate::AppState;
 
 /// The OpenAPI document.
@@ -40,7 +42,7 @@ use crate::AppState;
         containers::set_state, containers::restart, containers::exec,
         gpus::list, gpus::usage, gpus::attach, gpus::detach, gpus::update, gpus::allowlist,
     ),
-    modifiers(&BearerAuth, &StorageDoc, &ClonesDoc, &GatewayDoc),
+    modifiers(&BearerAuth, &StorageDoc, &ClonesDoc, &GatewayDoc, &TerminalDoc),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -91,7 +93,8 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{user}/gpu-allowlist", put(gpus::allowlist))
         .merge(storage::routes())
         .merge(clones::routes())
-        .merge(gateway::routes());
+        .merge(gateway::routes())
+        .merge(terminal::routes());
     Router::new()
         .nest(ssp_api::API_PREFIX, v1)
         .fallback(not_found)
