@@ -44,7 +44,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -53,6 +53,8 @@ use sha2::{Digest, Sha256};
 use ssp_api::TerminalClientMessage;
 use ssp_store::{Container, ContainerPhase};
 use tokio::sync::{mpsc, oneshot};
+// tokio's clock, so that the tests can run the grace period on a paused one.
+use tokio::time::Instant;
 
 use crate::db::Db;
 use crate::error::ApiError;
@@ -320,6 +322,7 @@ pub enum Opened {
 #[derive(Debug)]
 pub struct Existing {
     session: String,
+    serial: u64,
     attachment: u64,
     commands: mpsc::Sender<Command>,
     input: mpsc::Sender<Bytes>,
@@ -497,6 +500,7 @@ impl Terminals {
             live.detached_since = None;
             return Ok(Opened::Existing(Existing {
                 session: ticket.session.clone(),
+                serial: live.serial,
                 attachment,
                 commands: live.commands.clone(),
                 input: live.input.clone(),
@@ -525,6 +529,12 @@ impl Terminals {
         self.forget(&reserved.session, reserved.serial);
     }
 
+    /// Undoes what [`Terminals::open`] recorded for a live session whose websocket never came
+    /// up: it is detached again (since now), unless another socket attached meanwhile.
+    pub fn unattached(&self, existing: Existing) {
+        self.detached(&existing.session, existing.serial, existing.attachment);
+    }
+
     /// Attaches a socket to a live session (which sends it the scrollback first).
     pub async fn attach(&self, existing: Existing) -> Socket {
         let (attachment, socket) = pair(existing.attachment, existing.input, existing.commands.clone());
@@ -537,6 +547,14 @@ impl Terminals {
     /// Starts the reserved session's shell in `row` with the socket attached; the session
     /// lives on its own from here.
     pub fn start(&self, reserved: Reserved, row: Container) -> Socket {
+        let size = (reserved.ticket.cols, reserved.ticket.rows);
+        let (actor, socket, input) = self.actor(reserved);
+        tokio::spawn(actor.run(row, size, input));
+        socket
+    }
+
+    /// The reserved session's actor, its first socket, and the keystrokes' receiving end.
+    fn actor(&self, reserved: Reserved) -> (Actor, Socket, mpsc::Receiver<Bytes>) {
         let Reserved { session, serial, attachment, ticket, commands, input } = reserved;
         let (attachment, socket) = pair(attachment, input.0, commands.0);
         let actor = Actor {
@@ -551,8 +569,7 @@ impl Terminals {
             detached_at: None,
             hangup: None,
         };
-        tokio::spawn(actor.run(row, (ticket.cols, ticket.rows), input.1));
-        socket
+        (actor, socket, input.1)
     }
 
     /// Removes session `id` if it is still the one numbered `serial`.
@@ -660,6 +677,26 @@ fn pair(id: u64, input: mpsc::Sender<Bytes>, commands: mpsc::Sender<Command>) ->
     (Attachment { id, frames: frames_tx, farewell: farewell_tx }, Socket { frames, farewell, input, commands })
 }
 
+/// What a session does to its shell besides input: the pty's size and signals. It is
+/// [`ssp_lxd::ExecControl`] (a pty and pidfd of ssp's, or LXD's control websocket); the
+/// tests drive the session with a recording fake.
+trait Shell: Sync {
+    /// Resizes the pty.
+    fn resize(&self, cols: u32, rows: u32) -> impl std::future::Future<Output = ssp_lxd::Result<()>> + Send;
+    /// Sends signal `number` to the shell.
+    fn signal(&self, number: i32) -> impl std::future::Future<Output = ssp_lxd::Result<()>> + Send;
+}
+
+impl Shell for ssp_lxd::ExecControl {
+    fn resize(&self, cols: u32, rows: u32) -> impl std::future::Future<Output = ssp_lxd::Result<()>> + Send {
+        ssp_lxd::ExecControl::resize(self, cols, rows)
+    }
+
+    fn signal(&self, number: i32) -> impl std::future::Future<Output = ssp_lxd::Result<()>> + Send {
+        ssp_lxd::ExecControl::signal(self, number)
+    }
+}
+
 /// Where a hang-up stands.
 #[derive(Debug, Clone, Copy)]
 enum HangUp {
@@ -727,7 +764,6 @@ impl Actor {
         let keystrokes = tokio::spawn(feed(exec.take_stdin(), input, stopped));
         let mut output = std::mem::replace(&mut exec.stdout, mpsc::channel(1).1);
         let ending = self.pump(&mut output, &control).await;
-        self.terminals.forget(&self.session, self.serial);
         // The input side lets go first: LXD's exec finishes only once every stream is closed.
         let _ = stop.send(());
         let _ = keystrokes.await;
@@ -772,8 +808,15 @@ impl Actor {
         }
     }
 
-    /// The output loop, until the shell's output ends (or a hang-up gives up on it).
-    async fn pump(&mut self, output: &mut mpsc::Receiver<Bytes>, control: &ssp_lxd::ExecControl) -> Ending {
+    /// The output loop, until the shell's output ends (or a hang-up gives up on it); the
+    /// session is out of the registry when it returns.
+    async fn pump(&mut self, output: &mut mpsc::Receiver<Bytes>, control: &impl Shell) -> Ending {
+        let ending = self.pump_until_the_end(output, control).await;
+        self.terminals.forget(&self.session, self.serial);
+        ending
+    }
+
+    async fn pump_until_the_end(&mut self, output: &mut mpsc::Receiver<Bytes>, control: &impl Shell) -> Ending {
         let mut commands_open = true;
         loop {
             let deadline = match self.hangup {
@@ -813,8 +856,9 @@ impl Actor {
                                 "terminal: no window for {:?}; hanging up", self.terminals.inner.grace);
                             self.hang_up(control).await;
                         } else {
-                            // A socket is attaching: its `Attach` is on its way.
-                            self.detached_at = None;
+                            // A socket is attaching: its `Attach` is on its way. Should it
+                            // never come, the same check runs again a grace period later.
+                            self.detached_at = Some(Instant::now());
                         }
                     }
                 },
@@ -822,7 +866,7 @@ impl Actor {
         }
     }
 
-    async fn obey(&mut self, command: Command, control: &ssp_lxd::ExecControl) {
+    async fn obey(&mut self, command: Command, control: &impl Shell) {
         match command {
             Command::Resize(cols, rows) => {
                 if let Err(e) = control.resize(u32::from(cols.max(1)), u32::from(rows.max(1))).await {
@@ -859,7 +903,7 @@ impl Actor {
         self.detached_at = Some(Instant::now());
     }
 
-    async fn hang_up(&mut self, control: &ssp_lxd::ExecControl) {
+    async fn hang_up(&mut self, control: &impl Shell) {
         if self.hangup.is_none() {
             let _ = control.signal(1).await;
             self.hangup = Some(HangUp::Hup(Instant::now() + HANGUP_PATIENCE));
@@ -885,7 +929,7 @@ async fn closed(attached: Option<&Attachment>) {
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
@@ -1103,6 +1147,142 @@ mod tests {
         };
         assert_eq!(terminals.live(), MAX_SESSIONS_PER_USER);
         assert!(!terminals.registry().sessions.contains_key(&first.session), "the detached one stayed");
+    }
+
+    /// Stands in for the shell's pty and pidfd, recording what the session asked of them.
+    #[derive(Debug, Default)]
+    struct Recorded {
+        sizes: Mutex<Vec<(u32, u32)>>,
+        signals: Mutex<Vec<i32>>,
+    }
+
+    impl Shell for Recorded {
+        fn resize(&self, cols: u32, rows: u32) -> impl std::future::Future<Output = ssp_lxd::Result<()>> + Send {
+            self.sizes.lock().unwrap().push((cols, rows));
+            std::future::ready(Ok(()))
+        }
+
+        fn signal(&self, number: i32) -> impl std::future::Future<Output = ssp_lxd::Result<()>> + Send {
+            self.signals.lock().unwrap().push(number);
+            std::future::ready(Ok(()))
+        }
+    }
+
+    impl Recorded {
+        fn signals(&self) -> Vec<i32> {
+            self.signals.lock().unwrap().clone()
+        }
+    }
+
+    /// A new session's actor running over a stand-in shell: where the shell's output goes in,
+    /// what the session did to the shell, the first socket, and the running output loop.
+    #[allow(clippy::type_complexity)]
+    fn running(
+        terminals: &Terminals,
+    ) -> (String, mpsc::Sender<Bytes>, Arc<Recorded>, Socket, tokio::task::JoinHandle<Ending>) {
+        let issued = terminals.issue(binding("alice", "dev"), None, 80, 24).unwrap();
+        let Opened::New(reserved) = terminals.open(terminals.redeem(&issued.ticket).unwrap()).unwrap() else {
+            panic!("not new")
+        };
+        let (mut actor, socket, _keystrokes) = terminals.actor(reserved);
+        let (output, mut shell_output) = mpsc::channel(16);
+        let recorded = Arc::new(Recorded::default());
+        let control = Arc::clone(&recorded);
+        let pump = tokio::spawn(async move { actor.pump(&mut shell_output, &*control).await });
+        (issued.session, output, recorded, socket, pump)
+    }
+
+    async fn reattach(terminals: &Terminals, session: &str) -> Socket {
+        let issued = terminals.issue(binding("alice", "dev"), Some(session), 80, 24).unwrap();
+        assert_eq!(issued.session, session, "not the live session");
+        let Opened::Existing(existing) = terminals.open(terminals.redeem(&issued.ticket).unwrap()).unwrap() else {
+            panic!("not live")
+        };
+        terminals.attach(existing).await
+    }
+
+    async fn shown(socket: &mut Socket) -> Bytes {
+        match tokio::time::timeout(Duration::from_secs(5), socket.frames.recv()).await {
+            Ok(Some(Frame::Output(bytes))) => bytes,
+            other => panic!("no output: {other:?}"),
+        }
+    }
+
+    /// Lets every task run until all wait (the paused clock moves only then).
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_outlives_its_socket_and_a_new_one_gets_the_scrollback() {
+        let terminals = terminals();
+        let (session, output, recorded, mut first, pump) = running(&terminals);
+        output.send(Bytes::from_static(b"one\r\n")).await.unwrap();
+        assert_eq!(&shown(&mut first).await[..], b"one\r\n");
+        first.commands.send(Command::Resize(100, 30)).await.unwrap();
+
+        // The socket goes: the shell runs on, and what it prints is kept.
+        drop(first);
+        tokio::time::sleep(GRACE / 2).await;
+        output.send(Bytes::from_static(b"two\r\n")).await.unwrap();
+        settle().await;
+        let mut second = reattach(&terminals, &session).await;
+        assert_eq!(&shown(&mut second).await[..], b"one\r\ntwo\r\n", "the scrollback first");
+        output.send(Bytes::from_static(b"three\r\n")).await.unwrap();
+        assert_eq!(&shown(&mut second).await[..], b"three\r\n", "then live output");
+        assert_eq!(*recorded.sizes.lock().unwrap(), [(100, 30)]);
+
+        // A third socket takes over: the second is let go, and told why.
+        let mut third = reattach(&terminals, &session).await;
+        assert_eq!(&shown(&mut third).await[..], b"one\r\ntwo\r\nthree\r\n");
+        assert!(second.frames.recv().await.is_none(), "the second socket kept getting frames");
+        assert_eq!(second.farewell.try_recv(), Ok(Farewell::TakenOver));
+
+        // Detached for the whole grace period — counted from the last detach, not the first:
+        // SIGHUP, SIGKILL when that did not end it, then the session is dropped.
+        drop(third);
+        settle().await;
+        tokio::time::sleep(GRACE - Duration::from_secs(1)).await;
+        assert!(recorded.signals().is_empty(), "hung up early");
+        assert_eq!(terminals.live(), 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(recorded.signals(), [1]);
+        assert_eq!(terminals.live(), 0, "a hung-up session can still be attached");
+        tokio::time::sleep(HANGUP_PATIENCE).await;
+        assert_eq!(recorded.signals(), [1, 9]);
+        tokio::time::sleep(HANGUP_PATIENCE).await;
+        assert!(matches!(pump.await.unwrap(), Ending::GaveUp));
+        drop(output);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shell_that_ends_ends_the_session_and_eviction_hangs_up() {
+        let terminals = terminals();
+        let (_, output, _, _first, pump) = running(&terminals);
+        drop(output);
+        assert!(matches!(pump.await.unwrap(), Ending::Exited));
+        assert_eq!(terminals.live(), 0, "an ended session stayed");
+
+        // Evicted for a new session while detached: SIGHUP, and it ends when the shell does.
+        let (session, output, recorded, first, pump) = running(&terminals);
+        drop(first);
+        settle().await;
+        terminals.registry().make_room_for("alice").unwrap();
+        assert_eq!(terminals.live(), 1, "nothing should go while there is room");
+        let mut others = Vec::new();
+        for _ in 1..MAX_SESSIONS_PER_USER {
+            let issued = terminals.issue(binding("alice", "web"), None, 80, 24).unwrap();
+            let Opened::New(reserved) = terminals.open(terminals.redeem(&issued.ticket).unwrap()).unwrap() else {
+                panic!("not new")
+            };
+            others.push(reserved);
+        }
+        terminals.registry().make_room_for("alice").unwrap();
+        assert!(!terminals.registry().sessions.contains_key(&session), "the detached session stayed");
+        settle().await;
+        assert_eq!(recorded.signals(), [1]);
+        drop(output);
+        assert!(matches!(pump.await.unwrap(), Ending::Exited));
     }
 
     #[test]

@@ -162,30 +162,61 @@ pub async fn connect(
     let terminals = state.terminals.clone();
     match terminals.open(ticket) {
         Err(e) => e.into_response(),
-        Ok(Opened::Existing(existing)) => upgrade.on_upgrade(move |socket| async move {
-            let attached = terminals.attach(existing).await;
-            serve(socket, attached).await;
-        }),
-        Ok(Opened::New(reserved)) => {
-            // Exactly one of the two callbacks runs: the place goes to the session or back.
-            let reserved = Arc::new(Mutex::new(Some(reserved)));
-            let (on_failure, on_failure_terminals) = (Arc::clone(&reserved), terminals.clone());
+        // Exactly one of the two callbacks runs: what `open` recorded goes to the socket, or
+        // is undone.
+        Ok(Opened::Existing(existing)) => {
+            let existing = Shared::new(existing);
+            let (on_failure, on_failure_terminals) = (existing.clone(), terminals.clone());
             upgrade
                 .on_failed_upgrade(move |e| {
                     tracing::debug!("terminal: the websocket upgrade failed: {e}");
-                    if let Some(reserved) = on_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
-                    {
+                    if let Some(existing) = on_failure.take() {
+                        on_failure_terminals.unattached(existing);
+                    }
+                })
+                .on_upgrade(move |socket| async move {
+                    if let Some(existing) = existing.take() {
+                        let attached = terminals.attach(existing).await;
+                        serve(socket, attached).await;
+                    }
+                })
+        }
+        Ok(Opened::New(reserved)) => {
+            let reserved = Shared::new(reserved);
+            let (on_failure, on_failure_terminals) = (reserved.clone(), terminals.clone());
+            upgrade
+                .on_failed_upgrade(move |e| {
+                    tracing::debug!("terminal: the websocket upgrade failed: {e}");
+                    if let Some(reserved) = on_failure.take() {
                         on_failure_terminals.abandon(reserved);
                     }
                 })
                 .on_upgrade(move |socket| async move {
-                    let taken = reserved.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-                    if let Some(reserved) = taken {
+                    if let Some(reserved) = reserved.take() {
                         let attached = terminals.start(reserved, row);
                         serve(socket, attached).await;
                     }
                 })
         }
+    }
+}
+
+/// A value for whichever of two callbacks runs.
+struct Shared<T>(Arc<Mutex<Option<T>>>);
+
+impl<T> Shared<T> {
+    fn new(value: T) -> Self {
+        Self(Arc::new(Mutex::new(Some(value))))
+    }
+
+    fn take(&self) -> Option<T> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
     }
 }
 
