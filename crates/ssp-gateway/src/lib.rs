@@ -11,6 +11,8 @@
 //! pure functions in `ssp_core::gateway`; users, keys, containers and the audit log come from
 //! a [`Backend`] the daemon implements over its store.
 //!
+//! The daemon's web terminal starts its shells the same way ([`login_shell`], [`start_in`]).
+//!
 //! What this crate must not do: read or write the store itself, decide policy that can be a
 //! pure function, or reach anything but the authenticated user's own containers.
 

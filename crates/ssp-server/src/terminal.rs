@@ -509,7 +509,9 @@ impl Terminals {
         registry.make_room_for(&ticket.binding.user)?;
         let serial = registry.next();
         let commands = mpsc::channel(64);
-        let input = mpsc::channel(64);
+        // Messages of up to 1 MiB (a paste): a shell that reads no input holds at most 8 here,
+        // and then the socket's own buffers fill and TCP holds the sender back.
+        let input = mpsc::channel(8);
         registry.sessions.insert(
             ticket.session.clone(),
             Live {
