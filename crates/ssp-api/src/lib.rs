@@ -20,12 +20,17 @@ use utoipa::ToSchema;
 
 pub mod images;
 pub mod storage;
+pub mod terminal;
 
 pub use images::{ContainerCopy, ImagePublish, ImportQuery};
 
 pub use storage::{
     Home, HomeCreate, ScheduleReport, Share, ShareCreate, ShareGroup, Snapshot, SnapshotCreate, SnapshotSchedule,
     SnapshotUpdate,
+};
+
+pub use terminal::{
+    TerminalClientMessage, TerminalRequest, TerminalServerMessage, TerminalTicket, TERMINAL_TICKET_SECS,
 };
 
 /// The prefix of every API path.

@@ -11,6 +11,8 @@
 //! pure functions in `ssp_core::gateway`; users, keys, containers and the audit log come from
 //! a [`Backend`] the daemon implements over its store.
 //!
+//! The daemon's web terminal starts its shells the same way ([`login_shell`], [`start_in`]).
+//!
 //! What this crate must not do: read or write the store itself, decide policy that can be a
 //! pure function, or reach anything but the authenticated user's own containers.
 
@@ -33,6 +35,7 @@ use tokio::net::TcpListener;
 
 pub use devices::{LiveDevices, Writer, DEVICE_PREFIX};
 pub use hostkey::HostKey;
+pub use session::{login_shell, start_in};
 
 /// How the gateway behaves; every value has a default in the daemon's `[gateway]` section.
 #[derive(Debug, Clone)]

@@ -198,26 +198,41 @@ fn path_of(exec: &Exec) -> &'static str {
     }
 }
 
-/// Starts `command` in `target` as its owner: the way LXD's exec does but without its
-/// websocket where that can be used, else through LXD's exec (waiting while LXD says another
-/// operation holds the container).
+/// Starts `command` in `target` as its owner (see [`start_in`]).
 async fn start<B: Backend>(
     context: &Context<B>,
     target: &Target,
     command: &[String],
     options: ssp_lxd::ExecOptions,
 ) -> ssp_lxd::Result<Exec> {
-    if let Some(attach) = &context.attach {
-        match attach.exec(&target.instance, command, options.clone()).await {
+    start_in(context.attach.as_deref(), &context.lxd, &target.instance, command, options).await
+}
+
+/// The command that runs the account's login shell, as the gateway's shell sessions run it
+/// (`guest/login-shell.sh`: the shell `getent` names, `/bin/sh` when it has none). Run it with
+/// the owner's [`ssp_lxd::ExecOptions`] and a pty.
+pub fn login_shell() -> Vec<String> {
+    Kind::Shell.command()
+}
+
+/// Starts `command` in LXD instance `instance` with `options`, the way the gateway starts a
+/// session: the way LXD's exec does but without its websocket where `attach` can be used
+/// (see [`ssp_lxd::Attach`]), else through LXD's exec, waiting (up to 30 s) while LXD says
+/// another operation holds the container. [`Exec::is_attached`] tells which.
+pub async fn start_in(
+    attach: Option<&ssp_lxd::Attach>,
+    lxd: &ssp_lxd::Client,
+    instance: &str,
+    command: &[String],
+    options: ssp_lxd::ExecOptions,
+) -> ssp_lxd::Result<Exec> {
+    if let Some(attach) = attach {
+        match attach.exec(instance, command, options.clone()).await {
             Ok(exec) => return Ok(exec),
-            Err(why) => {
-                tracing::info!(container = %target.name, "gateway: through LXD's exec websocket this time: {why}")
-            }
+            Err(why) => tracing::info!(instance, "through LXD's exec websocket this time: {why}"),
         }
     }
-    let lxd = &context.lxd;
-    lxd.when_idle(&target.instance, BUSY_PATIENCE, || lxd.exec_patiently(&target.instance, command, options.clone()))
-        .await
+    lxd.when_idle(instance, BUSY_PATIENCE, || lxd.exec_patiently(instance, command, options.clone())).await
 }
 
 /// Runs a forwarded connection to `127.0.0.1:port` inside `target`, answering the channel's

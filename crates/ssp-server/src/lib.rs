@@ -22,6 +22,7 @@ pub mod instance;
 pub mod portal;
 pub mod reconcile;
 pub mod storage;
+pub mod terminal;
 pub mod tls;
 pub mod web;
 
@@ -65,6 +66,8 @@ pub struct AppState {
     pub gateway: Option<ssp_api::GatewayInfo>,
     /// The web portal's sign-in throttle and listener port.
     pub web: web::Web,
+    /// The web terminal's tickets and sessions.
+    pub terminals: terminal::Terminals,
 }
 
 /// The peer address of an HTTPS request (put on each request by the TLS listener).
@@ -206,6 +209,18 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         }),
         None => None,
     };
+    // The web terminal starts shells as the gateway does, and honours its `session_path`.
+    let terminal_attach = match settings.raw.gateway.settings(&state_dir).session_path {
+        ssp_gateway::SessionPath::Auto => match ssp_lxd::Attach::discover(&lxd).await {
+            Ok(attach) => Some(Arc::new(attach)),
+            Err(why) => {
+                tracing::warn!("web terminal: shells go through LXD's exec websocket: {why}");
+                None
+            }
+        },
+        ssp_gateway::SessionPath::LxdExec => None,
+    };
+    let terminals = terminal::Terminals::new(db.clone(), lxd.clone(), terminal_attach, terminal::GRACE);
     let settings = Arc::new(settings);
     let (state_db, state_lxd) = (db.clone(), lxd.clone());
     let state = AppState {
@@ -219,6 +234,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         storage: storage::Worker::default(),
         gateway: gateway_info.clone(),
         web: web::Web::default(),
+        terminals: terminals.clone(),
     };
     let web_state = state.web.clone();
     let cleanup = api::images::remove_unrecorded(&state.db, &state.lxd, &platform_for_storage);
@@ -265,6 +281,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         tokio::spawn(gateway.run());
     }
     tokio::spawn(gpus.run(state_db, state_lxd, reconciler.handle()));
+    tokio::spawn(terminals.watch());
     tokio::spawn(reconciler.run(Duration::from_secs(settings.raw.reconcile.interval_secs)));
     tokio::spawn(accept_unix(unix, router.clone()));
     if let Some(tcp) = tcp {

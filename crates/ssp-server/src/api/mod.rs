@@ -15,6 +15,7 @@ pub mod shares;
 pub mod snapshots;
 pub mod storage;
 pub mod system;
+pub mod terminal;
 pub mod tokens;
 pub mod users;
 
@@ -26,6 +27,7 @@ use utoipa::{Modify, OpenApi};
 use self::clones::ClonesDoc;
 use self::gateway::GatewayDoc;
 use self::storage::StorageDoc;
+use self::terminal::TerminalDoc;
 use crate::AppState;
 
 /// The OpenAPI document.
@@ -43,7 +45,7 @@ use crate::AppState;
         session::sign_in, session::show, session::sign_out, session::invite, session::show_invite,
         session::accept_invite,
     ),
-    modifiers(&BearerAuth, &StorageDoc, &ClonesDoc, &GatewayDoc),
+    modifiers(&BearerAuth, &StorageDoc, &ClonesDoc, &GatewayDoc, &TerminalDoc),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -97,7 +99,8 @@ pub fn router(state: AppState) -> Router {
         .route("/invites/{token}", get(session::show_invite).post(session::accept_invite))
         .merge(storage::routes())
         .merge(clones::routes())
-        .merge(gateway::routes());
+        .merge(gateway::routes())
+        .merge(terminal::routes());
     site(v1).with_state(state)
 }
 

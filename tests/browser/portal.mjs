@@ -1,0 +1,269 @@
+// The web portal in Debian's chromium, driven by playwright-core (run by
+// crates/ssp/tests/portal.rs, which starts `ssp serve` on a private LXD, makes the users and
+// their invitations, and scripts the emulated GPUs' telemetry).
+//
+// alice: invitation → password → signed in → a container with a GPU → the terminal runs
+// `echo $USER; nvidia-smi -L || ls /dev/nvidia*` → reload: the same shell (a variable set
+// before is still set) → snapshot → restore → delete. ada (admin): the GPU map shows alice
+// holding GPU 0 at the scripted utilization. Refusals: a cross-site POST, a websocket from a
+// foreign origin, a reused ticket, bob asking for alice's terminal (the same answer as for a
+// container that does not exist). axe-core on every page (no serious or critical
+// violation), at 1280×800 and at a phone's width; screenshots in $SSP_SHOTS.
+
+import { createHash, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const require = createRequire(import.meta.url);
+const AXE = require.resolve('axe-core/axe.min.js');
+
+function env(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+}
+
+const base = env('SSP_URL');
+const shots = env('SSP_SHOTS');
+const bobToken = env('SSP_BOB_TOKEN');
+// The daemon's self-signed certificate, trusted by its key only (not "ignore all errors").
+const spki = createHash('sha256')
+  .update(new X509Certificate(readFileSync(env('SSP_CERT'))).publicKey.export({ type: 'spki', format: 'der' }))
+  .digest('base64');
+
+const step = (what) => console.log(`portal: ${what}`);
+
+function fail(message) {
+  throw new Error(message);
+}
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    `--ignore-certificate-errors-spki-list=${spki}`,
+  ],
+});
+const pageErrors = [];
+
+async function newPage() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(60_000);
+  page.on('pageerror', (error) => pageErrors.push(String(error)));
+  return page;
+}
+
+/** axe-core on the page as it is: no serious or critical violation; then a screenshot. */
+async function audit(page, name) {
+  await page.addScriptTag({ path: AXE });
+  const result = await page.evaluate(() => globalThis.axe.run(document, { resultTypes: ['violations'] }));
+  const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  if (bad.length > 0) {
+    const lines = bad.map((v) => `${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`);
+    fail(`axe on ${name}:\n${lines.join('\n')}`);
+  }
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+  step(`${name}: axe clean (${result.violations.length} minor), screenshot ${name}.png`);
+}
+
+/** The text the terminal shows (xterm's rows). */
+async function terminalText(page) {
+  return page.locator('.xterm-rows').innerText();
+}
+
+async function waitForTerminal(page, pattern, what) {
+  const deadline = Date.now() + 60_000;
+  let seen = '';
+  while (Date.now() < deadline) {
+    seen = await terminalText(page).catch(() => '');
+    if (pattern.test(seen)) return seen;
+    await page.waitForTimeout(250);
+  }
+  fail(`the terminal never showed ${what}; it shows:\n${seen}`);
+}
+
+async function type(page, line) {
+  await page.locator('.xterm-helper-textarea').focus();
+  await page.keyboard.type(line);
+  await page.keyboard.press('Enter');
+}
+
+async function acceptInvite(page, link, password) {
+  await page.goto(link);
+  await page.getByLabel('New password').fill(password);
+  await page.getByLabel('The same password again').fill(password);
+  await page.getByRole('button', { name: 'Set password and sign in' }).click();
+  await page.getByRole('navigation', { name: 'Main' }).waitFor();
+}
+
+try {
+  // alice accepts her invitation and is signed in.
+  const alice = await newPage();
+  await alice.goto(env('SSP_ALICE_INVITE'));
+  await alice.getByLabel('New password').waitFor();
+  await audit(alice, 'invite');
+  await acceptInvite(alice, env('SSP_ALICE_INVITE'), 'correct horse battery staple');
+  step('alice accepted her invitation and is signed in');
+
+  // A container with GPU 0.
+  await alice.goto(`${base}/#/`);
+  await alice.getByLabel('Name', { exact: true }).fill('dev');
+  await alice.getByLabel('Image').selectOption({ label: 'busybox' }).catch(async () => {
+    await alice.getByLabel('Image').selectOption('busybox');
+  });
+  await alice.getByRole('checkbox', { name: /GPU 0/ }).check();
+  await alice.getByRole('button', { name: 'Create' }).click();
+  const row = alice.getByRole('row', { name: /dev/ });
+  await row.getByText(/running/i).waitFor({ timeout: 180_000 });
+  await audit(alice, 'containers');
+  step('alice created dev with GPU 0');
+
+  // The terminal, as alice, with the GPU.
+  await alice.getByRole('link', { name: 'dev', exact: true }).first().click();
+  await alice.getByRole('button', { name: 'Open a terminal' }).click();
+  await alice.locator('.xterm-rows').waitFor();
+  await type(alice, 'echo "user=$USER"; export KEEP=42; nvidia-smi -L 2>/dev/null || ls /dev/nvidia*');
+  await waitForTerminal(alice, /user=alice/, 'user=alice');
+  await waitForTerminal(alice, /\/dev\/nvidia0|GPU 0/, 'the GPU');
+  await audit(alice, 'container-terminal');
+  step('the terminal runs as alice and sees the GPU');
+
+  // A reload: the same shell, its variable still set.
+  await alice.reload();
+  const reopen = alice.getByRole('button', { name: 'Open a terminal' });
+  if (await reopen.isVisible().catch(() => false)) await reopen.click();
+  await alice.locator('.xterm-rows').waitFor();
+  await waitForTerminal(alice, /user=alice/, 'the scrollback after a reload');
+  await type(alice, 'echo "keep=$KEEP"');
+  await waitForTerminal(alice, /keep=42/, 'keep=42 (the same shell after a reload)');
+  step('after a reload the page re-attached to the same shell');
+
+  // Refusals. A cross-site POST with alice's cookie: refused.
+  const crossSite = await alice.evaluate(async (url) => {
+    const answer = await fetch(`${url}/api/v1/users/alice/tokens`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: 'no-csrf' }),
+      credentials: 'include',
+    });
+    return answer.status;
+  }, base);
+  if (crossSite !== 403) fail(`a POST without the CSRF token answered ${crossSite}`);
+  // A websocket with a ticket used twice, and one from another origin.
+  const ticket = await alice.evaluate(async (url) => {
+    const session = await (await fetch(`${url}/api/v1/session`)).json();
+    const answer = await fetch(`${url}/api/v1/containers/alice/dev/terminal`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': session.csrf_token },
+      body: JSON.stringify({ cols: 80, rows: 24 }),
+    });
+    return (await answer.json()).ticket;
+  }, base);
+  const opens = (url) =>
+    new Promise((resolve) => {
+      const socket = new WebSocket(url);
+      socket.onopen = () => {
+        socket.close();
+        resolve(true);
+      };
+      socket.onerror = () => resolve(false);
+    });
+  const wss = base.replace(/^https:/, 'wss:');
+  const first = await alice.evaluate(opens, `${wss}/api/v1/terminal?ticket=${ticket}`);
+  const second = await alice.evaluate(opens, `${wss}/api/v1/terminal?ticket=${ticket}`);
+  if (!first || second) fail(`a ticket opened ${first}, then again ${second}`);
+  const foreign = await newPage();
+  await foreign.goto('data:text/html,<title>elsewhere</title>');
+  const fresh = await alice.evaluate(async (url) => {
+    const session = await (await fetch(`${url}/api/v1/session`)).json();
+    const answer = await fetch(`${url}/api/v1/containers/alice/dev/terminal`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': session.csrf_token },
+      body: JSON.stringify({ cols: 80, rows: 24 }),
+    });
+    return (await answer.json()).ticket;
+  }, base);
+  if (await foreign.evaluate(opens, `${wss}/api/v1/terminal?ticket=${fresh}`)) {
+    fail('a page of another origin opened a terminal');
+  }
+  // bob asking for alice's terminal gets what a missing container gets.
+  const asBob = (path) =>
+    alice.evaluate(
+      async ([url, token]) => {
+        const answer = await fetch(url, {
+          method: 'POST',
+          credentials: 'omit',
+          headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ cols: 80, rows: 24 }),
+        });
+        return `${answer.status} ${(await answer.text()).replaceAll('nosuch', 'NAME').replaceAll('dev', 'NAME')}`;
+      },
+      [`${base}${path}`, bobToken],
+    );
+  const foreignContainer = await asBob('/api/v1/containers/alice/dev/terminal');
+  const missingContainer = await asBob('/api/v1/containers/alice/nosuch/terminal');
+  if (!foreignContainer.startsWith('404') || foreignContainer !== missingContainer) {
+    fail(`bob on alice's terminal: ${foreignContainer}; on a missing one: ${missingContainer}`);
+  }
+  step("refusals: cross-site POST, reused ticket, foreign origin, bob on alice's terminal");
+
+  // Snapshot, restore, delete.
+  await alice.getByLabel('Name (optional)').fill('before');
+  await alice.getByRole('button', { name: 'Take a snapshot' }).click();
+  await alice.getByRole('button', { name: 'Restore before' }).waitFor();
+  await alice.getByRole('button', { name: 'Restore before' }).click();
+  await alice.getByRole('dialog').getByRole('button', { name: /Restore/ }).click();
+  await alice.getByText(/restored/i).first().waitFor({ timeout: 180_000 });
+  step('snapshot taken and restored');
+
+  // The admin's GPU map: alice holds GPU 0 at the scripted 73 %.
+  const ada = await newPage();
+  await acceptInvite(ada, env('SSP_ADA_INVITE'), 'another long admin phrase');
+  await ada.goto(`${base}/#/gpus`);
+  const gpu0 = ada.getByRole('article', { name: /GPU 0/ });
+  await gpu0.getByText('alice').first().waitFor();
+  await gpu0.getByText('73%').waitFor();
+  await audit(ada, 'gpus');
+  for (const [route, name] of [
+    ['#/users', 'users'],
+    ['#/connect', 'connect'],
+    ['#/account', 'account'],
+  ]) {
+    await ada.goto(`${base}/${route}`);
+    await ada.getByRole('main').waitFor();
+    await ada.waitForLoadState('networkidle');
+    await audit(ada, name);
+  }
+  step('the GPU map shows alice on GPU 0 at 73%');
+
+  // A phone's width.
+  await alice.setViewportSize({ width: 390, height: 844 });
+  await alice.goto(`${base}/#/`);
+  await alice.getByRole('row', { name: /dev/ }).waitFor();
+  await audit(alice, 'containers-phone');
+
+  // Delete, confirmed.
+  await alice.getByRole('button', { name: 'Delete dev' }).click();
+  await alice.getByRole('dialog').getByRole('button', { name: /Delete/ }).click();
+  await alice.getByRole('row', { name: /dev/ }).waitFor({ state: 'detached', timeout: 180_000 });
+  step('dev deleted');
+
+  // Signed out: the page is back at sign-in.
+  await alice.goto(`${base}/#/`);
+  const signIn = await newPage();
+  await signIn.goto(`${base}/`);
+  await signIn.getByLabel('Password').waitFor();
+  await audit(signIn, 'sign-in');
+
+  if (pageErrors.length > 0) fail(`errors in the pages:\n${pageErrors.join('\n')}`);
+  console.log('portal: all checks passed');
+} finally {
+  await browser.close();
+}
