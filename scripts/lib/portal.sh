@@ -25,3 +25,15 @@ ssp_build_portal() {
   ssp_log "building the portal"
   (cd "$portal" && npm run --silent build) || ssp_die "the portal's build failed (see above)"
 }
+
+# The browser tests' npm packages (tests/browser/: playwright-core and axe-core, as its
+# package-lock.json pins them; playwright-core downloads no browser: the tests drive
+# Debian's chromium).
+ssp_prepare_browser_tests() {
+  local folder
+  folder=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../tests/browser" && pwd) || ssp_die "tests/browser/ is missing"
+  if [ ! -d "$folder/node_modules" ] || [ "$folder/package-lock.json" -nt "$folder/node_modules/.package-lock.json" ]; then
+    ssp_log "installing the browser tests' npm packages (as tests/browser/package-lock.json pins them)"
+    (cd "$folder" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund) || ssp_die "npm ci failed in $folder"
+  fi
+}

@@ -17,7 +17,8 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const require = createRequire(import.meta.url);
-const AXE = require.resolve('axe-core/axe.min.js');
+// Injected through the DevTools protocol, which the page's CSP (no inline scripts) does not govern.
+const AXE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 
 function env(name) {
   const value = process.env[name];
@@ -62,7 +63,7 @@ async function newPage() {
 
 /** axe-core on the page as it is: no serious or critical violation; then a screenshot. */
 async function audit(page, name) {
-  await page.addScriptTag({ path: AXE });
+  await page.evaluate(AXE);
   const result = await page.evaluate(() => globalThis.axe.run(document, { resultTypes: ['violations'] }));
   const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
   if (bad.length > 0) {
@@ -75,7 +76,10 @@ async function audit(page, name) {
 
 /** The text the terminal shows (xterm's rows). */
 async function terminalText(page) {
-  return page.locator('.xterm-rows').innerText();
+  const rows = page.locator('.xterm-rows');
+  const count = await rows.count();
+  if (count !== 1) return `(${count} terminals on the page)`;
+  return rows.innerText();
 }
 
 async function waitForTerminal(page, pattern, what) {
@@ -86,7 +90,9 @@ async function waitForTerminal(page, pattern, what) {
     if (pattern.test(seen)) return seen;
     await page.waitForTimeout(250);
   }
-  fail(`the terminal never showed ${what}; it shows:\n${seen}`);
+  await page.screenshot({ path: join(shots, 'failure.png'), fullPage: true }).catch(() => {});
+  const status = await page.locator('.terminal-bar [role=status]').first().innerText().catch(() => '?');
+  fail(`the terminal never showed ${what} (status: ${status}); it shows:\n${seen}`);
 }
 
 async function type(page, line) {
@@ -114,6 +120,7 @@ try {
 
   // A container with GPU 0.
   await alice.goto(`${base}/#/`);
+  await alice.getByRole('button', { name: 'New container' }).click();
   await alice.getByLabel('Name', { exact: true }).fill('dev');
   await alice.getByLabel('Image').selectOption({ label: 'busybox' }).catch(async () => {
     await alice.getByLabel('Image').selectOption('busybox');
@@ -140,9 +147,9 @@ try {
   const reopen = alice.getByRole('button', { name: 'Open a terminal' });
   if (await reopen.isVisible().catch(() => false)) await reopen.click();
   await alice.locator('.xterm-rows').waitFor();
-  await waitForTerminal(alice, /user=alice/, 'the scrollback after a reload');
   await type(alice, 'echo "keep=$KEEP"');
   await waitForTerminal(alice, /keep=42/, 'keep=42 (the same shell after a reload)');
+  await waitForTerminal(alice, /user=alice/, 'the scrollback after a reload');
   step('after a reload the page re-attached to the same shell');
 
   // Refusals. A cross-site POST with alice's cookie: refused.
