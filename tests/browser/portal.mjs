@@ -147,9 +147,11 @@ try {
   const reopen = alice.getByRole('button', { name: 'Open a terminal' });
   if (await reopen.isVisible().catch(() => false)) await reopen.click();
   await alice.locator('.xterm-rows').waitFor();
+  // xterm paints only while it is on screen: the reloaded page starts at its top.
+  await alice.locator('.xterm-rows').scrollIntoViewIfNeeded();
+  await waitForTerminal(alice, /user=alice/, 'the scrollback after a reload');
   await type(alice, 'echo "keep=$KEEP"');
   await waitForTerminal(alice, /keep=42/, 'keep=42 (the same shell after a reload)');
-  await waitForTerminal(alice, /user=alice/, 'the scrollback after a reload');
   step('after a reload the page re-attached to the same shell');
 
   // Refusals. A cross-site POST with alice's cookie: refused.

@@ -158,6 +158,27 @@ pub fn parse_client_text(text: &str) -> Result<TerminalClientMessage, String> {
     }
 }
 
+/// Terminal queries a program asked when it wrote them (cursor position, status, device
+/// attributes): replayed, the new page's terminal would answer them again, and the shell
+/// would read the stale answers as typed input (busybox's line editor asks at every prompt).
+const QUERIES: [&[u8]; 5] = [b"\x1b[6n", b"\x1b[5n", b"\x1b[c", b"\x1b[0c", b"\x1b[>c"];
+
+/// `output` without [`QUERIES`].
+fn without_queries(output: &[u8]) -> Vec<u8> {
+    let mut kept = Vec::with_capacity(output.len());
+    let mut at = 0;
+    while at < output.len() {
+        match QUERIES.iter().find(|query| output[at..].starts_with(query)) {
+            Some(query) => at += query.len(),
+            None => {
+                kept.push(output[at]);
+                at += 1;
+            }
+        }
+    }
+    kept
+}
+
 /// The last `capacity` bytes of a session's output.
 #[derive(Debug, Clone)]
 pub struct Scrollback {
@@ -201,7 +222,7 @@ impl Scrollback {
                 all.drain(..=end);
             }
         }
-        Bytes::from(all)
+        Bytes::from(without_queries(&all))
     }
 
     /// Bytes kept.
@@ -1057,6 +1078,16 @@ mod tests {
         ] {
             assert!(parse_client_text(refused).is_err(), "{refused} was accepted");
         }
+    }
+
+    #[test]
+    fn replayed_output_asks_the_terminal_nothing() {
+        let output = b"dev:~$ \x1b[6necho hi\r\nhi\r\n\x1b[cdev:~$ \x1b[6n";
+        assert_eq!(without_queries(output), b"dev:~$ echo hi\r\nhi\r\ndev:~$ ".to_vec());
+        assert_eq!(without_queries(b"\x1b[6"), b"\x1b[6".to_vec(), "a cut sequence stays");
+        let mut scrollback = Scrollback::new(64);
+        scrollback.push(b"a\x1b[6nb");
+        assert_eq!(&scrollback.snapshot()[..], b"ab");
     }
 
     #[test]
