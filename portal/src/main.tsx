@@ -10,12 +10,14 @@ import { api, ApiError, setCsrfToken, setUnauthorizedHandler } from './api';
 import { ErrorBox, Loading, PageTitle } from './components';
 import { href, navigate, useHashRoute } from './hooks';
 import { AccountPage } from './pages/Account';
+import { AuditPage } from './pages/Audit';
 import { ConnectPage } from './pages/Connect';
 import { ContainerPage } from './pages/Container';
 import { ContainersPage } from './pages/Containers';
 import { GpusPage } from './pages/Gpus';
 import { InvitePage } from './pages/Invite';
 import { SignInPage } from './pages/SignIn';
+import { SystemPage } from './pages/System';
 import { UsersPage } from './pages/Users';
 import { SessionCtx } from './session';
 import type { Session } from './types';
@@ -127,6 +129,8 @@ const links: { parts: string[]; label: string; admin?: boolean }[] = [
   { parts: ['connect'], label: 'Connect' },
   { parts: ['account'], label: 'Keys & tokens' },
   { parts: ['users'], label: 'Users', admin: true },
+  { parts: ['audit'], label: 'Audit log', admin: true },
+  { parts: ['system'], label: 'System', admin: true },
 ];
 
 function Nav({ route, admin }: { route: string[]; admin: boolean }) {
@@ -164,6 +168,12 @@ function SignedIn({ route, session }: { route: string[]; session: Session }) {
       return <AccountPage />;
     case 'users':
       if (session.role === 'admin') return <UsersPage />;
+      break;
+    case 'audit':
+      if (session.role === 'admin') return <AuditPage />;
+      break;
+    case 'system':
+      if (session.role === 'admin') return <SystemPage />;
       break;
     default:
       break;

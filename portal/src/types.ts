@@ -231,3 +231,35 @@ export interface TerminalTicket {
   session: string;
   expires_in_secs: number;
 }
+
+/** One journal entry (`GET /api/v1/audit`). */
+export interface AuditEntry {
+  at: number;
+  actor?: string;
+  action: string;
+  object: string;
+  detail?: string;
+}
+
+/** One SSH gateway channel (`GET /api/v1/gateway/sessions`). */
+export interface GatewaySession {
+  user: string;
+  container: string;
+  kind: string;
+  source: string;
+  path?: string;
+  started_at: number;
+  ended_at?: number | null;
+  bytes_in: number;
+  bytes_out: number;
+  exit_code?: number | null;
+}
+
+/** `GET /api/v1/health` (admin): each part carries `error` when it could not be read. */
+export interface Health {
+  lxd: { reachable: boolean; version?: string; error?: string };
+  pool: { name: string; used?: number; total?: number; error?: string };
+  memory: { total?: number; available?: number; error?: string };
+  gpus: { source: string; count: number; unhealthy: number; sampled_at?: number; failed_probes: number };
+  reconciler: { problems: number };
+}

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 
 import { bytes, parseSize, span } from '../src/format';
 import { href, parseRoute } from '../src/hooks';
+import { auditQuery } from '../src/pages/Audit';
 import { freeGpus, leaseEnds } from '../src/pages/Containers';
 import { knownHostsLines, listenPort, renderSshConfig } from '../src/sshConfig';
 import type { Gpu } from '../src/types';
@@ -90,4 +91,12 @@ test('free GPUs are the unheld (or shared) ones not reserved for someone else', 
   );
   assert.equal(leaseEnds(gpus).get('bob/train/1'), 99);
   assert.equal(leaseEnds(gpus).get('alice/dev/0'), undefined);
+});
+
+test('the audit query leaves out empty filters and escapes the rest', () => {
+  assert.equal(auditQuery({ actor: '', action: '', object: '' }), 'limit=200');
+  assert.equal(
+    auditQuery({ actor: ' alice ', action: 'session.', object: 'alice/dev&x' }, 50),
+    'actor=alice&action=session.&object=alice%2Fdev%26x&limit=50',
+  );
 });

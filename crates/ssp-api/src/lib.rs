@@ -18,9 +18,12 @@ pub use gpu::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod audit;
 pub mod images;
 pub mod storage;
 pub mod terminal;
+
+pub use audit::{AuditEntry, GpusHealth, Health, LxdHealth, MemoryHealth, PoolHealth, ReconcilerHealth};
 
 pub use images::{ContainerCopy, ImagePublish, ImportQuery};
 

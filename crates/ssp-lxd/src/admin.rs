@@ -7,7 +7,9 @@ use reqwest::Method;
 use crate::client::{seg, Body, Client, Tagged};
 use crate::error::Result;
 use crate::operation::Operation;
-use crate::wire::{Network, OperationState, Profile, Resources, Server, StoragePool, StorageVolume};
+use crate::wire::{
+    Network, OperationState, Profile, Resources, Server, StoragePool, StoragePoolResources, StorageVolume,
+};
 
 impl Client {
     /// What the daemon is (`GET /1.0`): version, API extensions, environment.
@@ -68,6 +70,11 @@ impl Client {
     /// One storage pool.
     pub async fn storage_pool(&self, name: &str) -> Result<StoragePool> {
         self.get(&format!("/1.0/storage-pools/{}", seg(name)?)).await
+    }
+
+    /// How full a storage pool is (space and inodes, used and total).
+    pub async fn storage_pool_resources(&self, name: &str) -> Result<StoragePoolResources> {
+        self.get(&format!("/1.0/storage-pools/{}/resources", seg(name)?)).await
     }
 
     /// Creates a storage pool (for `btrfs` with only `size`, LXD makes a loop file).

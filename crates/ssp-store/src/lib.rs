@@ -36,7 +36,7 @@ pub use gateway::GatewaySession;
 pub use gpus::{Gpu, GpuHours, GpuRecord, Lease};
 pub use homes::{Home, HomePhase};
 pub use images::{ImageRow, NewImage};
-pub use journal::JournalEntry;
+pub use journal::{JournalEntry, JournalFilter};
 pub use keys::SshKey;
 pub use shares::{NewShare, Share};
 pub use snapshots::{Schedule, SnapshotRow};

@@ -142,9 +142,13 @@ async fn scenario(platform: &Platform) -> Result<()> {
         (vec![csrf_header.clone(), "Sec-Fetch-Site: same-site".to_string()], 403, "a same-site request"),
         (vec![same_origin.clone(), csrf_header.clone()], 201, "the right token"),
     ];
+    let mut bearer = String::new();
     for (headers, expected, what) in cases {
         let reply = browser.call("POST", token_path, &headers, Some(new_token.clone())).await?;
         ensure!(reply.status == expected, "{what}: {} {}", reply.status, reply.body);
+        if let Some(token) = reply.json()["token"].as_str() {
+            bearer = token.to_string();
+        }
     }
 
     // Sign-out ends the session on the server: the old cookie, replayed, opens nothing.
@@ -190,6 +194,21 @@ async fn scenario(platform: &Platform) -> Result<()> {
     ensure!(right.headers.starts_with("HTTP/2"), "not HTTP/2: {}", right.headers);
     let listed = browser.call("GET", "/api/v1/containers", &[], None).await?;
     ensure!(listed.status == 200, "{} {}", listed.status, listed.body);
+
+    // The admin reads the sign-ins in the audit log and the system's health; alice may not.
+    let audit = platform.request("GET", "/api/v1/audit?action=session.&object=alice", None, None).await?;
+    ensure!(audit.status == 200, "audit: {} {}", audit.status, audit.body);
+    let rows = audit.json();
+    let actions: Vec<&str> = rows.as_array().into_iter().flatten().filter_map(|r| r["action"].as_str()).collect();
+    ensure!(actions.contains(&"session.sign_in"), "no sign-in in the audit log: {}", audit.body);
+    ensure!(actions.iter().all(|a| a.starts_with("session.")), "the action filter let through: {actions:?}");
+    for path in ["/api/v1/audit", "/api/v1/health"] {
+        let refused = platform.request("GET", path, Some(&bearer), None).await?;
+        ensure!(refused.status == 403, "alice's token on {path}: {} {}", refused.status, refused.body);
+    }
+    let health = platform.request("GET", "/api/v1/health", None, None).await?;
+    ensure!(health.status == 200, "health: {} {}", health.status, health.body);
+    ensure!(health.json()["lxd"]["reachable"] == true, "LXD not reachable: {}", health.body);
 
     // A disabled user's session ends at once.
     ok(root(platform, &["user", "disable", "alice"]).await?, "disable")?;

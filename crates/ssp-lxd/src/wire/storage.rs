@@ -45,3 +45,36 @@ pub struct StorageVolume {
     #[serde(deserialize_with = "super::nullable")]
     pub used_by: Vec<String>,
 }
+
+/// `GET /1.0/storage-pools/{name}/resources`: how full a pool is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StoragePoolResources {
+    /// Bytes.
+    pub space: ResourceUsage,
+    /// Inodes (0 where the driver does not count them).
+    pub inodes: ResourceUsage,
+}
+
+/// Used and total, in the unit of the field that holds it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ResourceUsage {
+    /// In use.
+    pub used: u64,
+    /// All there is (0 where unknown).
+    pub total: u64,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    #[test]
+    fn pool_resources_read_lxds_answer() {
+        let json = r#"{"space":{"used":1024,"total":4096},"inodes":{"used":5,"total":0}}"#;
+        let r: super::StoragePoolResources = serde_json::from_str(json).unwrap();
+        assert_eq!((r.space.used, r.space.total, r.inodes.used), (1024, 4096, 5));
+        let partial: super::StoragePoolResources = serde_json::from_str(r#"{"space":{"used":7}}"#).unwrap();
+        assert_eq!((partial.space.used, partial.space.total), (7, 0));
+    }
+}

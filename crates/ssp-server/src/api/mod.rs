@@ -1,6 +1,7 @@
 //! The HTTP API: the route table (with each route's handler, whose first lines state who may
 //! call it) and the OpenAPI document generated from the handlers and wire types.
 
+pub mod audit;
 pub mod backups;
 pub mod clones;
 pub mod containers;
@@ -24,6 +25,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use self::audit::AuditDoc;
 use self::clones::ClonesDoc;
 use self::gateway::GatewayDoc;
 use self::storage::StorageDoc;
@@ -45,7 +47,7 @@ use crate::AppState;
         session::sign_in, session::show, session::sign_out, session::invite, session::show_invite,
         session::accept_invite,
     ),
-    modifiers(&BearerAuth, &StorageDoc, &ClonesDoc, &GatewayDoc, &TerminalDoc),
+    modifiers(&BearerAuth, &StorageDoc, &ClonesDoc, &GatewayDoc, &TerminalDoc, &AuditDoc),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -100,7 +102,8 @@ pub fn router(state: AppState) -> Router {
         .merge(storage::routes())
         .merge(clones::routes())
         .merge(gateway::routes())
-        .merge(terminal::routes());
+        .merge(terminal::routes())
+        .merge(audit::routes());
     site(v1).with_state(state)
 }
 

@@ -169,6 +169,18 @@ impl ReconcilerHandle {
         self.gpu_health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(uid).cloned()
     }
 
+    /// How many containers have a problem (a failed step, or one that needs a person).
+    pub fn problems(&self) -> usize {
+        let conditions = self.conditions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        conditions.values().filter(|c| matches!(c, Condition::Failed(_) | Condition::Stuck(_))).count()
+    }
+
+    /// How many containers' last GPU health probe failed.
+    pub fn failed_gpu_probes(&self) -> usize {
+        let health = self.gpu_health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        health.values().filter(|h| h.as_str() != "healthy").count()
+    }
+
     pub(super) fn set_gpu_health(&self, uid: &str, health: Option<String>) {
         let mut map = self.gpu_health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match health {
