@@ -229,7 +229,11 @@ try {
   await alice.getByRole('button', { name: 'Restore before' }).waitFor();
   await alice.getByRole('button', { name: 'Restore before' }).click();
   await alice.getByRole('dialog').getByRole('button', { name: /Restore/ }).click();
-  await alice.getByText(/restored/i).first().waitFor({ timeout: 180_000 });
+  // "Restored to before." — or the API's refusal, which is then the failure.
+  const restored = alice.getByText(/restored to/i).first();
+  const refused = alice.locator('section[aria-labelledby="snapshots-title"] [role=alert]').first();
+  await Promise.race([restored.waitFor({ timeout: 300_000 }), refused.waitFor({ timeout: 300_000 })]);
+  if (await refused.isVisible()) fail(`the restore was refused: ${await refused.innerText()}`);
   step('snapshot taken and restored');
 
   // The admin's GPU map: alice holds GPU 0 at the scripted 73 %.
@@ -244,6 +248,8 @@ try {
     ['#/users', 'users'],
     ['#/connect', 'connect'],
     ['#/account', 'account'],
+    ['#/audit', 'audit'],
+    ['#/system', 'system'],
   ]) {
     await ada.goto(`${base}/${route}`);
     await ada.getByRole('main').waitFor();
