@@ -64,3 +64,21 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Creates a container and waits until its owner's account answers through `ssp exec`.
+pub async fn create_answering(platform: &Platform, config: &Path, name: &str) -> Result<()> {
+    let created = cli(platform, config, &["container", "create", name]).await?;
+    if !created.status.success() {
+        // The CLI gives up waiting when LXD is slow (seen when other suites load it); the
+        // create itself was recorded if the container is listed, and is waited for below.
+        let listed = ok(cli(platform, config, &["--json", "container", "list"]).await?, "container list")?;
+        let listed: serde_json::Value = serde_json::from_str(&listed)?;
+        let known = listed.as_array().is_some_and(|all| all.iter().any(|c| c["name"] == name));
+        ensure!(known, "create {name} failed: {created:?}");
+    }
+    eventually(&format!("{name} answers as its owner"), EXEC_PATIENCE, || async {
+        let out = cli(platform, config, &["exec", name, "--", "id", "-u"]).await?;
+        Ok(out.status.success() && text(&out.stdout).trim() == "1000")
+    })
+    .await
+}

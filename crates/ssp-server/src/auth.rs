@@ -141,7 +141,7 @@ pub async fn cookie_session(
         return Ok(None);
     };
     let portal = &state.settings.raw.portal;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = crate::storage::snapshots::now();
     let (created_after, seen_after) =
         crate::web::session_window(now, portal.session_max_secs, portal.session_idle_secs);
     let key = secret.clone();

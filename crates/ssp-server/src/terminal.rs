@@ -46,8 +46,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use ssp_api::TerminalClientMessage;
@@ -449,9 +447,7 @@ fn hash(ticket: &str) -> [u8; 32] {
 }
 
 fn random(bytes: usize) -> Result<String, ApiError> {
-    let mut buffer = vec![0u8; bytes];
-    getrandom::fill(&mut buffer).map_err(|e| ApiError::Internal(format!("no randomness: {e}")))?;
-    Ok(URL_SAFE_NO_PAD.encode(buffer))
+    crate::web::random_text(bytes).map_err(ApiError::Internal)
 }
 
 impl Terminals {
@@ -992,6 +988,8 @@ pub fn runnable(row: &Container) -> Result<(), ApiError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     #[test]
     fn only_this_sites_own_origin_passes() {

@@ -97,10 +97,15 @@ pub fn session_window(now: i64, max_secs: u64, idle_secs: u64) -> (i64, i64) {
 
 /// A new random secret: 32 bytes, base64url without padding.
 pub fn secret() -> Result<String, String> {
+    random_text(32)
+}
+
+/// `bytes` random bytes as base64url without padding (secrets, tickets, session ids).
+pub fn random_text(bytes: usize) -> Result<String, String> {
     use base64::Engine;
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buffer))
 }
 
 /// Failures forgotten after this long without another.

@@ -47,18 +47,7 @@ impl Store {
 
     /// The newest `limit` journal entries, newest first.
     pub fn journal(&self, limit: u32) -> Result<Vec<JournalEntry>> {
-        let mut stmt =
-            self.conn.prepare("SELECT at, actor, action, object, detail FROM journal ORDER BY id DESC LIMIT ?1")?;
-        let rows = stmt.query_map([limit], |r| {
-            Ok(JournalEntry {
-                at: r.get(0)?,
-                actor: r.get(1)?,
-                action: r.get(2)?,
-                object: r.get(3)?,
-                detail: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.journal_where(&JournalFilter { limit, ..JournalFilter::default() })
     }
 
     /// Journal entries that pass `filter`, newest first, at most `filter.limit`.

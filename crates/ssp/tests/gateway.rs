@@ -10,7 +10,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use ssp_testkit::e2e::{cli, eventually, ok, text, EXEC_PATIENCE};
+use ssp_testkit::e2e::{cli, create_answering, eventually, ok, text, EXEC_PATIENCE};
 use ssp_testkit::{Platform, PrivateLxd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -136,24 +136,6 @@ fn random_file(path: &Path, megabytes: usize) -> Result<()> {
     Ok(())
 }
 
-/// Creates a container and waits until its owner's account answers through `ssp exec`.
-async fn container(platform: &Platform, config: &Path, name: &str) -> Result<()> {
-    let created = cli(platform, config, &["container", "create", name]).await?;
-    if !created.status.success() {
-        // The CLI gives up waiting when LXD is slow (seen when other suites load it); the
-        // create itself was recorded if the container is listed, and is waited for below.
-        let listed = ok(cli(platform, config, &["--json", "container", "list"]).await?, "container list")?;
-        let listed: serde_json::Value = serde_json::from_str(&listed)?;
-        let known = listed.as_array().is_some_and(|all| all.iter().any(|c| c["name"] == name));
-        ensure!(known, "create {name} failed: {created:?}");
-    }
-    eventually(&format!("{name} answers as its owner"), EXEC_PATIENCE, || async {
-        let out = cli(platform, config, &["exec", name, "--", "id", "-u"]).await?;
-        Ok(out.status.success() && text(&out.stdout).trim() == "1000")
-    })
-    .await
-}
-
 /// The refusal text of a failed command, with the names that differ replaced.
 fn refusal(output: &Output, names: &[&str]) -> String {
     let mut message = text(&output.stderr);
@@ -185,9 +167,9 @@ async fn scenario(platform: &Platform, lxd: &PrivateLxd) -> Result<()> {
     let bob = platform.user("bob", &["--key", &pub_of(&bob_key)])?;
     let client = Client::new(platform, dir)?;
 
-    container(platform, &alice, "dev").await?;
-    container(platform, &alice, "web").await?;
-    container(platform, &bob, "dev").await?;
+    create_answering(platform, &alice, "dev").await?;
+    create_answering(platform, &alice, "web").await?;
+    create_answering(platform, &bob, "dev").await?;
 
     // A command with its exit status, as alice in her container `dev`. The first exec may
     // meet LXD 5.0.2's stalls after start: keep trying.
@@ -789,7 +771,7 @@ async fn python_scenario(platform: &Platform) -> Result<()> {
     let alice_key = keygen(dir, "alice")?;
     let alice = platform.user("alice", &["--key", &format!("{}.pub", alice_key.display())])?;
     let client = Client::new(platform, dir)?;
-    container(platform, &alice, "dev").await?;
+    create_answering(platform, &alice, "dev").await?;
 
     let info: serde_json::Value = serde_json::from_str(&ok(platform.root_cli(&["--json", "info"])?, "info")?)?;
     let host_key = info["gateway"]["host_key"].as_str().context("host key")?.to_string();
@@ -874,7 +856,7 @@ async fn missing_commands(platform: &Platform) -> Result<()> {
     let key = keygen(scratch.path(), "carol")?;
     let carol = platform.user("carol", &["--key", &format!("{}.pub", key.display())])?;
     let client = Client::new(platform, scratch.path())?;
-    container(platform, &carol, "dev").await?;
+    create_answering(platform, &carol, "dev").await?;
     // The first exec may meet LXD 5.0.2's stalls after start: keep trying.
     let deadline = std::time::Instant::now() + EXEC_PATIENCE;
     while client.ssh(&key, "carol+dev", &[], &["true"], b"").await?.status.code() != Some(0) {
@@ -965,7 +947,7 @@ async fn confinement_scenario(platform: &Platform, lxd: &PrivateLxd, session_pat
     let client = Client::new(platform, dir)?;
     let created = cli(platform, &dana, &["container", "create", "dev", "--memory", "256MiB"]).await?;
     ensure!(created.status.success(), "create dana/dev: {created:?}");
-    container(platform, &erin, "dev").await?;
+    create_answering(platform, &erin, "dev").await?;
     let deadline = std::time::Instant::now() + EXEC_PATIENCE;
     while client.ssh(&dana_key, "dana+dev", &[], &["true"], b"").await?.status.code() != Some(0) {
         ensure!(std::time::Instant::now() < deadline, "no command through the gateway");

@@ -10,7 +10,7 @@
 //! and stopping the container ends the session. All of it twice: with shells started
 //! through LXD's own `forkexec` (`session_path = "auto"`) and through LXD's exec websocket.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use ssp_testkit::e2e::{cli, eventually, ok, root, text, EXEC_PATIENCE};
+use ssp_testkit::e2e::{cli, create_answering, ok, root, text, EXEC_PATIENCE};
 use ssp_testkit::{Platform, PrivateLxd};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -215,24 +215,6 @@ async fn next_event(socket: &mut Socket) -> Result<Message> {
     }
 }
 
-/// Creates a container and waits until its owner's account answers through `ssp exec`.
-async fn container(platform: &Platform, config: &Path, name: &str) -> Result<()> {
-    let created = cli(platform, config, &["container", "create", name]).await?;
-    if !created.status.success() {
-        // The CLI gives up waiting when LXD is slow; the create itself was recorded if the
-        // container is listed, and is waited for below.
-        let listed = ok(cli(platform, config, &["--json", "container", "list"]).await?, "container list")?;
-        let listed: serde_json::Value = serde_json::from_str(&listed)?;
-        let known = listed.as_array().is_some_and(|all| all.iter().any(|c| c["name"] == name));
-        ensure!(known, "create {name} failed: {created:?}");
-    }
-    eventually(&format!("{name} answers as its owner"), EXEC_PATIENCE, || async {
-        let out = cli(platform, config, &["exec", name, "--", "id", "-u"]).await?;
-        Ok(out.status.success() && text(&out.stdout).trim() == "1000")
-    })
-    .await
-}
-
 /// The scenario on a fresh platform whose shells start the way `session_path` says.
 async fn with_platform(lxd: &'static PrivateLxd, session_path: &str) -> Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -267,7 +249,7 @@ async fn scenario(platform: &Platform) -> Result<()> {
     platform.user("bob", &[])?;
     let (alice_token, bob_token) = (platform.token("alice")?, platform.token("bob")?);
     let web = Web::new(platform)?;
-    container(platform, &alice, "dev").await?;
+    create_answering(platform, &alice, "dev").await?;
 
     // A shell as alice, in her home, with the page's own Origin.
     let (ticket, session) = web.fresh_ticket(&alice_token, "alice/dev", None).await?;

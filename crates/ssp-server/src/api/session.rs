@@ -15,6 +15,7 @@ use ssp_core::sshkey::PublicKey;
 
 use crate::auth::{Caller, Transport};
 use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::storage::snapshots::now;
 use crate::{web, AppState, PeerAddr};
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -35,10 +36,6 @@ fn over_https(transport: Option<Extension<Transport>>) -> ApiResult<()> {
         Some(Extension(Transport::Tls)) => Ok(()),
         _ => Err(ApiError::BadRequest("portal sessions are made over HTTPS only (the cookie is Secure)".into())),
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// An argon2id hash of no one's password: an unknown name costs a sign-in the same time as
