@@ -4,7 +4,7 @@
 import { useState } from 'preact/hooks';
 
 import { api, ApiError, path } from '../api';
-import { ErrorBox, Loading, Notice, PageTitle } from '../components';
+import { ErrorBox, Field, Loading, Notice, PageTitle } from '../components';
 import { dateTime, timeLeft } from '../format';
 import { navigate, usePoll } from '../hooks';
 import type { InviteInfo, Session } from '../types';
@@ -86,8 +86,7 @@ export function InvitePage({ token, onSignedIn }: { token: string; onSignedIn: (
             At least {MIN_PASSWORD} characters. A long phrase is easier to remember and harder to guess.
           </small>
         </div>
-        <div class="field">
-          <label for="invite-again">The same password again</label>
+        <Field id="invite-again" label="The same password again">
           <input
             id="invite-again"
             type="password"
@@ -96,7 +95,7 @@ export function InvitePage({ token, onSignedIn }: { token: string; onSignedIn: (
             value={again}
             onInput={(e) => setAgain(e.currentTarget.value)}
           />
-        </div>
+        </Field>
         <div class="field">
           <label for="invite-key">SSH public key (optional)</label>
           <textarea

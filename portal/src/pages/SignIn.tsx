@@ -4,7 +4,7 @@
 import { useEffect, useState } from 'preact/hooks';
 
 import { api, ApiError } from '../api';
-import { ErrorBox, Notice, PageTitle } from '../components';
+import { ErrorBox, Field, Notice, PageTitle } from '../components';
 import type { Session } from '../types';
 
 export function SignInPage({ note, onSignedIn }: { note?: string | undefined; onSignedIn: (session: Session) => void }) {
@@ -54,8 +54,7 @@ export function SignInPage({ note, onSignedIn }: { note?: string | undefined; on
       <PageTitle title="Sign in">Sign in to ssp</PageTitle>
       {note ? <Notice>{note}</Notice> : null}
       <form onSubmit={submit} class="stack" aria-describedby="signin-help">
-        <div class="field">
-          <label for="signin-name">Name</label>
+        <Field id="signin-name" label="Name">
           <input
             id="signin-name"
             name="username"
@@ -66,9 +65,8 @@ export function SignInPage({ note, onSignedIn }: { note?: string | undefined; on
             value={name}
             onInput={(e) => setName(e.currentTarget.value)}
           />
-        </div>
-        <div class="field">
-          <label for="signin-password">Password</label>
+        </Field>
+        <Field id="signin-password" label="Password">
           <input
             id="signin-password"
             name="password"
@@ -78,7 +76,7 @@ export function SignInPage({ note, onSignedIn }: { note?: string | undefined; on
             value={password}
             onInput={(e) => setPassword(e.currentTarget.value)}
           />
-        </div>
+        </Field>
         <ErrorBox error={error} />
         <div class="actions">
           <button type="submit" class="primary" disabled={busy || waitSecs > 0}>
