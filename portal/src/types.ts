@@ -190,6 +190,21 @@ export interface GpuList {
   gpus: Gpu[];
 }
 
+/** `GET /api/v1/gpus/history`: the last hour per GPU, in buckets (gaps left out). */
+export interface GpuHistory {
+  until: number;
+  window_secs: number;
+  bucket_secs: number;
+  gpus: { index: number; buckets: GpuHistoryBucket[] }[];
+}
+
+export interface GpuHistoryBucket {
+  start: number;
+  utilization_avg: number;
+  utilization_max: number;
+  memory_used_max: number;
+}
+
 export interface ContainerGpuUsage {
   container: string;
   gpus: number[];

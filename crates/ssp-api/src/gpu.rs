@@ -157,3 +157,39 @@ pub struct GpuUsage {
     /// By user.
     pub users: Vec<UserGpuUsage>,
 }
+
+/// `GET /api/v1/gpus/history`: each GPU's telemetry over the last hour, summed up per bucket
+/// (kept in the daemon's memory: it starts empty after a restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GpuHistory {
+    /// Until when, Unix seconds.
+    pub until: i64,
+    /// How far back it reaches, seconds.
+    pub window_secs: i64,
+    /// Each bucket's length, seconds.
+    pub bucket_secs: i64,
+    /// Per GPU, by index; a GPU without samples in the window is left out.
+    pub gpus: Vec<GpuHistorySeries>,
+}
+
+/// One GPU's buckets, oldest first; a bucket without samples is left out (a gap, not idle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GpuHistorySeries {
+    /// Host index.
+    pub index: u32,
+    /// The buckets.
+    pub buckets: Vec<GpuHistoryBucket>,
+}
+
+/// The samples of one GPU taken in `[start, start + bucket_secs)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GpuHistoryBucket {
+    /// Start, Unix seconds.
+    pub start: i64,
+    /// Mean utilization, percent.
+    pub utilization_avg: u32,
+    /// Highest utilization sampled, percent.
+    pub utilization_max: u32,
+    /// Most memory in use in any sample, bytes.
+    pub memory_used_max: u64,
+}

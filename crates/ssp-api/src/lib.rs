@@ -11,8 +11,8 @@ mod gpu;
 use std::collections::BTreeMap;
 
 pub use gpu::{
-    ContainerGpuUsage, Gpu, GpuAllowlist, GpuAsk, GpuGrant, GpuHolder, GpuList, GpuProcess, GpuUpdate, GpuUsage,
-    UserGpuUsage,
+    ContainerGpuUsage, Gpu, GpuAllowlist, GpuAsk, GpuGrant, GpuHistory, GpuHistoryBucket, GpuHistorySeries, GpuHolder,
+    GpuList, GpuProcess, GpuUpdate, GpuUsage, UserGpuUsage,
 };
 
 use serde::{Deserialize, Serialize};

@@ -15,6 +15,7 @@ pub mod config;
 pub mod convert;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod gpu;
 pub mod guest;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub web: web::Web,
     /// The web terminal's tickets and sessions.
     pub terminals: terminal::Terminals,
+    /// What changed, for the portal's live streams.
+    pub events: events::Events,
 }
 
 /// The peer address of an HTTPS request (put on each request by the TLS listener).
@@ -235,6 +238,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         gateway: gateway_info.clone(),
         web: web::Web::default(),
         terminals: terminals.clone(),
+        events: events::Events::default(),
     };
     let web_state = state.web.clone();
     let cleanup = api::images::remove_unrecorded(&state.db, &state.lxd, &platform_for_storage);

@@ -84,6 +84,25 @@ impl Store {
         Ok(Some(WebSession { id, user, csrf_token, created_at }))
     }
 
+    /// Whether the session of cookie `secret` is still good (within its timeouts, its user
+    /// enabled), without counting this as activity: what a long-lived stream checks now and
+    /// then, so that an open tab alone does not keep a session from timing out.
+    pub fn web_session_alive(&self, secret: &str, created_after: i64, seen_after: i64) -> Result<bool> {
+        let digest = hash(secret);
+        let found: Option<(i64, i64, i64)> = self
+            .conn
+            .query_row(
+                "SELECT s.created_at, s.last_seen_at, u.disabled FROM web_sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE s.secret_hash = ?1",
+                [&digest],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(found.is_some_and(|(created_at, last_seen_at, disabled)| {
+            created_at > created_after && last_seen_at > seen_after && disabled == 0
+        }))
+    }
+
     /// Ends the session of cookie `secret` (sign-out); whether there was one.
     pub fn close_web_session(&mut self, secret: &str) -> Result<bool> {
         let digest = hash(secret);
@@ -213,6 +232,25 @@ mod tests {
         for action in ["session.sign_in", "session.sign_out", "session.sign_in_failed"] {
             assert!(actions.iter().any(|a| a == action), "{action} in {actions:?}");
         }
+    }
+
+    #[test]
+    fn a_stream_checks_its_session_without_keeping_it_alive() {
+        let mut store = Store::open_in_memory().unwrap();
+        crate::users::tests::alice(&mut store);
+        store.open_web_session("alice", "secret-1", "csrf-1", "127.0.0.1").unwrap();
+        assert!(store.web_session_alive("secret-1", 0, 0).unwrap());
+        assert!(!store.web_session_alive("secret-2", 0, 0).unwrap(), "another secret");
+        assert!(!store.web_session_alive("secret-1", 0, i64::MAX - 1).unwrap(), "idle too long");
+        assert!(!store.web_session_alive("secret-1", i64::MAX - 1, 0).unwrap(), "too old");
+        let seen = |store: &Store| -> i64 {
+            store.conn.query_row("SELECT last_seen_at FROM web_sessions", [], |r| r.get(0)).unwrap()
+        };
+        store.conn.execute("UPDATE web_sessions SET last_seen_at = 5", []).unwrap();
+        assert!(store.web_session_alive("secret-1", 0, 0).unwrap());
+        assert_eq!(seen(&store), 5, "a check is not activity");
+        assert!(store.close_web_session("secret-1").unwrap());
+        assert!(!store.web_session_alive("secret-1", 0, 0).unwrap(), "signed out");
     }
 
     #[test]

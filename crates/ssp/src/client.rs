@@ -480,6 +480,11 @@ impl Client {
         self.get(&path(&["gpus", "usage"])).await
     }
 
+    /// `GET /gpus/history`: the last hour per GPU, a bucket a minute.
+    pub async fn gpu_history(&self) -> Result<api::GpuHistory, ApiError> {
+        self.get(&path(&["gpus", "history"])).await
+    }
+
     /// `POST /containers/{owner}/{name}/gpus`.
     /// With `wait`, the answer comes once the container has them.
     pub async fn attach_gpus(

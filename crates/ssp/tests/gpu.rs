@@ -190,6 +190,7 @@ async fn scenario(platform: &Platform, lxd: &'static PrivateLxd) -> Result<()> {
     let pid = pid.context("pid")?;
     let mut telemetry = busy(&[0, 1, 2, 3]);
     telemetry["gpus"][2]["processes"] = json!([{"pid": pid, "memory": 1 << 30}]);
+    telemetry["gpus"][2]["memory_used"] = json!(1u64 << 30);
     telemetry["gpus"][0]["processes"] = json!([{"pid": std::process::id(), "memory": 1 << 20}]);
     script(platform, telemetry)?;
     eventually("usage shows alice's process", Duration::from_secs(30), || async {
@@ -212,6 +213,16 @@ async fn scenario(platform: &Platform, lxd: &'static PrivateLxd) -> Result<()> {
     ensure!(as_admin["gpus"][0]["processes"][0].get("container").is_none(), "a host process placed in a container");
     let bob_view: Value = serde_json::from_str(&ok(cli(platform, &bob, &["--json", "gpu", "usage"]).await?, "bob")?)?;
     ensure!(!bob_view.to_string().contains("alice"), "bob sees alice's usage: {bob_view}");
+    // The last hour, a bucket a minute: GPU 2 at the scripted 60% with alice's 1 GiB.
+    let history: Value =
+        serde_json::from_str(&ok(cli(platform, &bob, &["--json", "gpu", "usage", "--history"]).await?, "history")?)?;
+    ensure!(history["bucket_secs"] == 60 && history["window_secs"] == 3600, "{history}");
+    let gpu2 = history["gpus"].as_array().and_then(|g| g.iter().find(|g| g["index"] == 2)).context("no GPU 2")?;
+    let buckets = gpu2["buckets"].as_array().context("buckets")?;
+    ensure!(buckets.iter().any(|b| b["utilization_max"] == 60), "{history}");
+    ensure!(buckets.iter().any(|b| b["memory_used_max"] == json!(1u64 << 30)), "{history}");
+    let table = ok(cli(platform, &bob, &["gpu", "usage", "--history"]).await?, "history table")?;
+    ensure!(table.lines().any(|l| l.starts_with('2') && l.contains("60%") && l.contains("1024 MiB")), "{table}");
 
     // Idle reclaim: alice's GPU 2 goes idle and is taken back after a warning; bob's busy
     // GPUs stay with him.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{ensure, Context, Result};
-use ssp_testkit::e2e::{ok, root, text};
+use ssp_testkit::e2e::{eventually, ok, root, text};
 use ssp_testkit::{Platform, PrivateLxd};
 
 /// One HTTP answer as curl saw it.
@@ -210,8 +210,30 @@ async fn scenario(platform: &Platform) -> Result<()> {
     ensure!(health.status == 200, "health: {} {}", health.status, health.body);
     ensure!(health.json()["lxd"]["reachable"] == true, "LXD not reachable: {}", health.body);
 
-    // A disabled user's session ends at once.
+    // Live streams: alice's (her cookie) hears her own changes and the reconciler's news of
+    // her new container; bob's (his token) hears neither, only that it is open.
+    platform.user("bob", &[])?;
+    let alice_live = LiveStream::open(&browser, None)?;
+    let bob_live = LiveStream::open(&anonymous, Some(&platform.token("bob")?))?;
+    for (who, stream) in [("alice", &alice_live), ("bob", &bob_live)] {
+        stream.wait_for(who, "event: ready").await?;
+    }
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHesCPMehDT4gRuZEGhi1PKEacdbag4uUWGnRfXpoxZd alice@desk";
+    let added = platform
+        .request("POST", "/api/v1/users/alice/keys", Some(&bearer), Some(serde_json::json!({ "public_key": key })))
+        .await?;
+    ensure!(added.status == 201, "adding a key: {} {}", added.status, added.body);
+    alice_live.wait_for("alice", r#"data: {"topic":"keys","owner":"alice"}"#).await?;
+    ok(root(platform, &["container", "create", "alice/live"]).await?, "create alice/live")?;
+    alice_live.wait_for("alice", r#"data: {"topic":"containers"}"#).await?;
+    // bob's stream was open all along: had it heard of alice's changes, they would be there.
+    let heard = bob_live.text();
+    ensure!(!heard.contains("alice") && !heard.contains("containers"), "bob's stream heard alice's changes:\n{heard}");
+
+    // A disabled user's session ends at once, and so does her live stream.
     ok(root(platform, &["user", "disable", "alice"]).await?, "disable")?;
+    alice_live.wait_for("alice", "event: ended").await?;
+    alice_live.wait_closed("alice").await?;
     let disabled = browser.call("GET", "/api/v1/containers", &[], None).await?;
     ensure!(disabled.status == 401, "a disabled user's session still works: {}", disabled.status);
     let session = browser.call("GET", "/api/v1/session", &[], None).await?;
@@ -230,6 +252,61 @@ async fn scenario(platform: &Platform) -> Result<()> {
         ensure!(actions.lines().any(|line| line == action), "{action} is not in the journal:\n{actions}");
     }
     Ok(())
+}
+
+/// `GET /api/v1/events` read by `curl -N` as it arrives.
+struct LiveStream {
+    heard: std::sync::Arc<std::sync::Mutex<String>>,
+    child: std::sync::Arc<tokio::sync::Mutex<tokio::process::Child>>,
+}
+
+impl LiveStream {
+    /// Opens the stream with `browser`'s cookies, or with `token`.
+    fn open(browser: &Browser, token: Option<&str>) -> Result<Self> {
+        let mut curl = tokio::process::Command::new("curl");
+        curl.args(["-sS", "-N", "--http1.1", "--cacert"]).arg(&browser.cert);
+        curl.arg("-b").arg(&browser.jar);
+        if let Some(token) = token {
+            curl.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        curl.arg(format!("{}/api/v1/events", browser.base));
+        let mut child = curl.stdin(Stdio::null()).stdout(Stdio::piped()).kill_on_drop(true).spawn()?;
+        let mut stdout = child.stdout.take().context("curl's stdout")?;
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = std::sync::Arc::clone(&heard);
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buffer).await {
+                sink.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        Ok(Self { heard, child: std::sync::Arc::new(tokio::sync::Mutex::new(child)) })
+    }
+
+    fn text(&self) -> String {
+        self.heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Waits until the stream said `line` (a whole line).
+    async fn wait_for(&self, who: &str, line: &str) -> Result<()> {
+        let what = format!("{who}'s live stream says {line}");
+        let result = eventually(&what, std::time::Duration::from_secs(60), || async {
+            Ok(self.text().lines().any(|l| l == line))
+        })
+        .await;
+        result.with_context(|| format!("it said:\n{}", self.text()))
+    }
+
+    /// Waits until the server closed the stream (curl ended).
+    async fn wait_closed(&self, who: &str) -> Result<()> {
+        eventually(&format!("{who}'s live stream closes"), std::time::Duration::from_secs(30), || async {
+            Ok(self.child.lock().await.try_wait()?.is_some())
+        })
+        .await
+    }
 }
 
 /// `NAME=VALUE` of a `Set-Cookie` line.

@@ -33,8 +33,9 @@ export function AuditPage() {
   const [draft, setDraft] = useState<Filters>(NO_FILTERS);
   const [applied, setApplied] = useState<Filters>(NO_FILTERS);
   const query = auditQuery(applied);
-  const journal = usePoll(() => api<AuditEntry[]>('GET', `/audit?${query}`), [query], 15000);
-  const sessions = usePoll(() => api<GatewaySession[]>('GET', '/gateway/sessions?limit=100'), [], 15000);
+  // Every change is journaled; sign-ins and SSH sessions come without an event.
+  const journal = usePoll(() => api<AuditEntry[]>('GET', `/audit?${query}`), [query], 30000, '*');
+  const sessions = usePoll(() => api<GatewaySession[]>('GET', '/gateway/sessions?limit=100'), [], 30000);
 
   const field = (key: keyof Filters, label: string, hint: string) => (
     <Field id={`audit-${key}`} label={label} hint={hint}>

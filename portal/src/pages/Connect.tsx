@@ -16,7 +16,9 @@ export function ConnectPage() {
   const { session } = useSession();
   const me = session.name;
   const info = usePoll(() => api<Info>('GET', '/info'), [], 0);
-  const containers = usePoll(() => api<Container[]>('GET', `/containers?owner=${encodeURIComponent(me)}`), [me], 30000);
+  const containers = usePoll(() => api<Container[]>('GET', `/containers?owner=${encodeURIComponent(me)}`), [me], 0, [
+    'containers',
+  ]);
   const user = usePoll(() => api<User>('GET', `/users/${path(me)}`), [me], 0);
   const [host, setHost] = useState(() => location.hostname.replace(/^\[|\]$/g, ''));
   const [port, setPort] = useState('');

@@ -55,10 +55,12 @@ export function ContainersPage() {
   const containers = usePoll(
     () => api<Container[]>('GET', everyone ? '/containers' : `/containers?owner=${encodeURIComponent(me)}`),
     [everyone, me],
-    5000,
+    // What LXD reports without an event (an address from DHCP) is looked at now and then.
+    60000,
+    ['containers', 'gpus'],
   );
-  const gpus = usePoll(() => api<GpuList>('GET', '/gpus'), [], 10000);
-  const user = usePoll(() => api<User>('GET', `/users/${path(me)}`), [me], 15000);
+  const gpus = usePoll(() => api<GpuList>('GET', '/gpus'), [], 0, ['gpus', 'containers']);
+  const user = usePoll(() => api<User>('GET', `/users/${path(me)}`), [me], 0, ['users', 'containers']);
   const [creating, setCreating] = useState(false);
   const [made, setMade] = useState('');
   useNow(30000);

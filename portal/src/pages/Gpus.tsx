@@ -1,20 +1,42 @@
 // The GPU map: every host GPU with its holders, lease ends, marks, utilization and memory
-// (`GET /api/v1/gpus`), and use per user (`GET /api/v1/gpus/usage`): the numbers of
-// `ssp gpu list` and `ssp gpu usage`. Everyone sees who holds a GPU; container names and
-// processes are the caller's own (an admin's: all), as the API decides.
+// (`GET /api/v1/gpus`), its last hour (`GET /api/v1/gpus/history`), and use per user
+// (`GET /api/v1/gpus/usage`): the numbers of `ssp gpu list` and `ssp gpu usage
+// [--history]`. Everyone sees who holds a GPU; container names and processes are the
+// caller's own (an admin's: all), as the API decides. Utilization and memory move with
+// each sample the live stream pushes; the rest loads again when a grant or a container
+// changes.
+import { useState } from 'preact/hooks';
+
 import { api } from '../api';
 import { ErrorBox, Loading, PageTitle, TableWrap } from '../components';
 import { ago, bytes, dateTime, parseSize, timeLeft } from '../format';
-import { href, useNow, usePoll } from '../hooks';
+import { href, useLiveEvents, useNow, usePoll } from '../hooks';
 import { useSession } from '../session';
-import type { Gpu, GpuList, GpuUsage } from '../types';
+import type { Gpu, GpuHistory, GpuHistoryBucket, GpuList, GpuUsage } from '../types';
+
+type Sample = { utilization: number; memory_used: number };
 
 export function GpusPage() {
   const { session } = useSession();
-  const gpus = usePoll(() => api<GpuList>('GET', '/gpus'), [], 5000);
-  const usage = usePoll(() => api<GpuUsage>('GET', '/gpus/usage'), [], 15000);
+  const gpus = usePoll(() => api<GpuList>('GET', '/gpus'), [], 0, ['gpus', 'containers']);
+  const usage = usePoll(() => api<GpuUsage>('GET', '/gpus/usage'), [], 60000, ['gpus', 'containers']);
+  // A bucket is a minute: loading it again more often would draw nothing new.
+  const history = usePoll(() => api<GpuHistory>('GET', '/gpus/history'), [], 60000);
+  const [pushed, setPushed] = useState<{ at: number | null; gpus: Map<number, Sample> } | null>(null);
+  useLiveEvents((event) => {
+    if (event.kind === 'gpus') {
+      setPushed({ at: event.sampled_at, gpus: new Map(event.gpus.map((gpu) => [gpu.index, gpu])) });
+    }
+  });
   useNow(30000);
-  const list = gpus.data?.gpus ?? [];
+  // The last pushed sample wins over the one the list was loaded with, if it is newer.
+  const newer = pushed && (pushed.at ?? 0) >= (gpus.data?.sampled_at ?? 0) ? pushed : null;
+  const list = (gpus.data?.gpus ?? []).map((gpu) => {
+    const sample = newer?.gpus.get(gpu.index);
+    return sample ? { ...gpu, utilization: sample.utilization, memory_used: sample.memory_used } : gpu;
+  });
+  const sampledAt = newer?.at ?? gpus.data?.sampled_at;
+  const series = new Map((history.data?.gpus ?? []).map((gpu) => [gpu.index, gpu.buckets]));
   const free = list.filter((gpu) => gpu.holders.length === 0).length;
 
   return (
@@ -25,9 +47,9 @@ export function GpusPage() {
           {list.length === 0
             ? 'This host has no GPUs.'
             : `${free} of ${list.length} GPUs are free.`}{' '}
-          {gpus.data.sampled_at ? (
+          {sampledAt ? (
             <span class="muted">
-              Telemetry ({gpus.data.source}) from {ago(gpus.data.sampled_at)}; refreshed every 5 s while this page is open.
+              Telemetry ({gpus.data.source}) from {ago(sampledAt)}; it moves with every sample while this page is open.
             </span>
           ) : null}
         </p>
@@ -39,7 +61,13 @@ export function GpusPage() {
         <ul class="gpu-grid plain">
           {list.map((gpu) => (
             <li key={gpu.index}>
-              <GpuCard gpu={gpu} me={session.name} />
+              <GpuCard
+                gpu={gpu}
+                me={session.name}
+                buckets={series.get(gpu.index) ?? []}
+                bucketSecs={history.data?.bucket_secs ?? 60}
+                until={history.data?.until ?? 0}
+              />
             </li>
           ))}
         </ul>
@@ -103,7 +131,65 @@ function Meter({ label, value, text }: { label: string; value: number; text: str
   );
 }
 
-function GpuCard({ gpu, me }: { gpu: Gpu; me: string }) {
+/**
+ * The last hour as bars, one per bucket (height: mean utilization; a darker cap marks the
+ * peak), with gaps where nothing was sampled; its text says the same for screen readers.
+ */
+function HourChart({
+  buckets,
+  bucketSecs,
+  until,
+  memoryTotal,
+}: {
+  buckets: GpuHistoryBucket[];
+  bucketSecs: number;
+  until: number;
+  memoryTotal: number;
+}) {
+  if (buckets.length === 0 || until === 0) {
+    return <p class="muted small-text">No samples in the last hour yet.</p>;
+  }
+  const slots = Math.max(1, Math.round(3600 / bucketSecs));
+  const first = until - slots * bucketSecs;
+  const mean = Math.round(buckets.reduce((sum, b) => sum + b.utilization_avg, 0) / buckets.length);
+  const peak = Math.max(...buckets.map((b) => b.utilization_max));
+  const memoryPeak = Math.max(...buckets.map((b) => b.memory_used_max));
+  const summary =
+    `Last hour: ${mean}% mean utilization, ${peak}% peak; memory peak ${bytes(memoryPeak)}` +
+    (memoryTotal > 0 ? ` of ${bytes(memoryTotal)}` : '') +
+    ` (${buckets.length} of ${slots} minutes sampled)`;
+  return (
+    <figure class="hour-chart">
+      <svg viewBox={`0 0 ${slots} 100`} preserveAspectRatio="none" role="img" aria-label={summary}>
+        {buckets.map((bucket) => {
+          const x = Math.floor((bucket.start - first) / bucketSecs);
+          if (x < 0 || x >= slots) return null;
+          return (
+            <g key={bucket.start}>
+              <rect class="hour-peak" x={x} width={0.8} y={100 - bucket.utilization_max} height={bucket.utilization_max} />
+              <rect class="hour-mean" x={x} width={0.8} y={100 - bucket.utilization_avg} height={bucket.utilization_avg} />
+            </g>
+          );
+        })}
+      </svg>
+      <figcaption class="muted small-text">{summary}</figcaption>
+    </figure>
+  );
+}
+
+function GpuCard({
+  gpu,
+  me,
+  buckets,
+  bucketSecs,
+  until,
+}: {
+  gpu: Gpu;
+  me: string;
+  buckets: GpuHistoryBucket[];
+  bucketSecs: number;
+  until: number;
+}) {
   const total = parseSize(gpu.memory);
   const memoryPercent = total > 0 ? (gpu.memory_used / total) * 100 : 0;
   const held = gpu.holders.length > 0;
@@ -124,6 +210,7 @@ function GpuCard({ gpu, me }: { gpu: Gpu; me: string }) {
         value={memoryPercent}
         text={`${bytes(gpu.memory_used)} of ${Number.isNaN(total) ? gpu.memory : bytes(total)}`}
       />
+      <HourChart buckets={buckets} bucketSecs={bucketSecs} until={until} memoryTotal={Number.isNaN(total) ? 0 : total} />
       {held ? (
         <ul class="plain holders">
           {gpu.holders.map((holder) => (

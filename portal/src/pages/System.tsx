@@ -17,12 +17,13 @@ function usage(used: number, total: number): string {
 }
 
 export function SystemPage() {
-  const health = usePoll(() => api<Health>('GET', '/health'), [], 10000);
+  // Host memory and pool use move without events.
+  const health = usePoll(() => api<Health>('GET', '/health'), [], 30000, ['containers', 'gpus']);
   const h = health.data;
   return (
     <>
       <PageTitle title="System">System</PageTitle>
-      <p class="muted">Refreshed every 10 s while this page is open.</p>
+      <p class="muted">Refreshed every 30 s while this page is open, and when a container or GPU changes.</p>
       <ErrorBox error={health.error} title="Health could not be read" />
       {health.loading || !h ? (
         health.loading ? <Loading what="system health" /> : null

@@ -152,6 +152,48 @@ pub async fn usage(State(state): State<AppState>, caller: Caller) -> ApiResult<J
     Ok(Json(api::GpuUsage { containers, users }))
 }
 
+/// How `GET /api/v1/gpus/history` sums samples up.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+pub struct HistoryQuery {
+    /// Bucket length in seconds, 10 to 600 (default 60: one bucket a minute).
+    pub bucket_secs: Option<i64>,
+}
+
+/// Each GPU's utilization and memory over the last hour, in buckets (anyone signed in: the
+/// GPU list and its telemetry are the lab's common knowledge; which processes and
+/// containers use them is in `/gpus/usage`, per caller).
+#[utoipa::path(get, path = "/api/v1/gpus/history", tag = "gpus", params(HistoryQuery),
+    responses((status = 200, body = api::GpuHistory), (status = 400, body = api::ErrorBody)))]
+pub async fn history(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(query): Query<HistoryQuery>,
+) -> ApiResult<Json<api::GpuHistory>> {
+    let bucket_secs = query.bucket_secs.unwrap_or(60);
+    if !(10..=600).contains(&bucket_secs) {
+        return Err(ApiError::BadRequest(format!("bucket_secs must be 10 to 600 seconds, not {bucket_secs}")));
+    }
+    let until = gpu::unix_now();
+    let gpus = state
+        .gpus
+        .history(until, bucket_secs)
+        .into_iter()
+        .map(|(index, buckets)| api::GpuHistorySeries {
+            index,
+            buckets: buckets
+                .into_iter()
+                .map(|b| api::GpuHistoryBucket {
+                    start: b.start,
+                    utilization_avg: b.utilization_avg,
+                    utilization_max: b.utilization_max,
+                    memory_used_max: b.memory_used_max,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(api::GpuHistory { until, window_secs: gpu::history::WINDOW_SECS, bucket_secs, gpus }))
+}
+
 /// Whether a change's answer waits until LXD has it (the default) or comes once it is
 /// recorded (`?wait=false`, for scripts that want to go on).
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod backups;
 pub mod clones;
 pub mod containers;
+pub mod events;
 pub mod gateway;
 pub mod gpus;
 pub mod homes;
@@ -27,6 +28,7 @@ use utoipa::{Modify, OpenApi};
 
 use self::audit::AuditDoc;
 use self::clones::ClonesDoc;
+use self::events::EventsDoc;
 use self::gateway::GatewayDoc;
 use self::storage::StorageDoc;
 use self::terminal::TerminalDoc;
@@ -43,11 +45,11 @@ use crate::AppState;
         tokens::list, tokens::create, tokens::revoke,
         containers::list, containers::create, containers::show, containers::delete,
         containers::set_state, containers::restart, containers::exec,
-        gpus::list, gpus::usage, gpus::attach, gpus::detach, gpus::update, gpus::allowlist,
+        gpus::list, gpus::usage, gpus::history, gpus::attach, gpus::detach, gpus::update, gpus::allowlist,
         session::sign_in, session::show, session::sign_out, session::invite, session::show_invite,
         session::accept_invite,
     ),
-    modifiers(&BearerAuth, &StorageDoc, &ClonesDoc, &GatewayDoc, &TerminalDoc, &AuditDoc),
+    modifiers(&BearerAuth, &StorageDoc, &ClonesDoc, &GatewayDoc, &TerminalDoc, &AuditDoc, &EventsDoc),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -94,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{owner}/{name}/gpus/{index}", axum::routing::delete(gpus::detach))
         .route("/gpus", get(gpus::list))
         .route("/gpus/usage", get(gpus::usage))
+        .route("/gpus/history", get(gpus::history))
         .route("/gpus/{index}", axum::routing::patch(gpus::update))
         .route("/users/{user}/gpu-allowlist", put(gpus::allowlist))
         .route("/session", get(session::show).post(session::sign_in).delete(session::sign_out))
@@ -103,7 +106,10 @@ pub fn router(state: AppState) -> Router {
         .merge(clones::routes())
         .merge(gateway::routes())
         .merge(terminal::routes())
-        .merge(audit::routes());
+        .merge(audit::routes())
+        .merge(events::routes())
+        // Last, so it wraps every route above: what a change changed goes to the live streams.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::events::publish_changes));
     site(v1).with_state(state)
 }
 

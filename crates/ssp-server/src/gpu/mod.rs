@@ -22,6 +22,7 @@ use crate::instance;
 use crate::reconcile::handle::ReconcilerHandle;
 
 pub mod devices;
+pub mod history;
 
 pub use devices::{DriverUserspace, GpuPlumbing};
 
@@ -31,6 +32,7 @@ struct Live {
     samples: Vec<GpuSample>,
     sampled_at: Option<i64>,
     idle: IdleTracking,
+    history: history::History,
 }
 
 /// Idle reclaim's settings.
@@ -94,6 +96,8 @@ pub struct Gpus {
     inventory: Arc<Vec<ssp_gpu::GpuInfo>>,
     plumbing: GpuPlumbing,
     live: Arc<Mutex<Live>>,
+    /// Ticks after each sample: the portal's live stream pushes it on.
+    sampled: Arc<tokio::sync::watch::Sender<u64>>,
     settings: crate::config::GpuConfig,
 }
 
@@ -111,6 +115,7 @@ impl Gpus {
             inventory: Arc::default(),
             plumbing: GpuPlumbing::default(),
             live: Arc::default(),
+            sampled: Arc::new(tokio::sync::watch::channel(0).0),
             settings: settings.raw.gpu.clone(),
         }
     }
@@ -141,6 +146,7 @@ impl Gpus {
                     driver: DriverUserspace::None,
                 },
                 live: Arc::default(),
+                sampled: Arc::new(tokio::sync::watch::channel(0).0),
                 settings: config.clone(),
             });
         }
@@ -177,6 +183,7 @@ impl Gpus {
             inventory: Arc::new(inventory),
             plumbing: GpuPlumbing { emulated: false, dev_dir: config.emulated_dev_dir.clone(), driver },
             live: Arc::default(),
+            sampled: Arc::new(tokio::sync::watch::channel(0).0),
             settings: config.clone(),
         })
     }
@@ -212,6 +219,16 @@ impl Gpus {
         (live.samples.clone(), live.sampled_at)
     }
 
+    /// Ticks after each sample (read it with [`Gpus::samples`]).
+    pub fn sampled(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.sampled.subscribe()
+    }
+
+    /// The last hour of telemetry until `now`, per GPU, in buckets of `bucket_secs`.
+    pub fn history(&self, now: i64, bucket_secs: i64) -> BTreeMap<u32, Vec<history::Bucket>> {
+        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).history.buckets(now, bucket_secs)
+    }
+
     /// Samples, ends expired leases and reclaims idle GPUs, every `sample_interval_secs`.
     pub async fn run(self, db: Db, lxd: ssp_lxd::Client, reconciler: ReconcilerHandle) {
         if self.source.is_none() {
@@ -235,9 +252,12 @@ impl Gpus {
             .map_err(|e| e.to_string())?;
         {
             let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let at = unix_now();
+            live.history.record(at, &samples);
             live.samples = samples.clone();
-            live.sampled_at = Some(unix_now());
+            live.sampled_at = Some(at);
         }
+        self.sampled.send_modify(|n| *n = n.wrapping_add(1));
         let now = unix_now();
         let (expired, leases) =
             db.run(move |s| Ok((s.expired_leases(now)?, s.active_leases()?))).await.map_err(|e| e.to_string())?;

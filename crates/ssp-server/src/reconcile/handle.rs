@@ -90,8 +90,9 @@ impl Default for ReconcilerHandle {
 }
 
 impl ReconcilerHandle {
-    /// Ticks whenever some container moved (made, started, stopped, removed, converged):
-    /// what API waits listen to instead of polling LXD.
+    /// Ticks whenever some container moved (made, started, stopped, removed) or its
+    /// condition or GPU health changed: what API waits and the portal's live streams listen
+    /// to instead of polling LXD.
     pub fn progress(&self) -> tokio::sync::watch::Receiver<u64> {
         self.progress.subscribe()
     }
@@ -140,7 +141,13 @@ impl ReconcilerHandle {
         if matches!(condition, Condition::Waiting(_)) && matches!(conditions.get(uid), Some(Condition::Failed(_))) {
             return;
         }
+        let changed = conditions.get(uid) != Some(&condition);
         conditions.insert(uid.to_string(), condition);
+        drop(conditions);
+        // What the API shows of it changed: live streams look again.
+        if changed {
+            self.moved();
+        }
     }
 
     /// Whether container `uid`'s owner account was set up inside at least once (its
@@ -183,9 +190,13 @@ impl ReconcilerHandle {
 
     pub(super) fn set_gpu_health(&self, uid: &str, health: Option<String>) {
         let mut map = self.gpu_health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match health {
-            Some(text) => map.insert(uid.to_string(), text),
-            None => map.remove(uid),
+        let changed = match health {
+            Some(text) => map.insert(uid.to_string(), text.clone()).filter(|old| *old == text).is_none(),
+            None => map.remove(uid).is_some(),
         };
+        drop(map);
+        if changed {
+            self.moved();
+        }
     }
 }

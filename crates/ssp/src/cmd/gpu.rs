@@ -55,7 +55,12 @@ pub enum GpuCommand {
     /// The host's GPUs: who holds each, how busy it is, and what runs on it.
     List,
     /// GPU use per container and per user, with GPU-hours.
-    Usage,
+    Usage {
+        /// Also each GPU's last hour: mean and peak utilization, peak memory, and a bar a
+        /// minute.
+        #[arg(long)]
+        history: bool,
+    },
     /// Give a container more GPUs, while it runs.
     Attach {
         /// `NAME` or `OWNER/NAME`.
@@ -172,7 +177,33 @@ pub async fn run(command: GpuCommand, json: bool) -> anyhow::Result<()> {
             output::table(&["GPU", "MODEL", "HELD BY", "UTIL", "MEMORY", "PROCESSES", "MARKS"], &rows);
             Ok(())
         }
-        GpuCommand::Usage => {
+        GpuCommand::Usage { history: true } => {
+            let history = client.gpu_history().await.context("reading the GPUs' last hour")?;
+            if json {
+                return output::json(&history);
+            }
+            let rows: Vec<Vec<String>> = history
+                .gpus
+                .iter()
+                .map(|gpu| {
+                    let buckets = &gpu.buckets;
+                    let samples = u32::try_from(buckets.len().max(1)).unwrap_or(u32::MAX);
+                    let mean = buckets.iter().map(|b| b.utilization_avg).sum::<u32>() / samples;
+                    let peak = buckets.iter().map(|b| b.utilization_max).max().unwrap_or(0);
+                    let memory = buckets.iter().map(|b| b.memory_used_max).max().unwrap_or(0);
+                    vec![
+                        gpu.index.to_string(),
+                        format!("{mean}%"),
+                        format!("{peak}%"),
+                        mib(memory),
+                        hour_bars(buckets, history.until, history.bucket_secs),
+                    ]
+                })
+                .collect();
+            output::table(&["GPU", "MEAN", "PEAK", "MEMORY PEAK", "LAST HOUR (a bar a minute, newest right)"], &rows);
+            Ok(())
+        }
+        GpuCommand::Usage { history: false } => {
             let usage = client.gpu_usage().await.context("reading GPU usage")?;
             if json {
                 return output::json(&usage);
@@ -274,5 +305,44 @@ pub async fn run(command: GpuCommand, json: bool) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// One character per bucket of the hour before `until`, oldest left: `▁`…`█` for mean
+/// utilization, a space where nothing was sampled.
+fn hour_bars(buckets: &[ssp_api::GpuHistoryBucket], until: i64, bucket_secs: i64) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let bucket_secs = bucket_secs.max(1);
+    let slots = usize::try_from(3600 / bucket_secs).unwrap_or(60).max(1);
+    let first = until - i64::try_from(slots).unwrap_or(60) * bucket_secs;
+    let mut line = vec![' '; slots];
+    for bucket in buckets {
+        let Ok(slot) = usize::try_from((bucket.start - first).div_euclid(bucket_secs)) else { continue };
+        if let Some(cell) = line.get_mut(slot) {
+            let level = usize::try_from(bucket.utilization_avg.min(100) * 7 / 100).unwrap_or(7);
+            *cell = BARS[level];
+        }
+    }
+    line.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hour_bars;
+
+    #[test]
+    fn an_hour_is_a_bar_a_minute_with_gaps_left_blank() {
+        let bucket = |start, utilization_avg| ssp_api::GpuHistoryBucket {
+            start,
+            utilization_avg,
+            utilization_max: utilization_avg,
+            memory_used_max: 0,
+        };
+        // The hour before 7200 in minutes: 3600 is the first slot, 7140 the last.
+        let line = hour_bars(&[bucket(3600, 0), bucket(3660, 50), bucket(7140, 100), bucket(60, 100)], 7200, 60);
+        let chars: Vec<char> = line.chars().collect();
+        assert_eq!(chars.len(), 60);
+        assert_eq!((chars[0], chars[1], chars[2], chars[59]), ('▁', '▄', ' ', '█'));
+        assert_eq!(chars.iter().filter(|c| **c != ' ').count(), 3, "a bucket before the hour is not drawn");
     }
 }
