@@ -214,14 +214,22 @@ mod tests {
         let none = Remains::default();
         let home = |phase| Remains { home: Some(phase), ..none };
         let cases = [
-            ("containers made after the purge", Remains { containers: 2, containers_not_deleting: 1, ..none }, Next::DeleteContainers),
+            (
+                "containers made after the purge",
+                Remains { containers: 2, containers_not_deleting: 1, ..none },
+                Next::DeleteContainers,
+            ),
             ("containers being deleted", Remains { containers: 2, ..none }, Next::WaitForContainers),
             (
                 "containers before the home",
                 Remains { containers: 1, home: Some(HomePhase::Ready), images: 1, ..none },
                 Next::WaitForContainers,
             ),
-            ("images once the containers are gone", Remains { images: 2, home: Some(HomePhase::Ready), ..none }, Next::DeleteImages),
+            (
+                "images once the containers are gone",
+                Remains { images: 2, home: Some(HomePhase::Ready), ..none },
+                Next::DeleteImages,
+            ),
             ("a ready home", home(HomePhase::Ready), Next::DeleteHome),
             ("a home still being made", home(HomePhase::Creating), Next::DeleteHome),
             ("a home being deleted", home(HomePhase::Deleting), Next::WaitForHome),
@@ -281,7 +289,10 @@ mod tests {
         };
         store.create_container(None, &container).expect("container");
         let before = remains(&store, "alice").expect("read").expect("alice");
-        assert_eq!(before, Remains { containers: 1, containers_not_deleting: 1, images: 0, home: Some(HomePhase::Creating) });
+        assert_eq!(
+            before,
+            Remains { containers: 1, containers_not_deleting: 1, images: 0, home: Some(HomePhase::Creating) }
+        );
         store.mark_departing(Some("root"), "alice").expect("purge");
         let after = remains(&store, "alice").expect("read").expect("alice");
         assert_eq!((next(&before), next(&after)), (Next::DeleteContainers, Next::WaitForContainers));

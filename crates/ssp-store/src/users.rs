@@ -257,8 +257,8 @@ impl Store {
                 params![id, now()],
             )?;
             let marked: Vec<String> = {
-                let mut stmt =
-                    tx.prepare("SELECT name FROM containers WHERE owner_id = ?1 AND phase != 'deleting' ORDER BY name")?;
+                let mut stmt = tx
+                    .prepare("SELECT name FROM containers WHERE owner_id = ?1 AND phase != 'deleting' ORDER BY name")?;
                 let rows = stmt.query_map([id], |r| r.get(0))?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
@@ -437,7 +437,11 @@ pub(crate) mod tests {
         let refused = store.set_disabled(Some("root"), "alice", false).unwrap_err();
         assert!(matches!(refused, Error::Conflict(_)) && refused.to_string().contains("being removed"), "{refused}");
         assert_eq!(store.departing_users().unwrap().iter().map(|u| u.name.to_string()).collect::<Vec<_>>(), ["alice"]);
-        assert_eq!(store.mark_departing(Some("root"), "alice").unwrap().departing_at, since, "asking twice keeps the time");
+        assert_eq!(
+            store.mark_departing(Some("root"), "alice").unwrap().departing_at,
+            since,
+            "asking twice keeps the time"
+        );
         assert!(matches!(store.mark_departing(None, "carol"), Err(Error::NotFound { .. })));
 
         // Whatever is left keeps the row.

@@ -14,9 +14,9 @@ use ssp_core::sshkey::PublicKey;
 use ssp_store::{NewUser, Store};
 
 use crate::auth::{Caller, HOST_ROOT};
-use crate::{convert, departures};
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::AppState;
+use crate::{convert, departures};
 
 /// Linux user names: the container account has the user's name.
 const MAX_USER_NAME: usize = 32;
