@@ -564,6 +564,9 @@ async fn a_departing_user_goes_with_everything_they_held_body(
     container(platform, &dana, "first").await?;
     ok(sh(platform, &dana, "first", false, "echo kept > /home/dana/notes").await?, "write home")?;
     ok(cli(platform, &dana, &["container", "create", "second"]).await?, "create second")?;
+    ok(cli(platform, &dana, &["image", "publish", "second", "--as", "mine"]).await?, "publish")?;
+    let alias = format!("ssp_{}_dana_mine", platform.id()?);
+    ensure!(lxd.client().image_alias_names().await?.contains(&alias), "no {alias} in LXD");
     ensure!(home_volumes(platform, lxd).await?.len() == 1, "dana's home volume is not in LXD");
 
     let refused = root(platform, &["user", "remove", "dana"]).await?;
@@ -593,6 +596,7 @@ async fn a_departing_user_goes_with_everything_they_held_body(
         platform.lxd_containers(lxd).await?.into_iter().filter(|c| c.starts_with("dana/")).collect();
     ensure!(left.is_empty(), "containers left in LXD: {left:?}");
     ensure!(home_volumes(platform, lxd).await?.is_empty(), "the home volume is left in LXD");
+    ensure!(!lxd.client().image_alias_names().await?.contains(&alias), "dana's image is left in LXD");
     let shown = platform.request("GET", "/api/v1/users/dana", None, None).await?;
     ensure!(shown.status == 404, "dana is still there: {} {}", shown.status, shown.body);
     let with_token = platform.request("GET", "/api/v1/info", Some(&token), None).await?;
@@ -610,7 +614,20 @@ async fn a_departing_user_goes_with_everything_they_held_body(
     let accepted = ok(root(platform, &["--json", "user", "remove", "erin", "--purge", "--no-wait"]).await?, "purge")?;
     let accepted: serde_json::Value = serde_json::from_str(&accepted).context("--json")?;
     ensure!(accepted["state"]["departing"] == true, "{accepted}");
+    // While departing (her container's deletion takes LXD longer than these two calls):
+    // she cannot be enabled again, and nothing new is made for her.
+    let enable = root(platform, &["user", "enable", "erin"]).await?;
+    ensure!(enable.status.code() == Some(6), "a departing user was enabled: {:?}", enable.status.code());
+    let more = root(platform, &["container", "create", "erin/more", "--no-wait"]).await?;
+    ensure!(
+        more.status.code() == Some(6) && text(&more.stderr).contains("being removed"),
+        "a container was made for a departing user: {:?} {}",
+        more.status.code(),
+        text(&more.stderr)
+    );
+    let at_kill = platform.request("GET", "/api/v1/users/erin", None, None).await?;
     platform.kill();
+    eprintln!("erin at the kill: {} {}", at_kill.status, at_kill.body);
     platform.restart()?;
     eventually("erin removed after a restart", Duration::from_secs(120), || async {
         Ok(platform.request("GET", "/api/v1/users/erin", None, None).await?.status == 404)
@@ -620,7 +637,12 @@ async fn a_departing_user_goes_with_everything_they_held_body(
         platform.lxd_containers(lxd).await?.into_iter().filter(|c| c.starts_with("erin/")).collect();
     ensure!(left.is_empty(), "erin's containers left in LXD: {left:?}");
     ensure!(home_volumes(platform, lxd).await?.is_empty(), "erin's home volume is left in LXD");
-    eprintln!("dana and erin removed in {:?}", started.elapsed());
+    // A user with nothing to delete goes at once.
+    platform.user("fay", &[])?;
+    let gone = ok(root(platform, &["user", "remove", "fay", "--purge", "--no-wait"]).await?, "purge fay")?;
+    ensure!(gone.contains("removed"), "{gone}");
+    ensure!(platform.request("GET", "/api/v1/users/fay", None, None).await?.status == 404, "fay is still there");
+    eprintln!("dana, erin and fay removed in {:?}", started.elapsed());
     Ok(())
 }
 
