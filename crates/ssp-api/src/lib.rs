@@ -16,7 +16,7 @@ pub use gpu::{
 };
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 pub mod audit;
 pub mod images;
@@ -176,6 +176,22 @@ pub struct User {
     pub keys: u32,
     /// Unix seconds.
     pub created_at: i64,
+    /// Being removed with everything they hold (`DELETE /users/{user}?purge=true`): disabled
+    /// for good; the user answers 404 once nothing of theirs is left.
+    pub departing: bool,
+    /// How many of their containers exist, those being deleted included (0 when none).
+    pub containers_left: u32,
+}
+
+/// `DELETE /api/v1/users/{user}?purge=true`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserRemoveQuery {
+    /// Remove the user with everything they hold: disable them now, delete their containers,
+    /// home volume and images, then the user (202, or 204 when nothing was left). Without it
+    /// a user who still holds containers is refused (409).
+    #[serde(default)]
+    pub purge: bool,
 }
 
 /// `POST /api/v1/users/{user}/keys`.

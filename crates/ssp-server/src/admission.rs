@@ -1,6 +1,6 @@
 //! Admission: whether a user may hold more, decided in the same store transaction as the
 //! insert that would make them hold it — one path for every way a container comes to be
-//! (create, copy, import) and for the home volume.
+//! (create, copy, import) and for the home volume. A departing user is admitted nothing.
 //!
 //! What a user holds is summed here once: every container not being deleted, plus the home
 //! volume's size against the disk limit. The rule itself (`ssp_core::quota::check`) is pure.
@@ -33,13 +33,18 @@ pub fn holdings(store: &Store, owner: &str) -> ssp_store::Result<Vec<Resources>>
 }
 
 /// Checks `request` against `limits` and what `owner` holds: the quota refusal, said for
-/// people, or `Ok`.
+/// people, or `Ok`. Nothing new is made for a user being removed.
 pub fn check(
     store: &Store,
     owner: &Name,
     limits: &Quota,
     request: &Resources,
 ) -> ssp_store::Result<Result<(), ApiError>> {
+    if store.user(owner.as_str())?.departing() {
+        return Ok(Err(ApiError::Conflict(format!(
+            "{owner} is being removed (ssp user remove --purge): nothing new can be made for them"
+        ))));
+    }
     let held = holdings(store, owner.as_str())?;
     Ok(quota::check(limits, &held, request).map_err(|e| ApiError::QuotaExceeded(format!("{owner}: {e}"))))
 }

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod db;
+pub mod departures;
 pub mod error;
 pub mod events;
 pub mod gateway;
@@ -246,6 +247,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         tracing::warn!("LXD did not answer in 60 s: unrecorded images are looked for at the next start");
     }
     storage::start(&settings, &state, &platform_for_storage);
+    let departures_state = state.clone();
     let router = api::router(state);
 
     let socket_path = settings.raw.api.socket.clone();
@@ -286,6 +288,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     }
     tokio::spawn(gpus.run(state_db, state_lxd, reconciler.handle()));
     tokio::spawn(terminals.watch());
+    tokio::spawn(departures::watch(departures_state));
     tokio::spawn(reconciler.run(Duration::from_secs(settings.raw.reconcile.interval_secs)));
     tokio::spawn(accept_unix(unix, router.clone()));
     if let Some(tcp) = tcp {

@@ -108,6 +108,13 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// `owner`'s own images, by name.
+    pub fn images_of(&self, owner: &str) -> Result<Vec<ImageRow>> {
+        let mut stmt = self.conn.prepare(&format!("{SELECT} WHERE u.name = ?1 ORDER BY i.name"))?;
+        let rows = stmt.query_map([owner], from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Forgets an image once LXD no longer has it.
     pub fn remove_image(&mut self, actor: Option<&str>, owner: &str, name: &str) -> Result<()> {
         let object = format!("{owner}/{name}");
@@ -157,6 +164,8 @@ mod tests {
         assert_eq!(names(store.images_visible_to("alice", false).unwrap()), ["lab-base", "shared"]);
         assert_eq!(names(store.images_visible_to("bob", false).unwrap()), ["shared"]);
         assert_eq!(names(store.images_visible_to("bob", true).unwrap()), ["lab-base", "shared"]);
+        assert_eq!(names(store.images_of("alice").unwrap()), ["lab-base", "shared"]);
+        assert!(store.images_of("bob").unwrap().is_empty(), "others' public images are not theirs");
         let conflict = store.remove_user(None, "alice").unwrap_err();
         assert!(conflict.to_string().contains("image"), "{conflict}");
         store.remove_image(None, "alice", "lab-base").unwrap();

@@ -93,6 +93,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0006_share_groups.sql")),
         M::up(include_str!("migrations/0007_gateway_session_path.sql")),
         M::up(include_str!("migrations/0008_web.sql")),
+        M::up(include_str!("migrations/0009_departing_users.sql")),
     ])
 }
 
@@ -220,6 +221,28 @@ mod tests {
         migrations().validate().unwrap();
         let store = Store::open_in_memory().unwrap();
         assert_eq!(store.schema_version().unwrap(), migrations_count());
+    }
+
+    /// A database from before the departing mark (schema 8) keeps its users, none departing.
+    #[test]
+    fn users_of_an_older_database_are_not_departing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrations().to_version(&mut conn, 8).unwrap();
+            conn.execute(
+                "INSERT INTO users (name, role, max_containers, max_cpus, max_memory, max_disk, max_gpus, created_at)
+                 VALUES ('alice', 'user', 1, 1, 1, 1, 0, 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), migrations_count());
+        let alice = store.user("alice").unwrap();
+        assert_eq!(alice.departing_at, None);
+        assert!(store.departing_users().unwrap().is_empty());
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! The `users` table: accounts, roles, the disabled flag and quotas.
+//! The `users` table: accounts, roles, the disabled flag and quotas — and the *departing*
+//! mark of a user being removed with everything they hold (`ssp user remove --purge`): the
+//! purge request disables them and marks their containers for deletion in one transaction,
+//! and [`Store::remove_departed_user`] removes the row once nothing of theirs is left.
 
 use rusqlite::{params, OptionalExtension, Row};
 use ssp_core::names::Name;
@@ -51,6 +54,16 @@ pub struct User {
     pub has_password: bool,
     /// Seconds since the epoch.
     pub created_at: i64,
+    /// When their removal was asked for (seconds since the epoch): they are disabled for
+    /// good, and the row goes once their containers, home volume and images are gone.
+    pub departing_at: Option<i64>,
+}
+
+impl User {
+    /// Whether the user is being removed.
+    pub fn departing(&self) -> bool {
+        self.departing_at.is_some()
+    }
 }
 
 /// A user to create.
@@ -65,7 +78,8 @@ pub struct NewUser {
 }
 
 const COLUMNS: &str =
-    "id, name, role, disabled, max_containers, max_cpus, max_memory, max_disk, max_gpus, password_hash IS NOT NULL, created_at";
+    "id, name, role, disabled, max_containers, max_cpus, max_memory, max_disk, max_gpus, password_hash IS NOT NULL, created_at, \
+     departing_at";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     let name: String = row.get(1)?;
@@ -87,6 +101,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
         },
         has_password: row.get(9)?,
         created_at: row.get(10)?,
+        departing_at: row.get(11)?,
     })
 }
 
@@ -170,9 +185,16 @@ impl Store {
         self.user(name)
     }
 
-    /// Disables or re-enables a user; returns the user.
+    /// Disables or re-enables a user; returns the user. A departing user stays disabled.
     pub fn set_disabled(&mut self, actor: Option<&str>, name: &str, disabled: bool) -> Result<User> {
         let changed = self.write(|tx| {
+            let departing: Option<Option<i64>> =
+                tx.query_row("SELECT departing_at FROM users WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+            if !disabled && matches!(departing, Some(Some(_))) {
+                return Err(Error::Conflict(format!(
+                    "{name} is being removed (ssp user remove --purge) and cannot be enabled again"
+                )));
+            }
             let n = tx.execute("UPDATE users SET disabled = ?2 WHERE name = ?1", params![name, disabled])?;
             if n == 1 {
                 record(tx, actor, if disabled { "user.disable" } else { "user.enable" }, name, None)?;
@@ -215,27 +237,99 @@ impl Store {
                 .query_row("SELECT id FROM users WHERE name = ?1", [name], |r| r.get(0))
                 .optional()?
                 .ok_or_else(|| Error::NotFound { kind: "user", name: name.into() })?;
-            let owned: i64 = tx.query_row("SELECT count(*) FROM containers WHERE owner_id = ?1", [id], |r| r.get(0))?;
-            if owned > 0 {
-                return Err(Error::Conflict(format!("user {name} still owns {owned} container(s): delete them first")));
-            }
-            let images: i64 = tx.query_row("SELECT count(*) FROM images WHERE owner_id = ?1", [id], |r| r.get(0))?;
-            if images > 0 {
-                return Err(Error::Conflict(format!(
-                    "user {name} still owns {images} image(s): delete them first (ssp image delete)"
-                )));
-            }
-            let homes: i64 = tx.query_row("SELECT count(*) FROM homes WHERE user_id = ?1", [id], |r| r.get(0))?;
-            if homes > 0 {
-                return Err(Error::Conflict(format!(
-                    "user {name} still has a home volume: delete it first (ssp home delete --user {name})"
-                )));
-            }
-            crate::gpus::forget_user_in(tx, id)?;
-            tx.execute("DELETE FROM users WHERE id = ?1", [id])?;
-            record(tx, actor, "user.remove", name, None)
+            remove_user_in(tx, actor, id, name, None)
         })
     }
+
+    /// Starts removing `name` with everything they hold, in one transaction: disables them
+    /// for good (`departing_at`), marks every container of theirs `deleting` (journaled as
+    /// `container.delete`, as the API's delete does), ends their web sessions and unused
+    /// invitations, and journals `user.purge`. Asking again changes nothing but marks any
+    /// container made since. Returns the user.
+    pub fn mark_departing(&mut self, actor: Option<&str>, name: &str) -> Result<User> {
+        self.write(|tx| {
+            let id: i64 = tx
+                .query_row("SELECT id FROM users WHERE name = ?1", [name], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| Error::NotFound { kind: "user", name: name.into() })?;
+            tx.execute(
+                "UPDATE users SET disabled = 1, departing_at = COALESCE(departing_at, ?2) WHERE id = ?1",
+                params![id, now()],
+            )?;
+            let marked: Vec<String> = {
+                let mut stmt = tx
+                    .prepare("SELECT name FROM containers WHERE owner_id = ?1 AND phase != 'deleting' ORDER BY name")?;
+                let rows = stmt.query_map([id], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            tx.execute("UPDATE containers SET phase = 'deleting' WHERE owner_id = ?1", [id])?;
+            for container in &marked {
+                record(tx, actor, "container.delete", &format!("{name}/{container}"), Some("purge"))?;
+            }
+            // The disabled flag already refuses them; nothing of theirs should outlive the ask.
+            tx.execute("DELETE FROM web_sessions WHERE user_id = ?1", [id])?;
+            tx.execute("DELETE FROM invites WHERE user_id = ?1", [id])?;
+            let left: i64 = tx.query_row("SELECT count(*) FROM containers WHERE owner_id = ?1", [id], |r| r.get(0))?;
+            record(tx, actor, "user.purge", name, Some(&format!("{left} container(s) to delete")))
+        })?;
+        self.user(name)
+    }
+
+    /// The users being removed, by name.
+    pub fn departing_users(&self) -> Result<Vec<User>> {
+        let mut stmt =
+            self.conn.prepare(&format!("SELECT {COLUMNS} FROM users WHERE departing_at IS NOT NULL ORDER BY name"))?;
+        let rows = stmt.query_map([], from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes departing user `name` once nothing of theirs is left (journaled `user.remove`
+    /// with no actor: the daemon finished what `user.purge` asked). `false` when there is no
+    /// such departing user — already removed, or a new user of the same name who must not be
+    /// touched; `Conflict` while something of theirs remains.
+    pub fn remove_departed_user(&mut self, name: &str) -> Result<bool> {
+        self.write(|tx| {
+            let id: Option<i64> = tx
+                .query_row("SELECT id FROM users WHERE name = ?1 AND departing_at IS NOT NULL", [name], |r| r.get(0))
+                .optional()?;
+            let Some(id) = id else { return Ok(false) };
+            remove_user_in(tx, None, id, name, Some("purged"))?;
+            Ok(true)
+        })
+    }
+}
+
+/// Removes user `id` (`name`) with what cascades from the row (keys, tokens, web sessions,
+/// invitations, share memberships, the GPU allowlist) and their ended leases; refused while
+/// they own containers, images or a home volume.
+fn remove_user_in(
+    tx: &rusqlite::Transaction<'_>,
+    actor: Option<&str>,
+    id: i64,
+    name: &str,
+    detail: Option<&str>,
+) -> Result<()> {
+    let owned: i64 = tx.query_row("SELECT count(*) FROM containers WHERE owner_id = ?1", [id], |r| r.get(0))?;
+    if owned > 0 {
+        return Err(Error::Conflict(format!(
+            "user {name} still owns {owned} container(s): delete them first, or remove the user with --purge"
+        )));
+    }
+    let images: i64 = tx.query_row("SELECT count(*) FROM images WHERE owner_id = ?1", [id], |r| r.get(0))?;
+    if images > 0 {
+        return Err(Error::Conflict(format!(
+            "user {name} still owns {images} image(s): delete them first (ssp image delete), or remove the user with --purge"
+        )));
+    }
+    let homes: i64 = tx.query_row("SELECT count(*) FROM homes WHERE user_id = ?1", [id], |r| r.get(0))?;
+    if homes > 0 {
+        return Err(Error::Conflict(format!(
+            "user {name} still has a home volume: delete it first (ssp home delete --user {name}), or remove the user with --purge"
+        )));
+    }
+    crate::gpus::forget_user_in(tx, id)?;
+    tx.execute("DELETE FROM users WHERE id = ?1", [id])?;
+    record(tx, actor, "user.remove", name, detail)
 }
 
 #[cfg(test)]
@@ -301,5 +395,77 @@ pub(crate) mod tests {
         store.remove_user(None, "alice").unwrap();
         assert!(matches!(store.user("alice"), Err(Error::NotFound { .. })));
         assert!(matches!(store.remove_user(None, "alice"), Err(Error::NotFound { .. })));
+    }
+
+    #[test]
+    fn a_purge_disables_marks_containers_and_the_row_goes_when_nothing_is_left() {
+        use crate::containers::tests::dev;
+        use crate::{ContainerPhase, HomePhase};
+        let mut store = Store::open_in_memory().unwrap();
+        alice(&mut store);
+        let bob = NewUser { name: Name::parse("bob").unwrap(), role: Role::User, quota: quota() };
+        store.create_user(None, &bob).unwrap();
+        let first = store.create_container(Some("root"), &dev(None)).unwrap();
+        let mut second = dev(None);
+        second.name = Name::parse("lab").unwrap();
+        let second = store.create_container(Some("root"), &second).unwrap();
+        store.create_home(None, "alice", ByteSize::parse("1GiB").unwrap()).unwrap();
+        let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop";
+        store.add_key(None, "alice", "laptop", line, "SHA256:x").unwrap();
+        let (_, token) = store.create_token(None, "alice", "ci").unwrap();
+        store.open_web_session("alice", "secret-1", "csrf-1", "127.0.0.1").unwrap();
+        store.create_invite(None, "alice", "invite-1", crate::now() + 3600).unwrap();
+        store.set_gpu_allowlist(None, "alice", None, None).unwrap();
+        let share = crate::NewShare {
+            name: Name::parse("lab").unwrap(),
+            host_path: "/srv/lab".into(),
+            path: "/shares/lab".into(),
+            read_only: true,
+            users: Some(vec![Name::parse("alice").unwrap(), Name::parse("bob").unwrap()]),
+            group_limit: 10,
+        };
+        store.create_share(None, &share).unwrap();
+        assert!(!store.remove_departed_user("alice").unwrap(), "not departing: left alone");
+
+        let marked = store.mark_departing(Some("root"), "alice").unwrap();
+        assert!(marked.disabled && marked.departing(), "{marked:?}");
+        let since = marked.departing_at;
+        assert!(store.containers_of("alice").unwrap().iter().all(|c| c.phase == ContainerPhase::Deleting));
+        assert!(store.authenticate(&token).unwrap().is_none(), "a departing user's token stops working");
+        assert!(store.web_session("secret-1", 0, 0).unwrap().is_none(), "web sessions end at once");
+        assert!(store.invite("invite-1").unwrap().is_none(), "invitations go");
+        let refused = store.set_disabled(Some("root"), "alice", false).unwrap_err();
+        assert!(matches!(refused, Error::Conflict(_)) && refused.to_string().contains("being removed"), "{refused}");
+        assert_eq!(store.departing_users().unwrap().iter().map(|u| u.name.to_string()).collect::<Vec<_>>(), ["alice"]);
+        assert_eq!(
+            store.mark_departing(Some("root"), "alice").unwrap().departing_at,
+            since,
+            "asking twice keeps the time"
+        );
+        assert!(matches!(store.mark_departing(None, "carol"), Err(Error::NotFound { .. })));
+
+        // Whatever is left keeps the row.
+        assert!(matches!(store.remove_departed_user("alice"), Err(Error::Conflict(_))));
+        store.forget_container(&first.uid).unwrap();
+        store.forget_container(&second.uid).unwrap();
+        let home = store.remove_departed_user("alice").unwrap_err();
+        assert!(home.to_string().contains("home volume"), "{home}");
+        store.set_home_phase(None, "alice", HomePhase::Deleting).unwrap();
+        store.forget_home("alice").unwrap();
+        assert!(store.remove_departed_user("alice").unwrap());
+        assert!(matches!(store.user("alice"), Err(Error::NotFound { .. })));
+        assert!(!store.remove_departed_user("alice").unwrap(), "already gone");
+        assert_eq!(store.share("lab").unwrap().users, ["bob"], "share memberships go with the row");
+        assert!(store.departing_users().unwrap().is_empty());
+        let actions: Vec<(String, String)> =
+            store.journal(50).unwrap().into_iter().map(|e| (e.action, e.object)).collect();
+        for wanted in [("user.purge", "alice"), ("user.remove", "alice"), ("container.delete", "alice/lab")] {
+            assert!(actions.iter().any(|(a, o)| (a.as_str(), o.as_str()) == wanted), "{wanted:?} in {actions:?}");
+        }
+
+        // A new user of the same name is never taken for the departed one.
+        alice(&mut store);
+        assert!(!store.remove_departed_user("alice").unwrap());
+        assert!(store.user("alice").is_ok());
     }
 }

@@ -360,6 +360,21 @@ impl Client {
         self.delete(&path(&["users", name])).await
     }
 
+    /// `DELETE /users/{user}?purge=true` (admin): the user as it is now while their removal
+    /// goes on (202), or `None` when they are gone already (204).
+    pub async fn purge_user(&self, name: &str) -> Result<Option<api::User>, ApiError> {
+        let path = format!("{}?purge=true", path(&["users", name]));
+        let (status, bytes) = self.exchange(Method::DELETE, &path, None::<&()>, |r| r.timeout(REQUEST_TIMEOUT)).await?;
+        if status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| ApiError::Protocol {
+            url: self.url(),
+            what: format!("DELETE {path}"),
+            detail: e.to_string(),
+        })
+    }
+
     /// `GET /users/{user}/keys`.
     pub async fn keys(&self, user: &str) -> Result<Vec<api::Key>, ApiError> {
         self.get(&path(&["users", user, "keys"])).await

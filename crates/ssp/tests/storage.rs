@@ -1,6 +1,7 @@
 //! Storage end to end: the real `ssp serve` and CLI on a private real LXD — shares (who
 //! owns what, read-only, no setuid or device files), persistent homes, snapshots (restore
-//! keeps ssp's own config; schedules and retention).
+//! keeps ssp's own config; schedules and retention), and a departing user removed with their
+//! containers and home volume (exported first), also across a daemon killed mid-way.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -520,9 +521,135 @@ async fn a_home_volume_outlives_its_containers_body(lxd: &'static PrivateLxd, pl
     Ok(())
 }
 
+async fn a_departing_user_goes_with_everything_they_held(lxd: &'static PrivateLxd) -> Result<()> {
+    logged(lxd, |platform| async move {
+        match a_departing_user_goes_with_everything_they_held_body(lxd, &platform).await {
+            Ok(()) => Ok(platform),
+            Err(e) => Err((platform, e)),
+        }
+    })
+    .await
+}
+
+/// A gzip file whose tar listing is not empty; returns the listing.
+fn tarball(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    ensure!(bytes.starts_with(&[0x1f, 0x8b]), "{} is not gzip ({} bytes)", path.display(), bytes.len());
+    let listing = ok(std::process::Command::new("tar").arg("-tzf").arg(path).output()?, "tar -tzf")?;
+    ensure!(!listing.trim().is_empty(), "{} holds nothing", path.display());
+    Ok(listing)
+}
+
+/// This platform's home volumes in LXD.
+async fn home_volumes(platform: &Platform, lxd: &PrivateLxd) -> Result<Vec<String>> {
+    let id = platform.id()?;
+    let prefix = format!("ssp-{}-home-", &id[..id.len().min(16)]);
+    let volumes = lxd.client().storage_volumes(ssp_testkit::daemon::POOL).await?;
+    Ok(volumes.into_iter().filter(|v| v.kind == "custom" && v.name.starts_with(&prefix)).map(|v| v.name).collect())
+}
+
+async fn a_departing_user_goes_with_everything_they_held_body(
+    lxd: &'static PrivateLxd,
+    platform: &Platform,
+) -> Result<()> {
+    let keys = tempfile::tempdir()?;
+    let key = keys.path().join("dana");
+    let made =
+        std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output();
+    ok(made.context("running ssh-keygen (openssh-client)")?, "ssh-keygen")?;
+    let public = format!("{}.pub", key.display());
+    let dana = platform.user("dana", &["--key", &public, "--max-disk", "4GiB"])?;
+    let token = platform.token("dana")?;
+    ok(cli(platform, &dana, &["home", "create", "--size", "1GiB"]).await?, "home create")?;
+    container(platform, &dana, "first").await?;
+    ok(sh(platform, &dana, "first", false, "echo kept > /home/dana/notes").await?, "write home")?;
+    ok(cli(platform, &dana, &["container", "create", "second"]).await?, "create second")?;
+    ok(cli(platform, &dana, &["image", "publish", "second", "--as", "mine"]).await?, "publish")?;
+    let alias = format!("ssp_{}_dana_mine", platform.id()?);
+    ensure!(lxd.client().image_alias_names().await?.contains(&alias), "no {alias} in LXD");
+    ensure!(home_volumes(platform, lxd).await?.len() == 1, "dana's home volume is not in LXD");
+
+    let refused = root(platform, &["user", "remove", "dana"]).await?;
+    ensure!(
+        refused.status.code() == Some(6) && text(&refused.stderr).contains("--purge"),
+        "a user with containers is refused, pointing at --purge: {:?} {}",
+        refused.status.code(),
+        text(&refused.stderr)
+    );
+
+    let exports = tempfile::tempdir()?;
+    let dir = exports.path().join("dana");
+    let started = Instant::now();
+    let dir_arg = dir.to_str().context("path")?;
+    let removed = root(platform, &["user", "remove", "dana", "--purge", "--export", dir_arg]).await?;
+    let said = ok(removed.clone(), "user remove --purge --export")?;
+    let progress = text(&removed.stderr);
+    ensure!(said.contains("removed"), "{said}");
+    ensure!(progress.contains("2 container(s) (first, second)") && progress.contains("home volume"), "{progress}");
+    eprintln!("dana removed with exports in {:?}; the CLI said:\n{progress}{said}", started.elapsed());
+    tarball(&dir.join("first.tar.gz"))?;
+    tarball(&dir.join("second.tar.gz"))?;
+    let home = tarball(&dir.join("home.tar.gz"))?;
+    ensure!(home.contains("notes"), "the home archive lacks dana's file: {home}");
+
+    let left: Vec<String> =
+        platform.lxd_containers(lxd).await?.into_iter().filter(|c| c.starts_with("dana/")).collect();
+    ensure!(left.is_empty(), "containers left in LXD: {left:?}");
+    ensure!(home_volumes(platform, lxd).await?.is_empty(), "the home volume is left in LXD");
+    ensure!(!lxd.client().image_alias_names().await?.contains(&alias), "dana's image is left in LXD");
+    let shown = platform.request("GET", "/api/v1/users/dana", None, None).await?;
+    ensure!(shown.status == 404, "dana is still there: {} {}", shown.status, shown.body);
+    let with_token = platform.request("GET", "/api/v1/info", Some(&token), None).await?;
+    ensure!(with_token.status == 401, "dana's token still works: {}", with_token.status);
+    let audit = platform.request("GET", "/api/v1/audit?object=dana", None, None).await?;
+    ensure!(audit.status == 200, "audit: {} {}", audit.status, audit.body);
+    for action in ["\"user.purge\"", "\"user.remove\""] {
+        ensure!(audit.body.contains(action), "no {action} in the audit log: {}", audit.body);
+    }
+
+    // A daemon killed right after it accepted a purge finishes it after its restart.
+    let erin = platform.user("erin", &["--max-disk", "3GiB"])?;
+    ok(cli(platform, &erin, &["home", "create", "--size", "1GiB"]).await?, "erin's home")?;
+    ok(cli(platform, &erin, &["container", "create", "only"]).await?, "erin's container")?;
+    let accepted = ok(root(platform, &["--json", "user", "remove", "erin", "--purge", "--no-wait"]).await?, "purge")?;
+    let accepted: serde_json::Value = serde_json::from_str(&accepted).context("--json")?;
+    ensure!(accepted["state"]["departing"] == true, "{accepted}");
+    // While departing (her container's deletion takes LXD longer than these two calls):
+    // she cannot be enabled again, and nothing new is made for her.
+    let enable = root(platform, &["user", "enable", "erin"]).await?;
+    ensure!(enable.status.code() == Some(6), "a departing user was enabled: {:?}", enable.status.code());
+    let more = root(platform, &["container", "create", "erin/more", "--no-wait"]).await?;
+    ensure!(
+        more.status.code() == Some(6) && text(&more.stderr).contains("being removed"),
+        "a container was made for a departing user: {:?} {}",
+        more.status.code(),
+        text(&more.stderr)
+    );
+    let at_kill = platform.request("GET", "/api/v1/users/erin", None, None).await?;
+    platform.kill();
+    eprintln!("erin at the kill: {} {}", at_kill.status, at_kill.body);
+    platform.restart()?;
+    eventually("erin removed after a restart", Duration::from_secs(120), || async {
+        Ok(platform.request("GET", "/api/v1/users/erin", None, None).await?.status == 404)
+    })
+    .await?;
+    let left: Vec<String> =
+        platform.lxd_containers(lxd).await?.into_iter().filter(|c| c.starts_with("erin/")).collect();
+    ensure!(left.is_empty(), "erin's containers left in LXD: {left:?}");
+    ensure!(home_volumes(platform, lxd).await?.is_empty(), "erin's home volume is left in LXD");
+    // A user with nothing to delete goes at once.
+    platform.user("fay", &[])?;
+    let gone = ok(root(platform, &["user", "remove", "fay", "--purge", "--no-wait"]).await?, "purge fay")?;
+    ensure!(gone.contains("removed"), "{gone}");
+    ensure!(platform.request("GET", "/api/v1/users/fay", None, None).await?.status == 404, "fay is still there");
+    eprintln!("dana, erin and fay removed in {:?}", started.elapsed());
+    Ok(())
+}
+
 ssp_testkit::lxd_tests![
     shares_have_sensible_owners_are_read_only_and_never_setuid,
     read_write_shares_are_writable_by_all_their_users,
     snapshots_restore_keeps_managed_config_and_retention_prunes,
     a_home_volume_outlives_its_containers,
+    a_departing_user_goes_with_everything_they_held,
 ];

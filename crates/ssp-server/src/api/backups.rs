@@ -22,6 +22,7 @@ use ssp_core::names::Name;
 use ssp_store::{Container, ContainerPhase, ContainerSource, NewContainer};
 use tokio::io::AsyncWriteExt;
 
+use super::shared::{BackupCleanup, BackupOf};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::{archive, attachments, instance, AppState};
@@ -31,27 +32,6 @@ const BACKUP_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The most an imported archive may hold, unpacked and packed.
 const ARCHIVE_LIMITS: Limits = Limits { max_bytes: 256 << 30, max_entries: 20_000_000 };
 const MAX_UPLOAD_BYTES: u64 = 256 << 30;
-
-/// Deletes an LXD backup when the export stream that reads it ends or is dropped.
-struct BackupCleanup {
-    lxd: ssp_lxd::Client,
-    instance: String,
-    backup: String,
-}
-
-impl Drop for BackupCleanup {
-    fn drop(&mut self) {
-        let (lxd, instance, backup) = (self.lxd.clone(), self.instance.clone(), self.backup.clone());
-        tokio::spawn(async move {
-            match lxd.delete_backup(&instance, &backup).await {
-                Ok(operation) => {
-                    operation.wait(Some(BACKUP_TIMEOUT)).await.ok();
-                }
-                Err(e) => tracing::warn!(%instance, %backup, "cannot remove the export's backup: {e}"),
-            }
-        });
-    }
-}
 
 /// Streams a container's backup archive (with its snapshots; LXD's portable format).
 #[utoipa::path(get, path = "/api/v1/containers/{owner}/{name}/export", tag = "containers",
@@ -72,7 +52,12 @@ pub async fn export(
     })
     .await
     .map_err(|e| ApiError::lxd_on(&format!("{owner}/{name}"), e))?;
-    let cleanup = BackupCleanup { lxd: state.lxd.clone(), instance: lxd_name.clone(), backup: backup.clone() };
+    let cleanup = BackupCleanup {
+        lxd: state.lxd.clone(),
+        of: BackupOf::Instance(lxd_name.clone()),
+        backup: backup.clone(),
+        timeout: BACKUP_TIMEOUT,
+    };
     let response = state.lxd.export_backup(&lxd_name, &backup).await?;
     let length = response.content_length();
     let stream = response.bytes_stream().map(move |chunk| {

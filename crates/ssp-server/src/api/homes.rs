@@ -1,15 +1,22 @@
 //! `/api/v1/users/{user}/home`: a user's persistent home volume, mounted at `/home/<user>`
 //! in all their containers and kept when containers are deleted. Its size counts against
-//! the user's disk quota together with their containers' root disks.
+//! the user's disk quota together with their containers' root disks. Its files can be
+//! exported as an archive (LXD's custom volume backup), e.g. before the user is removed.
 
+use std::time::Duration;
+
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
 use axum::Json;
+use futures_util::StreamExt;
 use ssp_api as api;
 use ssp_core::quota::Resources;
 use ssp_core::size::ByteSize;
 use ssp_store::HomePhase;
 
+use super::shared::{BackupCleanup, BackupOf};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::storage;
@@ -101,4 +108,48 @@ pub async fn delete(
     state.reconciler.wake();
     state.storage.wake();
     Ok((StatusCode::ACCEPTED, Json(wire(&home))))
+}
+
+/// An export reads the whole volume.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Streams the user's home volume as an archive (LXD's portable custom-volume backup,
+/// gzip-compressed tar, without snapshots): admins, or the user themself.
+#[utoipa::path(get, path = "/api/v1/users/{user}/home/export", tag = "homes",
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub async fn export(State(state): State<AppState>, caller: Caller, Path(user): Path<String>) -> ApiResult<Response> {
+    caller.may_address(&user)?;
+    let who = user.clone();
+    let home = state.db.run(move |s| s.home(&who)).await?;
+    if home.phase != HomePhase::Ready {
+        let what = if home.phase == HomePhase::Creating { "is not made yet" } else { "is being deleted" };
+        return Err(ApiError::Conflict(format!("the home volume of {user} {what}")));
+    }
+    let context = storage::context().ok_or_else(|| ApiError::Unavailable("storage is not set up".into()))?;
+    let (pool, volume) = (context.pool.clone(), storage::homes::volume_name(context, &home));
+    let backup = format!("ssp-export-{}", super::shared::random_hex()?);
+    state.lxd.create_volume_backup(&pool, &volume, &backup).await?.wait(Some(EXPORT_TIMEOUT)).await?;
+    let cleanup = BackupCleanup {
+        lxd: state.lxd.clone(),
+        of: BackupOf::Volume { pool: pool.clone(), volume: volume.clone() },
+        backup: backup.clone(),
+        timeout: EXPORT_TIMEOUT,
+    };
+    let response = state.lxd.export_volume_backup(&pool, &volume, &backup).await?;
+    let length = response.content_length();
+    let stream = response.bytes_stream().map(move |chunk| {
+        let _until_the_end = &cleanup;
+        chunk.map_err(std::io::Error::other)
+    });
+    let actor = caller.name.clone();
+    let object = user.clone();
+    state.db.run(move |s| s.log(Some(&actor), "home.export", &object, None)).await?;
+    let mut answer = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{user}-home.tar.gz\""));
+    if let Some(length) = length {
+        answer = answer.header(header::CONTENT_LENGTH, length);
+    }
+    answer.body(Body::from_stream(stream)).map_err(|e| ApiError::Internal(e.to_string()))
 }

@@ -1,7 +1,8 @@
 //! What several handler files use, so that no handler file reaches into another: finding a
 //! container the caller may address (another user's answers exactly like a missing one) and
 //! its API view, resolving an image a create names, parsing a GPU ask, recording a new
-//! container through admission, and naming a new SSH key. Route handlers depend on this module, never on each other.
+//! container through admission, naming a new SSH key, and removing the LXD backup an export
+//! streams once the stream ends. Route handlers depend on this module, never on each other.
 
 use std::collections::BTreeSet;
 
@@ -259,4 +260,48 @@ pub(crate) fn unique_key_name(
         }
     }
     Ok((1..).map(|n| format!("key-{n}")).find(|n| !taken.contains(n)).unwrap_or_else(|| "key".into()))
+}
+
+/// What an LXD backup is a backup of.
+#[derive(Debug, Clone)]
+pub enum BackupOf {
+    /// The instance of this LXD name.
+    Instance(String),
+    /// The custom volume `volume` on `pool`.
+    Volume {
+        /// The storage pool.
+        pool: String,
+        /// The volume.
+        volume: String,
+    },
+}
+
+/// Deletes an LXD backup when the export stream that reads it ends or is dropped.
+pub struct BackupCleanup {
+    /// The LXD daemon.
+    pub lxd: ssp_lxd::Client,
+    /// Whose backup.
+    pub of: BackupOf,
+    /// The backup's name.
+    pub backup: String,
+    /// How long LXD may take to delete it.
+    pub timeout: std::time::Duration,
+}
+
+impl Drop for BackupCleanup {
+    fn drop(&mut self) {
+        let (lxd, of, backup, timeout) = (self.lxd.clone(), self.of.clone(), self.backup.clone(), self.timeout);
+        tokio::spawn(async move {
+            let deleted = match &of {
+                BackupOf::Instance(instance) => lxd.delete_backup(instance, &backup).await,
+                BackupOf::Volume { pool, volume } => lxd.delete_volume_backup(pool, volume, &backup).await,
+            };
+            match deleted {
+                Ok(operation) => {
+                    operation.wait(Some(timeout)).await.ok();
+                }
+                Err(e) => tracing::warn!(?of, %backup, "cannot remove the export's backup: {e}"),
+            }
+        });
+    }
 }

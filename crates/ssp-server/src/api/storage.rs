@@ -26,6 +26,7 @@ use crate::AppState;
     homes::show,
     homes::create,
     homes::delete,
+    homes::export,
 ))]
 pub struct StorageApi;
 
@@ -55,6 +56,7 @@ pub fn routes() -> Router<AppState> {
         .route("/shares", get(shares::list).post(shares::create))
         .route("/shares/{share}", axum::routing::delete(shares::remove))
         .route("/users/{user}/home", get(homes::show).put(homes::create).delete(homes::delete))
+        .route("/users/{user}/home/export", get(homes::export))
 }
 
 #[cfg(test)]
@@ -73,6 +75,7 @@ mod tests {
             "/api/v1/shares",
             "/api/v1/shares/{share}",
             "/api/v1/users/{user}/home",
+            "/api/v1/users/{user}/home/export",
         ] {
             assert!(doc.paths.paths.contains_key(path), "{path} is not in the OpenAPI document");
         }

@@ -1,7 +1,10 @@
-//! `/api/v1/users`: admins manage users; a user may read only themselves.
+//! `/api/v1/users`: admins manage users; a user may read only themselves. Removing a user
+//! with everything they hold (`?purge=true`) records the intent here; `crate::departures`
+//! finishes it.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ssp_api as api;
 use ssp_core::names::Name;
@@ -11,9 +14,9 @@ use ssp_core::sshkey::PublicKey;
 use ssp_store::{NewUser, Store};
 
 use crate::auth::{Caller, HOST_ROOT};
-use crate::convert;
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::AppState;
+use crate::{convert, departures};
 
 /// Linux user names: the container account has the user's name.
 const MAX_USER_NAME: usize = 32;
@@ -101,6 +104,8 @@ pub fn view(store: &Store, name: &str) -> Result<api::User, ssp_store::Error> {
         usage,
         keys: u32::try_from(keys).unwrap_or(u32::MAX),
         created_at: user.created_at,
+        departing: user.departing(),
+        containers_left: u32::try_from(containers.len()).unwrap_or(u32::MAX),
     })
 }
 
@@ -216,6 +221,7 @@ pub async fn update(
             }
             store.update_user(Some(&actor), &user, role, &quota)?;
             if let Some(disabled) = request.disabled {
+                // A departing user stays disabled (the store refuses, saying why).
                 store.set_disabled(Some(&actor), &user, disabled)?;
             }
             if let Some(hash) = password {
@@ -232,28 +238,64 @@ fn last_admin(store: &Store, user: &str) -> Result<bool, ssp_store::Error> {
     Ok(!store.users()?.iter().any(|u| u.name.as_str() != user && u.role == ssp_store::Role::Admin && !u.disabled))
 }
 
-/// Removes a user who has no containers left (admin).
-#[utoipa::path(delete, path = "/api/v1/users/{user}", tag = "users",
-    responses((status = 204), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
-pub async fn remove(State(state): State<AppState>, caller: Caller, Path(user): Path<String>) -> ApiResult<StatusCode> {
+/// Removes a user (admin). Without `purge`, only a user who holds no containers (204; 409
+/// otherwise). With `purge=true`, the user is disabled at once, marked departing and their
+/// containers marked for deletion; the daemon then deletes the containers, images and home
+/// volume, and last the user (`GET` answers 404 then): 202 with the user, or 204 when
+/// nothing was left and the user is already gone.
+#[utoipa::path(delete, path = "/api/v1/users/{user}", tag = "users", params(api::UserRemoveQuery),
+    responses((status = 202, description = "removal under way (purge)", body = api::User),
+        (status = 204, description = "removed"), (status = 403, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+    Query(query): Query<api::UserRemoveQuery>,
+) -> ApiResult<Response> {
     caller.may_address(&user)?;
     caller.require_admin("remove users")?;
     let actor = caller.name.clone();
-    state
+    if !query.purge {
+        state
+            .db
+            .run(move |store| {
+                let current = store.user(&user)?;
+                let containers = store.containers_of(&user)?.len();
+                if containers > 0 {
+                    return Err(ssp_store::Error::Conflict(format!(
+                        "{user} still has {containers} container(s): delete them first (ssp container list --owner \
+                         {user}), or remove {user} with everything they hold (ssp user remove {user} --purge)"
+                    )));
+                }
+                if current.role == ssp_store::Role::Admin && !current.disabled && last_admin(store, &user)? {
+                    return Err(ssp_store::Error::Conflict(format!("{user} is the last enabled admin")));
+                }
+                store.remove_user(Some(&actor), &user)
+            })
+            .await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let answer = state
         .db
         .run(move |store| {
             let current = store.user(&user)?;
-            let containers = store.containers_of(&user)?.len();
-            if containers > 0 {
-                return Err(ssp_store::Error::Conflict(format!(
-                    "{user} still has {containers} container(s); delete them first (ssp container list --owner {user})"
-                )));
-            }
             if current.role == ssp_store::Role::Admin && !current.disabled && last_admin(store, &user)? {
                 return Err(ssp_store::Error::Conflict(format!("{user} is the last enabled admin")));
             }
-            store.remove_user(Some(&actor), &user)
+            store.mark_departing(Some(&actor), &user)?;
+            // Nothing to wait for: the removal completes now.
+            let left = departures::remains(store, &user)?.unwrap_or_default();
+            if departures::next(&left) == departures::Next::RemoveUser && store.remove_departed_user(&user)? {
+                return Ok(None);
+            }
+            view(store, &user).map(Some)
         })
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    state.reconciler.wake();
+    state.storage.wake();
+    Ok(match answer {
+        Some(user) => (StatusCode::ACCEPTED, Json(user)).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }

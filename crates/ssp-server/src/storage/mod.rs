@@ -22,8 +22,9 @@
 //! as one more `raw.idmap` line (`gid HOST INSIDE`), and has the owner's account as a member
 //! there (the account script, from [`Attachments::groups`]).
 //!
-//! The [`Worker`] converges what the handlers record (staging mounts, home volumes) and runs
-//! snapshot schedules; it never decides policy (retention is `ssp_core::retention`).
+//! The [`Worker`] converges what the handlers record (staging mounts, home volumes), takes
+//! departing users' removal along (`crate::departures`) and runs snapshot schedules; it
+//! never decides policy (retention is `ssp_core::retention`).
 
 pub mod homes;
 pub mod shares;
@@ -248,14 +249,22 @@ impl Worker {
         }
     }
 
-    /// One round: converge mounts and homes, then run due schedules.
+    /// One round: converge mounts and homes, take departing users as far as they go (before
+    /// the homes, so a home their departure marks for deletion goes in this round; after,
+    /// so their row goes in the round that removed their home), then run due schedules.
     pub async fn round(&self, state: &crate::AppState) -> ssp_api::ScheduleReport {
         let _one = self.one_round_at_a_time.lock().await;
         if let Err(e) = shares::converge(state).await {
             tracing::warn!("shares: {e}");
         }
+        if let Err(e) = crate::departures::advance(state).await {
+            tracing::warn!("departing users: {e}");
+        }
         if let Err(e) = homes::converge(state).await {
             tracing::warn!("home volumes: {e}");
+        }
+        if let Err(e) = crate::departures::advance(state).await {
+            tracing::warn!("departing users: {e}");
         }
         snapshots::run_schedules(state).await
     }

@@ -1,4 +1,5 @@
-//! The API client's calls for images, copies and backups. Archives stream to and from files:
+//! The API client's calls for images, copies and backups (of containers, home volumes and
+//! the state). Archives stream to and from files:
 //! a container's backup may be many gigabytes and is never held in memory.
 
 use std::path::Path;
@@ -69,6 +70,11 @@ impl Client {
     /// `GET /containers/{owner}/{name}/export` into the file `to`.
     pub async fn export_container(&self, owner: &str, name: &str, to: &Path) -> Result<u64, ApiError> {
         self.download(&path(&["containers", owner, name, "export"]), to).await
+    }
+
+    /// `GET /users/{user}/home/export` into the file `to`.
+    pub async fn export_home(&self, user: &str, to: &Path) -> Result<u64, ApiError> {
+        self.download(&path(&["users", user, "home", "export"]), to).await
     }
 
     /// `GET /admin/backup` into the file `to`.

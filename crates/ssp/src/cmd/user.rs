@@ -1,5 +1,6 @@
 //! `ssp user add|list|show|set|invite|disable|enable|remove`: accounts, roles, quotas and
-//! invitations to the web portal (admin).
+//! invitations to the web portal (admin); `remove --purge` removes a departing user with
+//! everything they hold, exporting their containers and home first if asked.
 
 use std::path::PathBuf;
 
@@ -9,7 +10,7 @@ use ssp_api::{QuotaPatch, Role, User, UserCreate, UserUpdate};
 use ssp_core::names::Name;
 
 use crate::cmd::login::role_name;
-use crate::output::{self, InputError};
+use crate::output::{self, InputError, Progress};
 
 /// `ssp user …`.
 #[derive(Debug, Subcommand)]
@@ -73,10 +74,21 @@ pub enum UserCommand {
         /// The user.
         name: Name,
     },
-    /// Remove a user (admin).
+    /// Remove a user (admin). A user who still holds containers needs --purge.
     Remove {
         /// The user.
         name: Name,
+        /// Remove the user with everything they hold: they are disabled at once, then their
+        /// containers, published images and home volume are deleted, and last the user.
+        #[arg(long)]
+        purge: bool,
+        /// Before anything is deleted, write each container's archive to DIR/<container>.tar.gz
+        /// and the home volume's to DIR/home.tar.gz; if any export fails nothing is deleted.
+        #[arg(long, value_name = "DIR", requires = "purge")]
+        export: Option<PathBuf>,
+        /// Do not wait for the removal to finish (see `ssp user show`).
+        #[arg(long, requires = "purge")]
+        no_wait: bool,
     },
 }
 
@@ -206,14 +218,102 @@ pub async fn run(command: UserCommand, json: bool) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        UserCommand::Remove { name } => {
+        UserCommand::Remove { name, purge: false, .. } => {
             client.delete_user(name.as_str()).await.with_context(|| format!("removing user {name}"))?;
             if !json {
                 println!("user {name} removed");
             }
             Ok(())
         }
+        UserCommand::Remove { name, purge: true, export, no_wait } => {
+            purge(&client, &name, export.as_deref(), !no_wait, json).await
+        }
     }
+}
+
+/// `ssp user remove NAME --purge`: says what goes, exports first if asked (stopping before
+/// anything is deleted if an export fails), asks the daemon to purge, and waits until the
+/// user is gone unless told not to.
+async fn purge(
+    client: &crate::client::Client,
+    name: &Name,
+    export: Option<&std::path::Path>,
+    wait: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let user = client.user(name.as_str()).await.with_context(|| format!("removing user {name}"))?;
+    let containers =
+        client.containers(Some(name.as_str())).await.with_context(|| format!("listing {name}'s containers"))?;
+    let containers: Vec<String> = containers.into_iter().filter(|c| c.owner == name.as_str()).map(|c| c.name).collect();
+    let home = match client.home(name.as_str()).await {
+        Ok(home) => Some(home),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {name}'s home volume"))),
+    };
+    eprintln!("{}", removal_summary(&user, &containers, home.as_ref().map(|h| h.size.as_str())));
+    if let Some(dir) = export {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut progress = Progress::new();
+        for container in &containers {
+            let file = dir.join(format!("{container}.tar.gz"));
+            progress.set(&format!("exporting {name}/{container} to {}", file.display()));
+            let written = client.export_container(name.as_str(), container, &file).await;
+            let written = written.with_context(|| {
+                format!("exporting container {name}/{container} (nothing was deleted; {name} is unchanged)")
+            })?;
+            progress.set(&format!("{} written ({})", file.display(), output::human_bytes(written)));
+        }
+        if home.is_some() {
+            let file = dir.join("home.tar.gz");
+            progress.set(&format!("exporting {name}'s home volume to {}", file.display()));
+            let written = client.export_home(name.as_str(), &file).await;
+            let written = written.with_context(|| {
+                format!("exporting {name}'s home volume (nothing was deleted; {name} is unchanged)")
+            })?;
+            progress.set(&format!("{} written ({})", file.display(), output::human_bytes(written)));
+        }
+        drop(progress);
+    }
+    let mut latest = client.purge_user(name.as_str()).await.with_context(|| format!("removing user {name}"))?;
+    if wait {
+        let mut progress = Progress::new();
+        while let Some(user) = &latest {
+            progress.set(&format!("removing {name}: {} container(s) left", user.containers_left));
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            latest = match client.user(name.as_str()).await {
+                Ok(user) => Some(user),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("waiting for {name}'s removal"))),
+            };
+        }
+    }
+    if json {
+        return output::json(
+            &serde_json::json!({ "user": name.as_str(), "removed": latest.is_none(), "state": latest }),
+        );
+    }
+    match latest {
+        None => println!("user {name} removed with everything they held"),
+        Some(user) => println!(
+            "user {name} is disabled and being removed ({} container(s) left); `ssp user show {name}` answers 'not found' once done",
+            user.containers_left
+        ),
+    }
+    Ok(())
+}
+
+/// What a purge of `user` removes, said before anything is done.
+fn removal_summary(user: &User, containers: &[String], home: Option<&str>) -> String {
+    let mut parts = Vec::new();
+    parts.push(match containers.len() {
+        0 => "no containers".to_string(),
+        n => format!("{n} container(s) ({})", containers.join(", ")),
+    });
+    if let Some(size) = home {
+        parts.push(format!("the home volume ({size})"));
+    }
+    parts.push(format!("{} SSH key(s), their tokens and published images", user.keys));
+    format!("removing user {}: {}", user.name, parts.join(", "))
 }
 
 async fn set_disabled(client: &crate::client::Client, name: &Name, disabled: bool, json: bool) -> anyhow::Result<()> {
@@ -228,7 +328,9 @@ async fn set_disabled(client: &crate::client::Client, name: &Name, disabled: boo
 }
 
 fn state(user: &User) -> &'static str {
-    if user.disabled {
+    if user.departing {
+        "departing"
+    } else if user.disabled {
         "disabled"
     } else {
         "enabled"
@@ -265,6 +367,7 @@ fn show_user(user: &User, json: bool) -> anyhow::Result<()> {
         ("password", if user.has_password { "set" } else { "none" }.into()),
         ("ssh keys", user.keys.to_string()),
         ("created", output::timestamp(Some(user.created_at))),
+        ("containers left", user.containers_left.to_string()),
         ("containers", of(user.usage.containers, user.quota.max_containers)),
         ("cpus", of(user.usage.cpus, user.quota.max_cpus)),
         ("memory", of(&user.usage.memory, &user.quota.max_memory)),
@@ -301,10 +404,23 @@ mod tests {
             usage: Usage { containers: 1, cpus: 2, memory: "4GiB".into(), disk: "50GiB".into(), gpus: 0 },
             keys: 2,
             created_at: 0,
+            departing: false,
+            containers_left: 1,
         };
         assert_eq!(
             user_row(&user),
             ["alice", "user", "disabled", "1/5", "2/16", "4GiB/64GiB", "50GiB/500GiB", "0/1", "2"]
+        );
+        let departing = User { departing: true, ..user.clone() };
+        assert_eq!(user_row(&departing)[2], "departing");
+        assert_eq!(
+            removal_summary(&user, &["dev".into(), "lab".into()], Some("1GiB")),
+            "removing user alice: 2 container(s) (dev, lab), the home volume (1GiB), 2 SSH key(s), their tokens and \
+             published images"
+        );
+        assert_eq!(
+            removal_summary(&user, &[], None),
+            "removing user alice: no containers, 2 SSH key(s), their tokens and published images"
         );
     }
 
