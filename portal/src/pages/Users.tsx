@@ -481,7 +481,6 @@ function EditUser({ user, close, saved }: { user: User; close: () => void; saved
           <input
             id="allow-indices"
             spellcheck={false}
-            inputMode="numeric"
             aria-describedby="allow-indices-hint"
             value={indices}
             onInput={(e) => setIndices(e.currentTarget.value)}
