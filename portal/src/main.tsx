@@ -15,7 +15,9 @@ import { ConnectPage } from './pages/Connect';
 import { ContainerPage } from './pages/Container';
 import { ContainersPage } from './pages/Containers';
 import { GpusPage } from './pages/Gpus';
+import { ImagesPage } from './pages/Images';
 import { InvitePage } from './pages/Invite';
+import { SharesPage } from './pages/Shares';
 import { SignInPage } from './pages/SignIn';
 import { SystemPage } from './pages/System';
 import { UsersPage } from './pages/Users';
@@ -126,9 +128,11 @@ function App() {
 const links: { parts: string[]; label: string; admin?: boolean }[] = [
   { parts: [], label: 'Containers' },
   { parts: ['gpus'], label: 'GPUs' },
+  { parts: ['images'], label: 'Images' },
   { parts: ['connect'], label: 'Connect' },
-  { parts: ['account'], label: 'Keys & tokens' },
+  { parts: ['account'], label: 'Account' },
   { parts: ['users'], label: 'Users', admin: true },
+  { parts: ['shares'], label: 'Shares', admin: true },
   { parts: ['audit'], label: 'Audit log', admin: true },
   { parts: ['system'], label: 'System', admin: true },
 ];
@@ -162,12 +166,17 @@ function SignedIn({ route, session }: { route: string[]; session: Session }) {
       return <ContainersPage />;
     case 'gpus':
       return <GpusPage />;
+    case 'images':
+      return <ImagesPage />;
     case 'connect':
       return <ConnectPage />;
     case 'account':
       return <AccountPage />;
     case 'users':
       if (session.role === 'admin') return <UsersPage />;
+      break;
+    case 'shares':
+      if (session.role === 'admin') return <SharesPage />;
       break;
     case 'audit':
       if (session.role === 'admin') return <AuditPage />;

@@ -49,6 +49,10 @@ export interface User {
   usage: Usage;
   keys: number;
   created_at: number;
+  /** Being removed with everything it owns (`DELETE /api/v1/users/{name}?purge=true`). */
+  departing?: boolean;
+  /** While departing: how many of its containers are still being deleted. */
+  containers_left?: number;
 }
 
 export interface QuotaPatch {
@@ -57,6 +61,19 @@ export interface QuotaPatch {
   max_memory?: string;
   max_disk?: string;
   max_gpus?: number;
+}
+
+/** `PATCH /api/v1/users/{name}` (admin): absent fields keep their value. */
+export interface UserUpdate {
+  role?: Role;
+  disabled?: boolean;
+  quota?: QuotaPatch;
+}
+
+/** `PUT /api/v1/users/{name}/gpu-allowlist` (admin): absent lists mean any. */
+export interface GpuAllowlist {
+  indices?: number[];
+  models?: string[];
 }
 
 export interface UserCreate {
@@ -233,11 +250,54 @@ export interface Snapshot {
   scheduled: boolean;
 }
 
+/** `GET/PUT /api/v1/containers/{owner}/{name}/schedule`. */
+export interface SnapshotSchedule {
+  every_secs: number;
+  keep_last?: number;
+  keep_daily?: number;
+  keep_weekly?: number;
+  /** Read-only. */
+  last_run_at?: number | null;
+}
+
 export interface Home {
   user: string;
   size: string;
+  /** `creating`, `ready` or `deleting`. */
   phase: string;
+  /** Where it is mounted in the user's containers. */
   path: string;
+}
+
+/** The group that owns a read-write share's host folder. */
+export interface ShareGroup {
+  name: string;
+  gid: number;
+  inside_gid: number;
+}
+
+/** `GET /api/v1/shares` (admin). */
+export interface Share {
+  name: string;
+  host_path: string;
+  /** Where it is mounted in containers. */
+  path: string;
+  read_only: boolean;
+  /** Empty: everyone. */
+  users: string[];
+  created_at: number;
+  group?: ShareGroup | null;
+  /** Only in the answer to `POST /api/v1/shares`. */
+  host_changes?: string[];
+}
+
+/** `POST /api/v1/shares` (admin). */
+export interface ShareCreate {
+  name: string;
+  host_path: string;
+  path?: string;
+  read_only: boolean;
+  users?: string[];
 }
 
 /** `POST /api/v1/containers/{owner}/{name}/terminal`. */

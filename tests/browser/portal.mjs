@@ -1,11 +1,18 @@
 // The web portal in Debian's chromium, driven by playwright-core (run by
 // crates/ssp/tests/portal.rs, which starts `ssp serve` on a private LXD, makes the users and
-// their invitations, and scripts the emulated GPUs' telemetry).
+// their invitations, scripts the emulated GPUs' telemetry and makes a host folder to share,
+// $SSP_SHARE_DIR).
 //
 // alice: invitation → password → signed in → a container with a GPU → the terminal runs
 // `echo $USER; nvidia-smi -L || ls /dev/nvidia*` → reload: the same shell (a variable set
-// before is still set) → snapshot → restore → delete. ada (admin): the GPU map shows alice
-// holding GPU 0 at the scripted utilization. Refusals: a cross-site POST, a websocket from a
+// before is still set) → snapshot → restore → a snapshot schedule (still there after a
+// reload) → published as an image → copied (the page goes to the copy) → her home volume
+// made on the account page → delete. ada (admin): the GPU map shows alice holding GPU 0 at
+// the scripted utilization; the Images page lists alice's image; alice's memory quota
+// edited (still there after a reload); the remove dialog lists alice's containers and home
+// with their downloads (cancelled: purging is not tested here yet); a host folder
+// ($SSP_SHARE_DIR) shared read-write, with what that changed on the host, and then on her
+// account page; alice's image deleted. Refusals: a cross-site POST, a websocket from a
 // foreign origin, a reused ticket, bob asking for alice's terminal (the same answer as for a
 // container that does not exist). axe-core on every page (no serious or critical
 // violation), at 1280×800 and at a phone's width; screenshots in $SSP_SHOTS.
@@ -101,6 +108,16 @@ async function type(page, line) {
   await page.keyboard.press('Enter');
 }
 
+/**
+ * Waits for `done` to show, or for an error box in `section` (the API's refusal, which is
+ * then the failure).
+ */
+async function outcome(page, done, section, what, timeout = 180_000) {
+  const refused = page.locator(`${section} [role=alert]`).first();
+  await Promise.race([done.waitFor({ timeout }), refused.waitFor({ timeout })]);
+  if (await refused.isVisible()) fail(`${what} was refused: ${await refused.innerText()}`);
+}
+
 async function acceptInvite(page, link, password) {
   await page.goto(link);
   await page.getByLabel('New password').fill(password);
@@ -125,8 +142,9 @@ try {
   await alice.getByLabel('Image').selectOption('busybox');
   await alice.getByRole('checkbox', { name: /GPU 0/ }).check();
   await alice.getByRole('button', { name: 'Create' }).click();
-  const row = alice.getByRole('row', { name: /dev/ });
-  await row.getByText(/running/i).waitFor({ timeout: 180_000 });
+  // dev's row, not its copy's (made later).
+  const devRow = (page) => page.getByRole('row').filter({ has: page.getByRole('link', { name: 'dev', exact: true }) });
+  await devRow(alice).getByText(/running/i).waitFor({ timeout: 180_000 });
   await audit(alice, 'containers');
   step('alice created dev with GPU 0');
 
@@ -229,6 +247,36 @@ try {
   if (await refused.isVisible()) fail(`the restore was refused: ${await refused.innerText()}`);
   step('snapshot taken and restored');
 
+  // A schedule: every 6 hours, the newest 3 kept; still shown after a reload.
+  await alice.getByLabel('Take one every').fill('6');
+  await alice.getByLabel('Unit').selectOption({ label: 'hours' });
+  await alice.getByLabel('Keep the newest').fill('3');
+  await alice.getByRole('button', { name: 'Set a schedule' }).click();
+  await outcome(alice, alice.getByText('Schedule saved.'), '[aria-labelledby="schedule-title"]', 'the schedule');
+  await alice.reload();
+  await alice.getByText(/A snapshot every 6h; pruning keeps the newest 3/).waitFor();
+  step('snapshot schedule set; it shows after a reload');
+
+  // Published as an image, then copied: the page goes to the copy.
+  const copySection = 'section[aria-labelledby="copy-title"]';
+  await alice.getByLabel('Image name').fill('dev-image');
+  await alice.getByRole('button', { name: 'Publish as image' }).click();
+  await outcome(alice, alice.getByText(/Image alice\/dev-image published/), copySection, 'publishing dev');
+  await alice.getByLabel('Name of the copy').fill('dev-copy');
+  await alice.getByRole('button', { name: 'Copy', exact: true }).click();
+  await outcome(alice, alice.getByRole('heading', { level: 1, name: /dev-copy/ }), copySection, 'copying dev');
+  await audit(alice, 'container-copy');
+  step('dev published as alice/dev-image and copied to dev-copy');
+
+  // Her home volume, made on the account page; shares are listed to admins only.
+  await alice.goto(`${base}/#/account`);
+  await alice.getByLabel('Size').fill('1GiB');
+  await alice.getByRole('button', { name: 'Make my home volume' }).click();
+  await outcome(alice, alice.getByText('Mounted at'), 'section[aria-labelledby="home-title"]', 'making the home volume');
+  await alice.getByText(/lists them to admins only/).waitFor();
+  await audit(alice, 'account-alice');
+  step('alice made her home volume on the account page');
+
   // The admin's GPU map: alice holds GPU 0 at the scripted 73 %.
   const ada = await newPage();
   await acceptInvite(ada, env('SSP_ADA_INVITE'), 'another long admin phrase');
@@ -237,30 +285,100 @@ try {
   await gpu0.getByText('alice').first().waitFor();
   await gpu0.getByText('73%').waitFor();
   await audit(ada, 'gpus');
-  for (const [route, name] of [
+  step('the GPU map shows alice on GPU 0 at 73%');
+  const pages = [
     ['#/users', 'users'],
+    ['#/images', 'images'],
+    ['#/shares', 'shares'],
     ['#/connect', 'connect'],
     ['#/account', 'account'],
     ['#/audit', 'audit'],
     ['#/system', 'system'],
-  ]) {
-    await ada.goto(`${base}/${route}`);
-    await ada.getByRole('main').waitFor();
-    await ada.waitForLoadState('networkidle');
-    await audit(ada, name);
-  }
-  step('the GPU map shows alice on GPU 0 at 73%');
+  ];
+  const auditPages = async (suffix) => {
+    for (const [route, name] of pages) {
+      await ada.goto(`${base}/${route}`);
+      await ada.getByRole('main').waitFor();
+      await ada.waitForLoadState('networkidle');
+      await audit(ada, `${name}${suffix}`);
+    }
+  };
+
+  // The Images page lists what alice published.
+  await ada.goto(`${base}/#/images`);
+  await ada.getByRole('row', { name: /alice\/dev-image/ }).waitFor();
+  step("the Images page lists alice's published image");
+
+  // alice's memory quota, edited; still there after a reload.
+  await ada.goto(`${base}/#/users`);
+  const aliceRow = () => ada.getByRole('row').filter({ has: ada.getByRole('rowheader', { name: 'alice', exact: true }) });
+  await ada.getByRole('button', { name: 'Edit alice', exact: true }).click();
+  await ada.getByLabel('Most memory').fill('48GiB');
+  await audit(ada, 'users-edit');
+  await ada.getByRole('button', { name: 'Save role and quotas' }).click();
+  await outcome(ada, ada.getByText("alice's role and quotas are saved."), '#edit-user', "saving alice's quota");
+  await ada.reload();
+  await aliceRow().getByText(/\/ 48GiB/).waitFor();
+  step("ada set alice's memory quota to 48GiB; it shows after a reload");
+
+  // The remove dialog: alice's containers and home, each to download; cancelled.
+  await ada.getByRole('button', { name: 'Remove alice…', exact: true }).click();
+  const removeDialog = ada.getByRole('dialog', { name: /Remove alice/ });
+  await removeDialog.getByRole('link', { name: 'Download export of dev-copy' }).waitFor();
+  await removeDialog.getByRole('link', { name: 'Download home of alice' }).waitFor();
+  const confirmRemove = removeDialog.getByRole('button', { name: 'Remove alice', exact: true });
+  if (await confirmRemove.isEnabled()) fail('Remove alice was enabled before her name was typed');
+  await audit(ada, 'users-remove');
+  await removeDialog.getByRole('button', { name: 'Cancel' }).click();
+  await removeDialog.waitFor({ state: 'detached' });
+  step("the remove dialog lists alice's containers and home with their downloads (cancelled)");
+
+  // A host folder shared read-write: the page shows what changed on the host.
+  await ada.goto(`${base}/#/shares`);
+  await ada.getByRole('button', { name: 'Share a folder' }).click();
+  await ada.getByLabel('Name', { exact: true }).fill('lab');
+  await ada.getByLabel('Host folder', { exact: true }).fill(env('SSP_SHARE_DIR'));
+  await ada.getByLabel(/Read-write/).check();
+  await ada.getByRole('button', { name: 'Share', exact: true }).click();
+  await outcome(ada, ada.getByText('What changed on the host folder:'), '#add-share', 'sharing the folder', 60_000);
+  await ada.getByRole('row', { name: /lab/ }).waitFor();
+  await audit(ada, 'shares-added');
+  await ada.goto(`${base}/#/account`);
+  await ada.getByRole('row').filter({ hasText: '/shares/lab' }).filter({ hasText: 'read-write' }).waitFor();
+  step('ada shared a folder read-write; it shows on her account page');
+
+  await auditPages('');
 
   // A phone's width.
   await alice.setViewportSize({ width: 390, height: 844 });
   await alice.goto(`${base}/#/`);
-  await alice.getByRole('row', { name: /dev/ }).waitFor();
+  await devRow(alice).waitFor();
   await audit(alice, 'containers-phone');
+  await alice.goto(`${base}/#/containers/alice/dev-copy`);
+  await alice.getByRole('heading', { name: 'Schedule and retention' }).waitFor();
+  await alice.waitForLoadState('networkidle');
+  await audit(alice, 'container-phone');
+  await ada.setViewportSize({ width: 390, height: 844 });
+  await auditPages('-phone');
+  await ada.goto(`${base}/#/users`);
+  await ada.getByRole('button', { name: 'Remove alice…', exact: true }).click();
+  await ada.getByRole('link', { name: 'Download export of dev-copy' }).waitFor();
+  await audit(ada, 'users-remove-phone');
+  await ada.keyboard.press('Escape');
+  await ada.getByRole('dialog').waitFor({ state: 'detached' });
+
+  // The admin deletes alice's published image, confirmed.
+  await ada.goto(`${base}/#/images`);
+  await ada.getByRole('button', { name: 'Delete image alice/dev-image' }).click();
+  await ada.getByRole('dialog').getByRole('button', { name: /Delete/ }).click();
+  await ada.getByRole('row', { name: /alice\/dev-image/ }).waitFor({ state: 'detached' });
+  step("ada deleted alice's published image");
 
   // Delete, confirmed.
-  await alice.getByRole('button', { name: 'Delete dev' }).click();
+  await alice.goto(`${base}/#/`);
+  await alice.getByRole('button', { name: 'Delete dev', exact: true }).click();
   await alice.getByRole('dialog').getByRole('button', { name: /Delete/ }).click();
-  await alice.getByRole('row', { name: /dev/ }).waitFor({ state: 'detached', timeout: 180_000 });
+  await devRow(alice).waitFor({ state: 'detached', timeout: 180_000 });
   step('dev deleted');
 
   // Signed out: the page is back at sign-in.

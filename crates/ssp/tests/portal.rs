@@ -1,8 +1,8 @@
 //! The web portal in a real browser: Debian's `chromium`, driven by `playwright-core` from npm
 //! (`tests/browser/portal.mjs`, never a browser download), against the real `ssp serve` on a
-//! private LXD with emulated GPUs. The admin's side (users, invitations, scripted GPU
-//! telemetry) is done here with the CLI; everything a user does is done in the page. The
-//! script checks every page with axe-core and saves screenshots under
+//! private LXD with emulated GPUs. The admin's side (users and invitations with the CLI,
+//! scripted GPU telemetry, a host folder to share) is done here; everything a user does is
+//! done in the page. The script checks every page with axe-core and saves screenshots under
 //! `target/portal-screenshots/`.
 
 use std::path::PathBuf;
@@ -52,6 +52,10 @@ async fn scenario(platform: &Platform) -> Result<()> {
     let alice_link = invite(platform, "alice").await?;
     let ada_link = invite(platform, "ada").await?;
     let https = platform.https.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    // A host folder the admin shares read-write in the page: outside the private LXD's
+    // folder (which may not be shared), open to all as the storage suite's are.
+    let share = tempfile::Builder::new().prefix("ssp-share-portal-").tempdir_in("/tmp")?;
+    std::fs::set_permissions(share.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
     let shots = repo().join("target/portal-screenshots");
     std::fs::create_dir_all(&shots)?;
     let script = repo().join("tests/browser/portal.mjs");
@@ -64,6 +68,7 @@ async fn scenario(platform: &Platform) -> Result<()> {
         .env("SSP_ADA_INVITE", &ada_link)
         .env("SSP_BOB_TOKEN", platform.token("bob")?)
         .env("SSP_SHOTS", &shots)
+        .env("SSP_SHARE_DIR", share.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,23 +1,148 @@
-// "Keys & tokens" of the signed-in user: SSH public keys (`/api/v1/users/{me}/keys`), which
-// ssp writes into every container's authorized_keys and the gateway accepts; API tokens for
-// the `ssp` command line (`/api/v1/users/{me}/tokens`), whose secret is shown once.
+// The signed-in user's account: their home volume (`/api/v1/users/{me}/home`: see it, make
+// it), the shared folders that reach their containers (`GET /api/v1/shares`), SSH public keys
+// (`/api/v1/users/{me}/keys`), which ssp writes into every container's authorized_keys and
+// the gateway accepts, and API tokens for the `ssp` command line (`/api/v1/users/{me}/tokens`),
+// whose secret is shown once.
 import { useState } from 'preact/hooks';
 
-import { api, path } from '../api';
+import { api, ApiError, path } from '../api';
 import { CodeBlock, ErrorBox, Field, Loading, Notice, PageTitle, TableWrap, useConfirm } from '../components';
 import { ago, dateTime } from '../format';
 import { usePoll } from '../hooks';
 import { useSession } from '../session';
-import type { Key, Token, TokenCreated } from '../types';
+import type { Home, Key, Share, Token, TokenCreated } from '../types';
 
 export function AccountPage() {
   const { session } = useSession();
   return (
     <>
-      <PageTitle title="Keys & tokens">Keys &amp; tokens</PageTitle>
+      <PageTitle title="Account">Account</PageTitle>
+      <HomeSection me={session.name} />
+      <SharesSection me={session.name} />
       <KeysSection me={session.name} />
       <TokensSection me={session.name} />
     </>
+  );
+}
+
+/** `GET /api/v1/users/{user}/home`, where 404 means "no home volume". */
+export function loadHome(user: string): Promise<Home | null> {
+  return api<Home>('GET', `/users/${path(user)}/home`).catch((e: unknown) => {
+    if (e instanceof ApiError && e.status === 404) return null;
+    throw e;
+  });
+}
+
+function HomeSection({ me }: { me: string }) {
+  const home = usePoll(() => loadHome(me), [me], 15000);
+  const [size, setSize] = useState('10GiB');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+
+  const create = async (event: Event) => {
+    event.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      await api<Home>('PUT', `/users/${path(me)}/home`, { size: size.trim() });
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+      void home.reload();
+    }
+  };
+
+  const h = home.data;
+  return (
+    <section aria-labelledby="home-title">
+      <h2 id="home-title">Home volume</h2>
+      <ErrorBox error={home.error} title="Your home volume could not be read" />
+      {home.loading ? (
+        <Loading what="your home volume" />
+      ) : h ? (
+        <dl class="details">
+          <dt>Size</dt>
+          <dd>{h.size} (counted against your disk quota)</dd>
+          <dt>State</dt>
+          <dd>{h.phase === 'ready' ? 'ready' : `${h.phase}…`}</dd>
+          <dt>Mounted at</dt>
+          <dd>
+            <code>{h.path}</code> in each of your containers (one running before it was made sees it after a restart)
+          </dd>
+        </dl>
+      ) : (
+        <>
+          <p>
+            You have no home volume. One keeps your files apart from any container: it is mounted in all of them and
+            stays when they are deleted.
+          </p>
+          <form class="inline-form" onSubmit={create}>
+            <Field id="home-size" label="Size" hint="Like 10GiB; counted against your disk quota.">
+              <input
+                id="home-size"
+                required
+                spellcheck={false}
+                aria-describedby="home-size-hint"
+                value={size}
+                onInput={(e) => setSize(e.currentTarget.value)}
+              />
+            </Field>
+            <button type="submit" class="primary" disabled={busy}>
+              Make my home volume
+            </button>
+          </form>
+        </>
+      )}
+      <ErrorBox error={error} title="Not made" />
+    </section>
+  );
+}
+
+function SharesSection({ me }: { me: string }) {
+  const shares = usePoll(() => api<Share[]>('GET', '/shares'), [], 0);
+  // The server lists shares to admins only; anyone else is told where to ask.
+  const refused = shares.error instanceof ApiError && shares.error.status === 403;
+  const mine = (shares.data ?? []).filter((share) => share.users.length === 0 || share.users.includes(me));
+  return (
+    <section aria-labelledby="shares-title">
+      <h2 id="shares-title">Shared folders</h2>
+      {refused ? (
+        <p class="muted">Ask an admin which shared folders your containers get: ssp lists them to admins only.</p>
+      ) : (
+        <ErrorBox error={shares.error} title="Shares could not be listed" />
+      )}
+      {shares.loading ? (
+        <Loading what="shared folders" />
+      ) : refused || shares.error ? null : mine.length === 0 ? (
+        <p class="muted">No shared folder reaches your containers.</p>
+      ) : (
+        <TableWrap label="Shared folders">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">Name</th>
+                <th scope="col">In your containers</th>
+                <th scope="col">Access</th>
+                <th scope="col">Group</th>
+              </tr>
+            </thead>
+            <tbody>
+              {mine.map((share) => (
+                <tr key={share.name}>
+                  <th scope="row">{share.name}</th>
+                  <td>
+                    <code class="break">{share.path}</code>
+                  </td>
+                  <td>{share.read_only ? 'read-only' : 'read-write'}</td>
+                  <td>{share.group ? <code>{share.group.name}</code> : '–'}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </TableWrap>
+      )}
+    </section>
   );
 }
 

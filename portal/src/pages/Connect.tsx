@@ -61,7 +61,7 @@ export function ConnectPage() {
       </p>
       {user.data && user.data.keys === 0 ? (
         <Notice kind="warn">
-          You have no SSH key registered yet: add your public key under <a href={href('account')}>Keys &amp; tokens</a>{' '}
+          You have no SSH key registered yet: add your public key under <a href={href('account')}>Account</a>{' '}
           first.
         </Notice>
       ) : null}

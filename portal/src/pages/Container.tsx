@@ -1,17 +1,19 @@
 // One container (`#/containers/OWNER/NAME`): its details (`GET /api/v1/containers/{owner}/{name}`),
-// actions, GPUs (attach and give back), the web terminal, and snapshots
-// (`/api/v1/containers/{owner}/{name}/snapshots`: list, take, restore, protect, delete).
+// actions, GPUs (attach and give back), the web terminal, copying it
+// (`POST /api/v1/containers/{owner}/{name}/copy`) and publishing it as an image
+// (`POST /api/v1/images`), snapshots (`/api/v1/containers/{owner}/{name}/snapshots`: list,
+// take, restore, protect, delete) and their schedule (`…/schedule`: show, set, remove).
 import { useEffect, useRef, useState } from 'preact/hooks';
 
 import { api, ApiError, path } from '../api';
 import { ErrorBox, Field, Loading, Notice, PageTitle, StateBadge, TableWrap, useConfirm } from '../components';
 import { containerPath, useContainerActions } from '../containerActions';
-import { ago, dateTime, timeLeft } from '../format';
+import { ago, bytes, dateTime, span, timeLeft } from '../format';
 import { href, navigate, useNow, usePoll } from '../hooks';
 import { useSession } from '../session';
 import type { TerminalSession, TerminalStatus } from '../terminal';
 import { recalled } from '../terminalStore';
-import type { Container, GpuGrant, GpuList, Snapshot } from '../types';
+import type { Container, GpuGrant, GpuList, Image, Snapshot, SnapshotSchedule } from '../types';
 import { freeGpus, leaseEnds } from './Containers';
 
 export function ContainerPage({ owner, name }: { owner: string; name: string }) {
@@ -112,6 +114,8 @@ export function ContainerPage({ owner, name }: { owner: string; name: string }) 
       }} />
 
       <TerminalSection owner={owner} name={name} running={running} />
+
+      <CopySection container={c} admin={session.role === 'admin'} />
 
       <SnapshotSection container={c} changed={() => void container.reload()} />
     </>
@@ -226,6 +230,109 @@ function GpuSection({
         </form>
       ) : null}
       <ErrorBox error={error} />
+    </section>
+  );
+}
+
+function CopySection({ container: c, admin }: { container: Container; admin: boolean }) {
+  const [copyName, setCopyName] = useState('');
+  const [copyOwner, setCopyOwner] = useState('');
+  const [imageName, setImageName] = useState('');
+  const [busy, setBusy] = useState<'' | 'copy' | 'publish'>('');
+  const [copyError, setCopyError] = useState<unknown>(null);
+  const [publishError, setPublishError] = useState<unknown>(null);
+  const [published, setPublished] = useState<Image | null>(null);
+  // The server refuses both until the container is made; say so instead of offering them.
+  const ready = c.phase === 'ready';
+
+  const copy = async (event: Event) => {
+    event.preventDefault();
+    setBusy('copy');
+    setCopyError(null);
+    try {
+      const body: { name: string; owner?: string } = { name: copyName.trim() };
+      if (copyOwner.trim()) body.owner = copyOwner.trim();
+      const made = await api<Container>('POST', `${containerPath(c)}/copy`, body);
+      navigate('containers', made.owner, made.name);
+    } catch (e) {
+      setCopyError(e);
+    } finally {
+      setBusy('');
+    }
+  };
+
+  const publish = async (event: Event) => {
+    event.preventDefault();
+    setBusy('publish');
+    setPublishError(null);
+    setPublished(null);
+    try {
+      const image = await api<Image>('POST', '/images', { container: `${c.owner}/${c.name}`, name: imageName.trim() });
+      setPublished(image);
+      setImageName('');
+    } catch (e) {
+      setPublishError(e);
+    } finally {
+      setBusy('');
+    }
+  };
+
+  return (
+    <section aria-labelledby="copy-title">
+      <h2 id="copy-title">Copy and publish</h2>
+      {!ready ? <p class="muted">Copying and publishing are possible once the container is made.</p> : null}
+      <form class="inline-form" onSubmit={copy}>
+        <Field id="copy-name" label="Name of the copy" hint="A new container with these files (not the snapshots) and limits.">
+          <input
+            id="copy-name"
+            required
+            autoCapitalize="none"
+            spellcheck={false}
+            aria-describedby="copy-name-hint"
+            value={copyName}
+            onInput={(e) => setCopyName(e.currentTarget.value)}
+          />
+        </Field>
+        {admin ? (
+          <Field id="copy-owner" label="Owner of the copy (optional)" hint={`Empty: ${c.owner}.`}>
+            <input
+              id="copy-owner"
+              autoCapitalize="none"
+              spellcheck={false}
+              aria-describedby="copy-owner-hint"
+              value={copyOwner}
+              onInput={(e) => setCopyOwner(e.currentTarget.value)}
+            />
+          </Field>
+        ) : null}
+        <button type="submit" disabled={!ready || busy !== ''}>
+          {busy === 'copy' ? 'Copying…' : 'Copy'}
+        </button>
+      </form>
+      <ErrorBox error={copyError} title="Not copied" />
+      <form class="inline-form" onSubmit={publish}>
+        <Field id="image-name" label="Image name" hint="Lowercase letters, digits, - and .; new containers can start from it.">
+          <input
+            id="image-name"
+            required
+            autoCapitalize="none"
+            spellcheck={false}
+            aria-describedby="image-name-hint"
+            value={imageName}
+            onInput={(e) => setImageName(e.currentTarget.value)}
+          />
+        </Field>
+        <button type="submit" disabled={!ready || busy !== ''}>
+          {busy === 'publish' ? 'Publishing…' : 'Publish as image'}
+        </button>
+      </form>
+      <ErrorBox error={publishError} title="Not published" />
+      {published ? (
+        <Notice kind="ok">
+          Image <strong>{published.name}</strong> published ({bytes(published.size)}): choose it as the image of a new
+          container. <a href={href('images')}>All images</a>
+        </Notice>
+      ) : null}
     </section>
   );
 }
@@ -481,6 +588,163 @@ function SnapshotSection({ container: c, changed }: { container: Container; chan
           </table>
         </TableWrap>
       )}
+      <ScheduleSection container={c} />
     </section>
+  );
+}
+
+const UNITS = [
+  { value: 60, label: 'minutes' },
+  { value: 3600, label: 'hours' },
+  { value: 86400, label: 'days' },
+];
+
+/** `every_secs` as a number of the largest unit that divides it. */
+function splitEvery(secs: number): { count: string; unit: number } {
+  const unit = [...UNITS].reverse().find((u) => secs % u.value === 0)?.value ?? 60;
+  return { count: String(secs / unit), unit };
+}
+
+function describeSchedule(s: SnapshotSchedule): string {
+  const keeps = [
+    s.keep_last ? `the newest ${s.keep_last}` : '',
+    s.keep_daily ? `one a day for ${s.keep_daily} days` : '',
+    s.keep_weekly ? `one a week for ${s.keep_weekly} weeks` : '',
+  ].filter((k) => k !== '');
+  return `A snapshot every ${span(s.every_secs)}; pruning keeps ${keeps.join(', ')} and every protected one.`;
+}
+
+/** The snapshot schedule and its retention: the scheduler takes and prunes `auto-` snapshots. */
+function ScheduleSection({ container: c }: { container: Container }) {
+  const base = `${containerPath(c)}/schedule`;
+  // No schedule answers 404: that is "none", not an error.
+  const schedule = usePoll(
+    () =>
+      api<SnapshotSchedule>('GET', base).catch((e: unknown) => {
+        if (e instanceof ApiError && e.status === 404) return null;
+        throw e;
+      }),
+    [base],
+    0,
+  );
+  const [dialog, ask] = useConfirm();
+  const [form, setForm] = useState({ count: '1', unit: 86400, last: '', daily: '7', weekly: '4' });
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const [notice, setNotice] = useState('');
+  const current = schedule.data;
+
+  // The form starts from the schedule there is.
+  useEffect(() => {
+    if (!current) return;
+    const every = splitEvery(current.every_secs);
+    setForm({
+      count: every.count,
+      unit: every.unit,
+      last: current.keep_last ? String(current.keep_last) : '',
+      daily: current.keep_daily ? String(current.keep_daily) : '',
+      weekly: current.keep_weekly ? String(current.keep_weekly) : '',
+    });
+  }, [current]);
+
+  const act = async (action: () => Promise<unknown>, done: string) => {
+    setBusy(true);
+    setError(null);
+    setNotice('');
+    try {
+      await action();
+      setNotice(done);
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+      void schedule.reload();
+    }
+  };
+
+  const save = (event: Event) => {
+    event.preventDefault();
+    const body: SnapshotSchedule = { every_secs: Number(form.count) * form.unit };
+    if (form.last) body.keep_last = Number(form.last);
+    if (form.daily) body.keep_daily = Number(form.daily);
+    if (form.weekly) body.keep_weekly = Number(form.weekly);
+    void act(() => api<SnapshotSchedule>('PUT', base, body), 'Schedule saved.');
+  };
+
+  const remove = async () => {
+    const yes = await ask({
+      title: `Remove ${c.name}'s snapshot schedule?`,
+      body: <p>No more snapshots are taken or pruned by it; the snapshots there are stay.</p>,
+      confirm: 'Remove the schedule',
+      danger: true,
+    });
+    if (yes) await act(() => api('DELETE', base), 'Schedule removed.');
+  };
+
+  const keepField = (field: 'last' | 'daily' | 'weekly', label: string, hint: string) => (
+    <Field id={`schedule-${field}`} label={label} hint={hint}>
+      <input
+        id={`schedule-${field}`}
+        type="number"
+        min={0}
+        inputMode="numeric"
+        aria-describedby={`schedule-${field}-hint`}
+        value={form[field]}
+        onInput={(e) => setForm({ ...form, [field]: e.currentTarget.value })}
+      />
+    </Field>
+  );
+
+  return (
+    <div class="panel" role="group" aria-labelledby="schedule-title">
+      {dialog}
+      <h3 id="schedule-title">Schedule and retention</h3>
+      <ErrorBox error={schedule.error} title="The schedule could not be read" />
+      {schedule.loading ? (
+        <Loading what="the schedule" />
+      ) : current ? (
+        <p>
+          {describeSchedule(current)}
+          {current.last_run_at ? ` Last taken ${ago(current.last_run_at)}.` : ' None taken yet.'}
+        </p>
+      ) : (
+        <p class="muted">No schedule: snapshots are taken by hand only.</p>
+      )}
+      <form class="inline-form" onSubmit={save}>
+        <Field id="schedule-every" label="Take one every">
+          <input
+            id="schedule-every"
+            type="number"
+            min={1}
+            required
+            inputMode="numeric"
+            value={form.count}
+            onInput={(e) => setForm({ ...form, count: e.currentTarget.value })}
+          />
+        </Field>
+        <Field id="schedule-unit" label="Unit">
+          <select id="schedule-unit" value={String(form.unit)} onChange={(e) => setForm({ ...form, unit: Number(e.currentTarget.value) })}>
+            {UNITS.map((u) => (
+              <option key={u.value} value={String(u.value)}>
+                {u.label}
+              </option>
+            ))}
+          </select>
+        </Field>
+        {keepField('last', 'Keep the newest', 'Empty: no count.')}
+        {keepField('daily', 'Daily ones for (days)', 'Empty: none.')}
+        {keepField('weekly', 'Weekly ones for (weeks)', 'Empty: none.')}
+        <button type="submit" class="primary" disabled={busy}>
+          {current ? 'Save the schedule' : 'Set a schedule'}
+        </button>
+        {current ? (
+          <button type="button" class="danger" disabled={busy} onClick={remove}>
+            Remove the schedule
+          </button>
+        ) : null}
+      </form>
+      <ErrorBox error={error} />
+      {notice ? <Notice kind="ok">{notice}</Notice> : null}
+    </div>
   );
 }
