@@ -157,6 +157,17 @@ export function useLiveEvents(listener: LiveListener): void {
 /** Which live changes make a page's data stale: topics, or a test of each change. */
 export type Topics = string[] | ((change: { topic: string; owner?: string; name?: string }) => boolean);
 
+/**
+ * Whether a change is news for container `owner/name`: its own changes (and a restore of its
+ * snapshots), and the reconciler's, which name no container (they say the caller's list
+ * moved).
+ */
+export function aboutContainer(change: { topic: string; owner?: string; name?: string }, owner: string, name: string) {
+  if (change.topic !== 'containers' && change.topic !== 'snapshots') return false;
+  if (!change.name) return change.topic === 'containers';
+  return change.owner === owner && change.name === name;
+}
+
 export interface Loaded<T> {
   data: T | undefined;
   error: unknown;

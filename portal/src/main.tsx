@@ -8,7 +8,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 
 import { api, ApiError, setCsrfToken, setUnauthorizedHandler } from './api';
 import { ErrorBox, Loading, PageTitle } from './components';
-import { href, navigate, useHashRoute } from './hooks';
+import { href, live, navigate, useHashRoute, useLiveEvents } from './hooks';
 import { AccountPage } from './pages/Account';
 import { AuditPage } from './pages/Audit';
 import { ConnectPage } from './pages/Connect';
@@ -23,6 +23,27 @@ import { SystemPage } from './pages/System';
 import { UsersPage } from './pages/Users';
 import { SessionCtx } from './session';
 import type { Session } from './types';
+
+/**
+ * Whether the live stream is up: pages change as things happen; while it is down they load
+ * again every 30 s, and the badge says so.
+ */
+function LiveBadge() {
+  const [up, setUp] = useState(live.connected);
+  useLiveEvents((event) => {
+    if (event.kind === 'up') setUp(true);
+    if (event.kind === 'down') setUp(false);
+  });
+  return (
+    <span
+      class={`live ${up ? 'up' : 'down'}`}
+      data-live={up ? 'up' : 'down'}
+      title={up ? 'Pages update as things change' : 'Live updates paused: pages refresh every 30 s until they are back'}
+    >
+      {up ? 'live' : 'reconnecting…'}
+    </span>
+  );
+}
 
 type Probe = { state: 'loading' } | { state: 'out'; note?: string } | { state: 'in'; session: Session } | { state: 'failed'; error: unknown };
 
@@ -110,6 +131,7 @@ function App() {
         {session ? <Nav route={route} admin={session.role === 'admin'} /> : null}
         {session ? (
           <div class="who">
+            <LiveBadge />
             <span>
               {session.name}
               {session.role === 'admin' ? <span class="badge neutral">admin</span> : null}

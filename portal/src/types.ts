@@ -53,6 +53,8 @@ export interface User {
   departing?: boolean;
   /** While departing: how many of its containers are still being deleted. */
   containers_left?: number;
+  /** Which GPUs the user may be given; empty fields: any. */
+  gpu_allowlist?: GpuAllowlist;
 }
 
 export interface QuotaPatch {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { bytes, parseSize, span } from '../src/format';
-import { href, parseRoute } from '../src/hooks';
+import { aboutContainer, href, parseRoute } from '../src/hooks';
 import { auditQuery } from '../src/pages/Audit';
 import { freeGpus, leaseEnds } from '../src/pages/Containers';
 import { knownHostsLines, listenPort, renderSshConfig } from '../src/sshConfig';
@@ -99,4 +99,19 @@ test('the audit query leaves out empty filters and escapes the rest', () => {
     auditQuery({ actor: ' alice ', action: 'session.', object: 'alice/dev&x' }, 50),
     'actor=alice&action=session.&object=alice%2Fdev%26x&limit=50',
   );
+});
+
+test("a container page hears its own changes and the reconciler's, not another container's", () => {
+  const cases: [{ topic: string; owner?: string; name?: string }, boolean][] = [
+    [{ topic: 'containers', owner: 'alice', name: 'dev' }, true],
+    [{ topic: 'snapshots', owner: 'alice', name: 'dev' }, true],
+    [{ topic: 'containers' }, true],
+    [{ topic: 'containers', owner: 'alice', name: 'web' }, false],
+    [{ topic: 'containers', owner: 'bob', name: 'dev' }, false],
+    [{ topic: 'snapshots' }, false],
+    [{ topic: 'keys', owner: 'alice' }, false],
+  ];
+  for (const [change, expected] of cases) {
+    assert.equal(aboutContainer(change, 'alice', 'dev'), expected, JSON.stringify(change));
+  }
 });

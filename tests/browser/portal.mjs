@@ -1,24 +1,25 @@
 // The web portal in Debian's chromium, driven by playwright-core (run by
 // crates/ssp/tests/portal.rs, which starts `ssp serve` on a private LXD, makes the users and
-// their invitations, scripts the emulated GPUs' telemetry and makes a host folder to share,
-// $SSP_SHARE_DIR).
+// their invitations, makes a host folder to share ($SSP_SHARE_DIR) and scripts the emulated
+// GPUs' telemetry ($SSP_TELEMETRY, which this script rewrites later).
 //
 // alice: invitation → password → signed in → a container with a GPU → the terminal runs
 // `echo $USER; nvidia-smi -L || ls /dev/nvidia*` → reload: the same shell (a variable set
 // before is still set) → snapshot → restore → a snapshot schedule (still there after a
 // reload) → published as an image → copied (the page goes to the copy) → her home volume
 // made on the account page → delete. ada (admin): the GPU map shows alice holding GPU 0 at
-// the scripted utilization; the Images page lists alice's image; alice's memory quota
-// edited (still there after a reload); the remove dialog lists alice's containers and home
-// with their downloads (cancelled: purging is not tested here yet); a host folder
-// ($SSP_SHARE_DIR) shared read-write, with what that changed on the host, and then on her
-// account page; alice's image deleted. Refusals: a cross-site POST, a websocket from a
+// the scripted utilization, with its last hour; a new sample moves the open map (pushed by
+// the live stream); the Images page lists alice's image; alice's memory quota edited (still
+// there after a reload); the remove dialog lists alice's containers and home with their
+// downloads; a host folder shared read-write, with what that changed on the host — and it
+// appears on alice's open account page without a reload; alice's image deleted; at the end
+// alice removed with everything she holds. Refusals: a cross-site POST, a websocket from a
 // foreign origin, a reused ticket, bob asking for alice's terminal (the same answer as for a
 // container that does not exist). axe-core on every page (no serious or critical
 // violation), at 1280×800 and at a phone's width; screenshots in $SSP_SHOTS.
 
 import { createHash, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -42,6 +43,22 @@ const spki = createHash('sha256')
   .digest('base64');
 
 const step = (what) => console.log(`portal: ${what}`);
+
+/** The emulated GPUs' next samples (written whole, then renamed, so the sampler never reads half). */
+function scriptTelemetry(gpus) {
+  const file = env('SSP_TELEMETRY');
+  writeFileSync(`${file}.new`, JSON.stringify({ gpus }));
+  renameSync(`${file}.new`, file);
+}
+
+/**
+ * Waits until the page has loaded what it shows: no "Loading …" left. (Not the network's
+ * idleness: the live stream keeps a request open for as long as the page is.)
+ */
+async function settled(page) {
+  await page.waitForLoadState('load');
+  await page.getByRole('status').filter({ hasText: /^Loading / }).first().waitFor({ state: 'detached' });
+}
 
 function fail(message) {
   throw new Error(message);
@@ -268,12 +285,12 @@ try {
   await audit(alice, 'container-copy');
   step('dev published as alice/dev-image and copied to dev-copy');
 
-  // Her home volume, made on the account page; shares are listed to admins only.
+  // Her home volume, made on the account page; no share reaches her yet.
   await alice.goto(`${base}/#/account`);
   await alice.getByLabel('Size').fill('1GiB');
   await alice.getByRole('button', { name: 'Make my home volume' }).click();
   await outcome(alice, alice.getByText('Mounted at'), 'section[aria-labelledby="home-title"]', 'making the home volume');
-  await alice.getByText(/lists them to admins only/).waitFor();
+  await alice.getByText('No shared folder reaches your containers.').waitFor();
   await audit(alice, 'account-alice');
   step('alice made her home volume on the account page');
 
@@ -283,9 +300,16 @@ try {
   await ada.goto(`${base}/#/gpus`);
   const gpu0 = ada.getByRole('article', { name: /GPU 0/ });
   await gpu0.getByText('alice').first().waitFor();
-  await gpu0.getByText('73%').waitFor();
+  await gpu0.getByText('73%', { exact: true }).waitFor();
+  await gpu0.getByRole('img', { name: /^Last hour: \d+% mean utilization, 73% peak/ }).waitFor();
   await audit(ada, 'gpus');
-  step('the GPU map shows alice on GPU 0 at 73%');
+  step('the GPU map shows alice on GPU 0 at 73%, and its last hour');
+  // The next samples move the map without a reload: the live stream pushes them (while it is
+  // up, the page does not load on its own).
+  await ada.locator('[data-live="up"]').waitFor();
+  scriptTelemetry([{ index: 0, utilization: 41, memory_used: 2 ** 31 }, { index: 1, utilization: 0 }]);
+  await gpu0.getByText('41%', { exact: true }).waitFor();
+  step('a new sample moved GPU 0 to 41% on the open map');
   const pages = [
     ['#/users', 'users'],
     ['#/images', 'images'],
@@ -299,7 +323,7 @@ try {
     for (const [route, name] of pages) {
       await ada.goto(`${base}/${route}`);
       await ada.getByRole('main').waitFor();
-      await ada.waitForLoadState('networkidle');
+      await settled(ada);
       await audit(ada, `${name}${suffix}`);
     }
   };
@@ -346,6 +370,12 @@ try {
   await ada.goto(`${base}/#/account`);
   await ada.getByRole('row').filter({ hasText: '/shares/lab' }).filter({ hasText: 'read-write' }).waitFor();
   step('ada shared a folder read-write; it shows on her account page');
+  // alice's account page, open all along, lists it as soon as it is made: the live stream
+  // told it (her page does not load on its own while the stream is up).
+  await alice.locator('[data-live="up"]').waitFor();
+  await alice.getByRole('row').filter({ hasText: '/shares/lab' }).filter({ hasText: 'read-write' }).waitFor();
+  await alice.getByText(/share_lab/).waitFor();
+  step("the share appeared on alice's open account page, with its group")
 
   await auditPages('');
 
@@ -356,7 +386,7 @@ try {
   await audit(alice, 'containers-phone');
   await alice.goto(`${base}/#/containers/alice/dev-copy`);
   await alice.getByRole('heading', { name: 'Schedule and retention' }).waitFor();
-  await alice.waitForLoadState('networkidle');
+  await settled(alice);
   await audit(alice, 'container-phone');
   await ada.setViewportSize({ width: 390, height: 844 });
   await auditPages('-phone');
@@ -381,8 +411,23 @@ try {
   await devRow(alice).waitFor({ state: 'detached', timeout: 180_000 });
   step('dev deleted');
 
+  // alice leaves: the admin removes her with everything she holds (dev-copy and her home).
+  await ada.setViewportSize({ width: 1280, height: 800 });
+  await ada.goto(`${base}/#/users`);
+  await ada.getByRole('button', { name: 'Remove alice…', exact: true }).click();
+  const leaving = ada.getByRole('dialog', { name: /Remove alice/ });
+  await leaving.getByLabel('Type alice to confirm').fill('alice');
+  await leaving.getByRole('button', { name: 'Remove alice', exact: true }).click();
+  await leaving.waitFor({ state: 'detached' });
+  await aliceRow().getByText(/leaving/).waitFor();
+  await audit(ada, 'users-leaving');
+  await aliceRow().waitFor({ state: 'detached', timeout: 180_000 });
+  step('ada removed alice with everything; she left the list');
+  // Her own page, still open, is signed out: her sessions ended with her.
+  await alice.reload();
+  await alice.getByLabel('Password').waitFor();
+
   // Signed out: the page is back at sign-in.
-  await alice.goto(`${base}/#/`);
   const signIn = await newPage();
   await signIn.goto(`${base}/`);
   await signIn.getByLabel('Password').waitFor();

@@ -181,6 +181,8 @@ pub struct User {
     pub departing: bool,
     /// How many of their containers exist, those being deleted included (0 when none).
     pub containers_left: u32,
+    /// Which GPUs they may be given (`PUT /users/{user}/gpu-allowlist`); empty: any.
+    pub gpu_allowlist: GpuAllowlist,
 }
 
 /// `DELETE /api/v1/users/{user}?purge=true`.

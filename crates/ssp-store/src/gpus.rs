@@ -109,6 +109,15 @@ fn container_owner(tx: &Transaction<'_>, uid: &str) -> Result<(i64, String, Stri
     .ok_or_else(|| Error::NotFound { kind: "container", name: uid.into() })
 }
 
+/// A user's GPU allowlists as the admin set them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allowlist {
+    /// Only these host indices (`None`: any).
+    pub indices: Option<Vec<u32>>,
+    /// Only these models (`None`: any).
+    pub models: Option<Vec<String>>,
+}
+
 fn policy_in(tx: &Transaction<'_>, user_id: i64) -> Result<GpuPolicy> {
     let max_gpus: u32 = tx.query_row("SELECT max_gpus FROM users WHERE id = ?1", [user_id], |r| r.get(0))?;
     let lists: Option<(Option<String>, Option<String>)> = tx
@@ -382,6 +391,22 @@ impl Store {
         self.write(|tx| policy_in(tx, id))
     }
 
+    /// `user`'s allowlists as set.
+    pub fn gpu_allowlist(&self, user: &str) -> Result<Allowlist> {
+        let id = self.user(user)?.id;
+        let lists: Option<(Option<String>, Option<String>)> = self
+            .conn
+            .query_row("SELECT indices, models FROM gpu_allowlists WHERE user_id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let (indices, models) = lists.unwrap_or_default();
+        Ok(Allowlist {
+            indices: indices.map(|text| text.split(',').filter_map(|i| i.parse().ok()).collect()),
+            models: models.map(|text| text.split('\n').map(str::to_owned).collect()),
+        })
+    }
+
     /// Sets `user`'s allowlists (`None`: any GPU, any model).
     pub fn set_gpu_allowlist(
         &mut self,
@@ -529,7 +554,9 @@ mod tests {
         assert_eq!(store.expired_leases(99).unwrap().len(), 0);
         assert_eq!(store.expired_leases(100).unwrap()[0].container_uid, a);
 
+        assert_eq!(store.gpu_allowlist("alice").unwrap(), Allowlist::default(), "none set: any GPU");
         store.set_gpu_allowlist(None, "alice", Some(&[3].into()), None).unwrap();
+        assert_eq!(store.gpu_allowlist("alice").unwrap(), Allowlist { indices: Some(vec![3]), models: None });
         let refused = store.grant_gpus(None, &a, &GpuRequest::Any(2), None).unwrap_err();
         assert_eq!(refused.to_string(), "2 GPU(s) asked but only 1 free for you: 3");
         assert!(matches!(store.set_gpu(None, 9, Some(true), None), Err(Error::NotFound { .. })));

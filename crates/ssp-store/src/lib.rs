@@ -33,7 +33,7 @@ use rusqlite_migration::{Migrations, M};
 
 pub use containers::{Container, ContainerPhase, ContainerSource, DesiredState, LeaseRequest, NewContainer};
 pub use gateway::GatewaySession;
-pub use gpus::{Gpu, GpuHours, GpuRecord, Lease};
+pub use gpus::{Allowlist, Gpu, GpuHours, GpuRecord, Lease};
 pub use homes::{Home, HomePhase};
 pub use images::{ImageRow, NewImage};
 pub use journal::{JournalEntry, JournalFilter};

@@ -45,7 +45,8 @@ async fn scenario(platform: &Platform) -> Result<()> {
         { "index": 0, "utilization": 73, "memory_used": 3u64 << 30 },
         { "index": 1, "utilization": 0 },
     ]});
-    std::fs::write(platform.dir().join("state/gpu-telemetry.json"), telemetry.to_string())?;
+    let telemetry_file = platform.dir().join("state/gpu-telemetry.json");
+    std::fs::write(&telemetry_file, telemetry.to_string())?;
     platform.user("alice", &["--max-gpus", "1"])?;
     platform.user("bob", &[])?;
     ok(root(platform, &["user", "add", "ada", "--admin"]).await?, "add ada")?;
@@ -69,6 +70,7 @@ async fn scenario(platform: &Platform) -> Result<()> {
         .env("SSP_BOB_TOKEN", platform.token("bob")?)
         .env("SSP_SHOTS", &shots)
         .env("SSP_SHARE_DIR", share.path())
+        .env("SSP_TELEMETRY", &telemetry_file)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -186,6 +186,14 @@ async fn shares_have_sensible_owners_are_read_only_and_never_setuid_body(
     ok(root(platform, &["share", "add", "lab", lab_path, "--rw", "--users", "alice"]).await?, "share lab")?;
     let listed = ok(root(platform, &["share", "list"]).await?, "share list")?;
     ensure!(listed.contains("/shares/lab") && listed.contains("everyone"), "{listed}");
+    // A user sees the shares that reach their containers, without the host folders.
+    let seen: serde_json::Value =
+        serde_json::from_str(&ok(cli(platform, &alice, &["--json", "share", "list"]).await?, "alice's shares")?)?;
+    let names: Vec<&str> = seen.as_array().into_iter().flatten().filter_map(|s| s["name"].as_str()).collect();
+    ensure!(names == ["data", "lab"], "alice sees {names:?}");
+    ensure!(!seen.to_string().contains(data_path) && !seen.to_string().contains(lab_path), "host folders: {seen}");
+    let seen = ok(cli(platform, &bob, &["--json", "share", "list"]).await?, "bob's shares")?;
+    ensure!(seen.contains("\"data\"") && !seen.contains("\"lab\""), "bob sees alice's share: {seen}");
 
     container(platform, &alice, "one").await?;
     container(platform, &alice, "two").await?;

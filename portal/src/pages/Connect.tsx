@@ -19,7 +19,7 @@ export function ConnectPage() {
   const containers = usePoll(() => api<Container[]>('GET', `/containers?owner=${encodeURIComponent(me)}`), [me], 0, [
     'containers',
   ]);
-  const user = usePoll(() => api<User>('GET', `/users/${path(me)}`), [me], 0);
+  const user = usePoll(() => api<User>('GET', `/users/${path(me)}`), [me], 0, ['users']);
   const [host, setHost] = useState(() => location.hostname.replace(/^\[|\]$/g, ''));
   const [port, setPort] = useState('');
   const [identity, setIdentity] = useState('');

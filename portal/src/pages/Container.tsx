@@ -9,7 +9,7 @@ import { api, ApiError, path } from '../api';
 import { ErrorBox, Field, Loading, Notice, PageTitle, StateBadge, TableWrap, useConfirm } from '../components';
 import { containerPath, useContainerActions } from '../containerActions';
 import { ago, bytes, dateTime, span, timeLeft } from '../format';
-import { href, navigate, useNow, usePoll } from '../hooks';
+import { aboutContainer, href, navigate, useNow, usePoll } from '../hooks';
 import { useSession } from '../session';
 import type { TerminalSession, TerminalStatus } from '../terminal';
 import { recalled } from '../terminalStore';
@@ -18,8 +18,11 @@ import { freeGpus, leaseEnds } from './Containers';
 
 export function ContainerPage({ owner, name }: { owner: string; name: string }) {
   const { session } = useSession();
-  const container = usePoll(() => api<Container>('GET', containerPath({ owner, name })), [owner, name], 5000);
-  const gpus = usePoll(() => api<GpuList>('GET', '/gpus'), [], 10000);
+  // CPU and memory in use move without events; the rest loads when this container changes.
+  const container = usePoll(() => api<Container>('GET', containerPath({ owner, name })), [owner, name], 15000, (change) =>
+    aboutContainer(change, owner, name),
+  );
+  const gpus = usePoll(() => api<GpuList>('GET', '/gpus'), [], 0, ['gpus', 'containers']);
   useNow(30000);
   const actions = useContainerActions(
     () => {
@@ -455,7 +458,10 @@ function TerminalSection({ owner, name, running }: { owner: string; name: string
 
 function SnapshotSection({ container: c, changed }: { container: Container; changed: () => void }) {
   const base = `${containerPath(c)}/snapshots`;
-  const snapshots = usePoll(() => api<Snapshot[]>('GET', base), [base], 15000);
+  // Scheduled snapshots are taken without an event: looked at every minute too.
+  const snapshots = usePoll(() => api<Snapshot[]>('GET', base), [base], 60000, (change) =>
+    change.topic === 'snapshots' && (!change.name || (change.owner === c.owner && change.name === c.name)),
+  );
   const [dialog, ask] = useConfirm();
   const [name, setName] = useState('');
   const [protect, setProtect] = useState(true);
@@ -625,7 +631,8 @@ function ScheduleSection({ container: c }: { container: Container }) {
         throw e;
       }),
     [base],
-    0,
+    60000,
+    (change) => change.topic === 'snapshots' && change.owner === c.owner && change.name === c.name,
   );
   const [dialog, ask] = useConfirm();
   const [form, setForm] = useState({ count: '1', unit: 86400, last: '', daily: '7', weekly: '4' });

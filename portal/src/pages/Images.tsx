@@ -18,7 +18,7 @@ function shortName(image: Image): string {
 
 export function ImagesPage() {
   const { session } = useSession();
-  const images = usePoll(() => api<Image[]>('GET', '/images'), [], 30000);
+  const images = usePoll(() => api<Image[]>('GET', '/images'), [], 0, ['images']);
   const [dialog, ask] = useConfirm();
   const [busy, setBusy] = useState('');
   const [error, setError] = useState<unknown>(null);

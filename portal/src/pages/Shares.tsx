@@ -11,7 +11,7 @@ import { usePoll } from '../hooks';
 import type { Share, ShareCreate } from '../types';
 
 export function SharesPage() {
-  const shares = usePoll(() => api<Share[]>('GET', '/shares'), [], 30000);
+  const shares = usePoll(() => api<Share[]>('GET', '/shares'), [], 0, ['shares']);
   const [dialog, ask] = useConfirm();
   const [busy, setBusy] = useState('');
   const [error, setError] = useState<unknown>(null);

@@ -19,7 +19,9 @@ const INVITE_HOURS = 72;
 
 export function UsersPage() {
   const { session } = useSession();
-  const users = usePoll(() => api<User[]>('GET', '/users'), [], 15000);
+  // A departing user's last steps (home, then the row) come without an event: looked at
+  // every 30 s too.
+  const users = usePoll(() => api<User[]>('GET', '/users'), [], 30000, ['users', 'containers', 'home']);
   const [dialog, ask] = useConfirm();
   const [error, setError] = useState<unknown>(null);
   const [notice, setNotice] = useState('');
@@ -370,8 +372,8 @@ function listOf(text: string): string[] {
 function EditUser({ user, close, saved }: { user: User; close: () => void; saved: (note: string) => void }) {
   const [role, setRole] = useState<Role>(user.role);
   const [quota, setQuota] = useState<QuotaForm>(() => quotaForm(user.quota));
-  const [indices, setIndices] = useState('');
-  const [models, setModels] = useState('');
+  const [indices, setIndices] = useState(() => (user.gpu_allowlist?.indices ?? []).join(', '));
+  const [models, setModels] = useState(() => (user.gpu_allowlist?.models ?? []).join(', '));
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const [allowError, setAllowError] = useState<unknown>(null);
@@ -474,8 +476,7 @@ function EditUser({ user, close, saved }: { user: User; close: () => void; saved
       <form class="grid-form" onSubmit={setAllowlist}>
         <h3 class="wide">GPU allowlist</h3>
         <p class="wide muted">
-          Which GPUs {user.name} may be given. ssp does not show the list set before: saving replaces it, and both
-          fields empty allow any GPU.
+          Which GPUs {user.name} may be given, as set now. Saving replaces it; both fields empty allow any GPU.
         </p>
         <Field id="allow-indices" label="GPU numbers" hint="Like 0, 2; empty: any.">
           <input

@@ -32,12 +32,30 @@ fn wire(share: ssp_store::Share) -> api::Share {
     }
 }
 
-/// Lists shares (admin).
-#[utoipa::path(get, path = "/api/v1/shares", tag = "shares",
-    responses((status = 200, body = [api::Share]), (status = 403, body = api::ErrorBody)))]
+/// Lists shares: an admin sees all of them; a user those mounted in their containers, with
+/// the host folder and the other members left out (where it appears inside, read-only or
+/// not, and its group are what they need).
+#[utoipa::path(get, path = "/api/v1/shares", tag = "shares", responses((status = 200, body = [api::Share])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<api::Share>>> {
-    caller.require_admin("list shares")?;
-    Ok(Json(state.db.run(|s| s.all_shares()).await?.into_iter().map(wire).collect()))
+    let all = state.db.run(|s| s.all_shares()).await?.into_iter().map(wire);
+    if caller.is_admin() {
+        return Ok(Json(all.collect()));
+    }
+    Ok(Json(all.filter_map(|share| as_seen_by(share, &caller.name)).collect()))
+}
+
+/// `share` as user `user` sees it: only if it is theirs (everyone's, or theirs by name),
+/// without the host folder and the other members.
+fn as_seen_by(share: api::Share, user: &str) -> Option<api::Share> {
+    let everyone = share.users.is_empty();
+    if !everyone && !share.users.iter().any(|u| u == user) {
+        return None;
+    }
+    Some(api::Share {
+        host_path: String::new(),
+        users: if everyone { Vec::new() } else { vec![user.to_string()] },
+        ..share
+    })
 }
 
 /// Shares a host folder into containers — everyone's, or the named users' (admin). The
@@ -140,4 +158,42 @@ pub async fn remove(State(state): State<AppState>, caller: Caller, Path(share): 
         tracing::warn!("unstaging share {share}: {e}");
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(users: &[&str]) -> api::Share {
+        api::Share {
+            name: "lab".into(),
+            host_path: "/srv/lab".into(),
+            path: "/shares/lab".into(),
+            read_only: false,
+            users: users.iter().map(|u| (*u).to_string()).collect(),
+            created_at: 0,
+            group: None,
+            host_changes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_user_sees_their_shares_without_the_host_folder_or_the_others() {
+        // (the share's users, alice sees it, the users she is shown)
+        let table: [(&[&str], bool, &[&str]); 4] = [
+            (&[], true, &[]),
+            (&["alice"], true, &["alice"]),
+            (&["bob", "alice", "carol"], true, &["alice"]),
+            (&["bob"], false, &[]),
+        ];
+        for (users, seen, shown) in table {
+            let got = as_seen_by(share(users), "alice");
+            assert_eq!(got.is_some(), seen, "{users:?}");
+            if let Some(got) = got {
+                assert_eq!(got.host_path, "", "{users:?}");
+                assert_eq!(got.users, shown.iter().map(|u| (*u).to_string()).collect::<Vec<_>>(), "{users:?}");
+                assert_eq!((got.path.as_str(), got.read_only), ("/shares/lab", false));
+            }
+        }
+    }
 }

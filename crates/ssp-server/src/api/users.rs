@@ -87,12 +87,14 @@ pub fn view(store: &Store, name: &str) -> Result<api::User, ssp_store::Error> {
     let user = store.user(name)?;
     let containers = store.containers_of(name)?;
     let keys = store.keys(name)?.len();
-    let held: Vec<_> = containers.iter().filter(|c| c.phase != ssp_store::ContainerPhase::Deleting).collect();
+    let held = containers.iter().filter(|c| c.phase != ssp_store::ContainerPhase::Deleting).count();
+    // The same sums admission checks: containers not being deleted, and the home's disk.
+    let holdings = crate::admission::holdings(store, name)?;
     let usage = api::Usage {
-        containers: u32::try_from(held.len()).unwrap_or(u32::MAX),
-        cpus: held.iter().map(|c| c.cpus).sum(),
-        memory: ByteSize::from_bytes(held.iter().map(|c| c.memory.bytes()).sum()).to_string(),
-        disk: ByteSize::from_bytes(held.iter().map(|c| c.disk.bytes()).sum()).to_string(),
+        containers: u32::try_from(held).unwrap_or(u32::MAX),
+        cpus: holdings.iter().map(|r| r.cpus).sum(),
+        memory: ByteSize::from_bytes(holdings.iter().map(|r| r.memory.bytes()).sum()).to_string(),
+        disk: ByteSize::from_bytes(holdings.iter().map(|r| r.disk.bytes()).sum()).to_string(),
         gpus: u32::try_from(store.active_leases()?.iter().filter(|l| l.owner == name).count()).unwrap_or(u32::MAX),
     };
     Ok(api::User {
@@ -106,6 +108,10 @@ pub fn view(store: &Store, name: &str) -> Result<api::User, ssp_store::Error> {
         created_at: user.created_at,
         departing: user.departing(),
         containers_left: u32::try_from(containers.len()).unwrap_or(u32::MAX),
+        gpu_allowlist: {
+            let allowlist = store.gpu_allowlist(name)?;
+            api::GpuAllowlist { indices: allowlist.indices, models: allowlist.models }
+        },
     })
 }
 

@@ -373,8 +373,25 @@ fn show_user(user: &User, json: bool) -> anyhow::Result<()> {
         ("memory", of(&user.usage.memory, &user.quota.max_memory)),
         ("disk", of(&user.usage.disk, &user.quota.max_disk)),
         ("gpus", of(user.usage.gpus, user.quota.max_gpus)),
+        ("gpu allowlist", allowlist(&user.gpu_allowlist)),
     ]);
     Ok(())
+}
+
+/// `any`, or the GPU numbers and models a user may be given.
+fn allowlist(list: &ssp_api::GpuAllowlist) -> String {
+    let mut parts = Vec::new();
+    if let Some(indices) = &list.indices {
+        parts.push(format!("GPUs {}", indices.iter().map(u32::to_string).collect::<Vec<_>>().join(",")));
+    }
+    if let Some(models) = &list.models {
+        parts.push(format!("models {}", models.join(", ")));
+    }
+    if parts.is_empty() {
+        "any".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 fn now() -> i64 {
@@ -386,6 +403,18 @@ mod tests {
     use ssp_api::{Quota, Usage};
 
     use super::*;
+
+    #[test]
+    fn an_allowlist_reads_as_set() {
+        let list = |indices: Option<Vec<u32>>, models: Option<Vec<&str>>| ssp_api::GpuAllowlist {
+            indices,
+            models: models.map(|m| m.into_iter().map(String::from).collect()),
+        };
+        assert_eq!(allowlist(&list(None, None)), "any");
+        assert_eq!(allowlist(&list(Some(vec![0, 2]), None)), "GPUs 0,2");
+        assert_eq!(allowlist(&list(None, Some(vec!["NVIDIA H200", "A100"]))), "models NVIDIA H200, A100");
+        assert_eq!(allowlist(&list(Some(vec![3]), Some(vec!["A100"]))), "GPUs 3; models A100");
+    }
 
     #[test]
     fn a_user_row_shows_usage_against_quota() {
@@ -406,6 +435,7 @@ mod tests {
             created_at: 0,
             departing: false,
             containers_left: 1,
+            gpu_allowlist: Default::default(),
         };
         assert_eq!(
             user_row(&user),
