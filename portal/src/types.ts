@@ -122,6 +122,8 @@ export interface Container {
   problem_at?: number;
   next_try_at?: number;
   waiting_for?: string;
+  /** What waits for its next start (a home or share added while it ran). */
+  pending?: string;
   converged: boolean;
   gpus: number[];
   gpu_health?: string;

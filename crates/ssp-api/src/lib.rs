@@ -349,6 +349,10 @@ pub struct Container {
     /// What the reconciler waits for before it can go on (an LXD operation on it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// What waits for its next start (a home or share added while it ran: their file
+    /// ownership needs the id map a start applies); it is usable meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
     /// ssp's work on it is done: LXD matches what ssp wants and, when running, its owner's
     /// account, keys, home and GPUs are in place — it is usable through every door.
     #[serde(default)]

@@ -108,6 +108,7 @@ pub fn container(
         problem_at: None,
         next_try_at: None,
         waiting_for: None,
+        pending: None,
         converged: false,
         gpus: Vec::new(),
         gpu_health: None,

@@ -90,6 +90,64 @@ pub struct Attachments {
     /// Groups the owner's account is a member of inside, by name, with their inside gid
     /// (the share groups of its read-write shares; names and gids from `ssp_core::idblock`).
     pub groups: std::collections::BTreeMap<String, u32>,
+    /// Devices whose files only have the right owners once the `raw.idmap` of `config` is
+    /// in effect (shares and homes): a running container gets them at its next start.
+    pub needs_idmap: std::collections::BTreeSet<String>,
+}
+
+impl Attachments {
+    /// These attachments without the devices that need an id map not yet in effect.
+    pub fn without_idmapped_devices(&self) -> Attachments {
+        let mut reduced = self.clone();
+        reduced.devices.retain(|name, _| !self.needs_idmap.contains(name));
+        reduced.needs_idmap.clear();
+        reduced
+    }
+}
+
+/// One entry of LXD's id map as it records it (`volatile.idmap.current`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct IdmapEntry {
+    isuid: bool,
+    isgid: bool,
+    hostid: u64,
+    nsid: u64,
+    maprange: u64,
+}
+
+/// Whether `instance` runs with every line of `raw` (a `raw.idmap`: `both|uid|gid HOST
+/// INSIDE`) in the id map it was started with. LXD applies a changed `raw.idmap` only at
+/// the next start, so a running container may still have the old map. A stopped one gets
+/// the new map when it starts, and one without a recorded map (privileged) maps nothing:
+/// both count as in effect.
+pub fn idmap_in_effect(instance: &Instance, raw: &str) -> bool {
+    if instance.status != "Running" {
+        return true;
+    }
+    let Some(current) = instance.config.get("volatile.idmap.current") else { return true };
+    let Ok(entries) = serde_json::from_str::<Vec<IdmapEntry>>(current) else { return false };
+    let maps = |uid: bool, host: u64, inside: u64| {
+        entries.iter().any(|e| {
+            (if uid { e.isuid } else { e.isgid })
+                && (e.hostid..e.hostid.saturating_add(e.maprange)).contains(&host)
+                && e.nsid.checked_add(host - e.hostid) == Some(inside)
+        })
+    };
+    raw.lines().filter(|line| !line.trim().is_empty()).all(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(kind), Some(Ok(host)), Some(Ok(inside))) =
+            (fields.first(), fields.get(1).map(|h| h.parse::<u64>()), fields.get(2).map(|i| i.parse::<u64>()))
+        else {
+            return false;
+        };
+        match *kind {
+            "both" => maps(true, host, inside) && maps(false, host, inside),
+            "uid" => maps(true, host, inside),
+            "gid" => maps(false, host, inside),
+            _ => false,
+        }
+    })
 }
 
 /// The LXD instance name: readable (`alice-dev-…`) and unique through the uid's first
@@ -197,18 +255,26 @@ pub fn account_args(row: &Container, groups: &std::collections::BTreeMap<String,
 
 /// What the account set-up writes: its digest goes into `user.ssp.account` so the
 /// reconciler runs it again only when something changed (a key added, a script update).
-pub fn account_digest(row: &Container, keys: &[String], groups: &std::collections::BTreeMap<String, u32>) -> String {
+pub fn account_digest(row: &Container, extra: &Attachments) -> String {
     let mut hash = Sha256::new();
     hash.update(crate::guest::Script::Account.text().as_bytes());
-    for (i, arg) in account_args(row, groups).iter().enumerate() {
+    for (i, arg) in account_args(row, &extra.groups).iter().enumerate() {
         if i > 0 {
             hash.update([0]);
         }
         hash.update(arg.as_bytes());
     }
-    for key in keys {
+    for key in &extra.keys {
         hash.update([0]);
         hash.update(key.as_bytes());
+    }
+    // A home (or share) mounted over the account's folders hides what the script wrote
+    // there (`.ssh/authorized_keys`): once it is mounted, the account is set up again.
+    for name in &extra.needs_idmap {
+        if let Some(path) = extra.devices.get(name).and_then(|d| d.get("path")) {
+            hash.update([1]);
+            hash.update(path.as_bytes());
+        }
     }
     hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
@@ -337,12 +403,51 @@ mod tests {
 
     #[test]
     fn the_account_digest_follows_the_keys() {
-        let none = std::collections::BTreeMap::new();
-        let one = account_digest(&row(), &["ssh-ed25519 AAAA".into()], &none);
-        assert_eq!(one, account_digest(&row(), &["ssh-ed25519 AAAA".into()], &none));
-        assert_ne!(one, account_digest(&row(), &[], &none));
-        let lab = [("share_lab".to_string(), 60_001)].into();
-        assert_ne!(one, account_digest(&row(), &["ssh-ed25519 AAAA".into()], &lab), "a new share group");
+        let keyed = Attachments { keys: vec!["ssh-ed25519 AAAA".into()], ..Attachments::default() };
+        let one = account_digest(&row(), &keyed);
+        assert_eq!(one, account_digest(&row(), &keyed.clone()));
+        assert_ne!(one, account_digest(&row(), &Attachments::default()));
+        let lab: std::collections::BTreeMap<String, u32> = [("share_lab".to_string(), 60_001)].into();
+        let grouped = Attachments { groups: lab.clone(), ..keyed.clone() };
+        assert_ne!(one, account_digest(&row(), &grouped), "a new share group");
         assert_eq!(account_args(&row(), &lab), ["alice", "dev", "share_lab=60001"]);
+        // A home mounted over /home/alice: set up again; the same home still waiting: not.
+        let mut homed = keyed.clone();
+        homed.devices.insert("ssp-home".into(), [("path".to_string(), "/home/alice".to_string())].into());
+        assert_eq!(one, account_digest(&row(), &homed), "a device that needs no id map");
+        homed.needs_idmap.insert("ssp-home".into());
+        assert_ne!(one, account_digest(&row(), &homed), "the home mounted");
+        assert_eq!(one, account_digest(&row(), &homed.without_idmapped_devices()), "the home waiting");
+    }
+
+    #[test]
+    fn an_idmap_is_in_effect_when_the_running_map_has_every_line() {
+        let running = |current: Option<&str>, status: &str| Instance {
+            status: status.into(),
+            config: current.map(|c| ("volatile.idmap.current".to_string(), c.to_string())).into_iter().collect(),
+            ..Instance::default()
+        };
+        let old = r#"[{"Isuid":true,"Isgid":false,"Hostid":1065536,"Nsid":0,"Maprange":65536},
+                      {"Isuid":false,"Isgid":true,"Hostid":1065536,"Nsid":0,"Maprange":65536}]"#;
+        let new = r#"[{"Isuid":true,"Isgid":true,"Hostid":1200000,"Nsid":1000,"Maprange":1},
+                      {"Isuid":false,"Isgid":true,"Hostid":1300005,"Nsid":2005,"Maprange":1},
+                      {"Isuid":true,"Isgid":true,"Hostid":1065536,"Nsid":0,"Maprange":1000}]"#;
+        // (map, raw.idmap, in effect)
+        let table = [
+            (old, "both 1200000 1000", false),
+            (new, "both 1200000 1000", true),
+            (new, "both 1200000 1000\ngid 1300005 2005", true),
+            (new, "both 1200000 1000\ngid 1300006 2006", false),
+            (new, "uid 1300005 2005", false),
+            (new, "both 1200000 1001", false),
+            (new, "nonsense", false),
+            ("not json", "both 1200000 1000", false),
+        ];
+        for (current, raw, want) in table {
+            assert_eq!(idmap_in_effect(&running(Some(current), "Running"), raw), want, "{raw} in {current}");
+        }
+        // A stopped container applies it at its start; one without a recorded map has none.
+        assert!(idmap_in_effect(&running(Some(old), "Stopped"), "both 1200000 1000"));
+        assert!(idmap_in_effect(&running(None, "Running"), "both 1200000 1000"));
     }
 }

@@ -526,6 +526,36 @@ async fn a_home_volume_outlives_its_containers_body(lxd: &'static PrivateLxd, pl
     .await?;
     let volumes = lxd.client().storage_volumes(ssp_testkit::daemon::POOL).await?;
     ensure!(!volumes.iter().any(|v| v.kind == "custom"), "a custom volume is left");
+
+    // A home made while a container runs: its files' owner is not in the running id map
+    // (root inside could not even make .ssh there), so it is mounted at the next start; the
+    // container stays usable and says so. After a restart it is there, and the account was
+    // set up again in it (authorized_keys).
+    let gina = platform.user("gina", &[])?;
+    container(platform, &gina, "run").await?;
+    ok(sh(platform, &gina, "run", false, "echo before > /home/gina/rootfs-file").await?, "write before")?;
+    ok(cli(platform, &gina, &["home", "create", "--size", "1GiB"]).await?, "gina's home")?;
+    eventually("the running container says its home waits for a restart", Duration::from_secs(60), || async {
+        let shown: serde_json::Value =
+            serde_json::from_str(&ok(cli(platform, &gina, &["--json", "container", "show", "run"]).await?, "show")?)?;
+        Ok(shown["converged"] == true
+            && shown.get("problem").is_none()
+            && shown["pending"].as_str().is_some_and(|p| p.contains("/home/gina") && p.contains("restart")))
+    })
+    .await?;
+    let before = ok(sh(platform, &gina, "run", false, "cat /home/gina/rootfs-file").await?, "still its own")?;
+    ensure!(before.trim() == "before", "the home was mounted over a running container: {before}");
+    ok(cli(platform, &gina, &["container", "restart", "run"]).await?, "restart run")?;
+    let after = ok(
+        sh(platform, &gina, "run", false, "echo mine > /home/gina/notes && ls -ln /home/gina/notes; ls -a /home/gina")
+            .await?,
+        "in the home",
+    )?;
+    ensure!(after.lines().next().and_then(|l| l.split_whitespace().nth(2)) == Some("1000"), "{after}");
+    ensure!(!after.contains("rootfs-file") && after.contains(".ssh"), "not the home volume: {after}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(cli(platform, &gina, &["--json", "container", "show", "run"]).await?, "show")?)?;
+    ensure!(shown.get("pending").is_none() && shown["converged"] == true, "{shown}");
     Ok(())
 }
 

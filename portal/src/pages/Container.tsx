@@ -87,6 +87,12 @@ export function ContainerPage({ owner, name }: { owner: string; name: string }) 
               <dd>{c.waiting_for}</dd>
             </>
           ) : null}
+          {c.pending ? (
+            <>
+              <dt>At its next start</dt>
+              <dd>{c.pending}</dd>
+            </>
+          ) : null}
           <dt>Image</dt>
           <dd>{c.image}</dd>
           <dt>Addresses</dt>

@@ -47,6 +47,10 @@ pub(crate) async fn view(state: &AppState, row: &Container, with_addresses: bool
     container.gpu_health = state.reconciler.gpu_health(&row.uid);
     match state.reconciler.condition(&row.uid) {
         Some(Condition::Converged) => container.converged = true,
+        Some(Condition::Pending(what)) => {
+            container.converged = true;
+            container.pending = Some(what);
+        }
         Some(Condition::Waiting(what)) => container.waiting_for = Some(what),
         Some(Condition::Failed(retry)) => {
             container.problem_at = Some(retry.failed_at_ms / 1000);

@@ -59,6 +59,9 @@ impl From<StepError> for crate::error::ApiError {
 pub enum Condition {
     /// LXD matches what ssp wants: the owner can use it.
     Converged,
+    /// Usable, and as converged as it can be while it runs: the text says what waits for its
+    /// next start.
+    Pending(String),
     /// Waiting for an LXD operation on it to end.
     Waiting(String),
     /// A step failed; tried again at `retry.next_at_ms`.
@@ -124,7 +127,7 @@ impl ReconcilerHandle {
         match self.condition(uid)? {
             Condition::Failed(retry) => Some(retry.problem),
             Condition::Stuck(why) => Some(why),
-            Condition::Converged | Condition::Waiting(_) => None,
+            Condition::Converged | Condition::Pending(_) | Condition::Waiting(_) => None,
         }
     }
 

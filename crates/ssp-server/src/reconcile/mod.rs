@@ -548,6 +548,10 @@ impl Reconciler {
                     self.handle.settle(&uid, Condition::Converged);
                     return Ok(outcome);
                 }
+                Step::Pending(what) => {
+                    self.handle.settle(&uid, Condition::Pending(what));
+                    return Ok(outcome);
+                }
                 Step::Backoff { until_ms } => {
                     self.wake_at(until_ms);
                     return Ok(outcome);
@@ -750,7 +754,7 @@ impl Reconciler {
                 }
                 self.probe_gpus(&name, &work.row, expected, digest).await?;
             }
-            Step::Converged | Step::WaitForLxd(_) | Step::Backoff { .. } | Step::Stuck(_) => {}
+            Step::Converged | Step::Pending(_) | Step::WaitForLxd(_) | Step::Backoff { .. } | Step::Stuck(_) => {}
         }
         Ok(Flow::Continue)
     }

@@ -69,6 +69,9 @@ pub struct Input<'a> {
 pub enum Step {
     /// LXD matches what ssp wants: nothing to do, and the owner can use it.
     Converged,
+    /// As converged as it can be while it runs, and usable; the text says what waits for
+    /// its next start (shares and homes added while it ran).
+    Pending(String),
     /// LXD is busy with an operation on the instance (someone's update, stop, snapshot):
     /// a normal state, not a failure; look again when it ends.
     WaitForLxd(String),
@@ -124,13 +127,17 @@ pub enum Step {
 impl Step {
     /// Whether carrying it out touches LXD or the store (and so can fail and back off).
     pub fn is_action(&self) -> bool {
-        !matches!(self, Step::Converged | Step::WaitForLxd(_) | Step::Backoff { .. } | Step::Stuck(_))
+        !matches!(
+            self,
+            Step::Converged | Step::Pending(_) | Step::WaitForLxd(_) | Step::Backoff { .. } | Step::Stuck(_)
+        )
     }
 
     /// A short name for logs and the journal.
     pub fn name(&self) -> &'static str {
         match self {
             Step::Converged => "converged",
+            Step::Pending(_) => "pending",
             Step::WaitForLxd(_) => "wait-for-lxd",
             Step::Backoff { .. } => "backoff",
             Step::Stuck(_) => "stuck",
@@ -183,11 +190,26 @@ fn next(input: &Input<'_>) -> Step {
         ContainerPhase::Creating | ContainerPhase::Lost => return Step::Adopt,
         ContainerPhase::Ready => {}
     }
-    if let Some(put) = instance::repair(found, row, input.layout, input.extra) {
+    // A share or home added while it runs: its files are owned by ids the running map
+    // lacks (root inside could not even make the owner's `.ssh` in it), so those devices
+    // wait for the next start; the id map itself is set now, to be applied then.
+    let waiting = input.extra.config.get("raw.idmap").is_some_and(|raw| !instance::idmap_in_effect(found, raw))
+        && !input.extra.needs_idmap.is_empty();
+    let reduced;
+    let extra = if waiting {
+        reduced = input.extra.without_idmapped_devices();
+        &reduced
+    } else {
+        input.extra
+    };
+    if let Some(put) = instance::repair(found, row, input.layout, extra) {
         return Step::Repair(Box::new(put));
     }
     match (row.desired_state, found.status.as_str()) {
-        (DesiredState::Running, "Running") => inside(input, found),
+        (DesiredState::Running, "Running") => match inside(input, found, extra) {
+            Step::Converged if waiting => Step::Pending(pending_text(input.row, input.extra)),
+            step => step,
+        },
         (DesiredState::Running, "Frozen") => Step::Unfreeze,
         (DesiredState::Running, "Error") => Step::Recover,
         (DesiredState::Running, "Stopped") => Step::Start,
@@ -220,9 +242,10 @@ fn create(input: &Input<'_>) -> Step {
     }
 }
 
-/// A running instance that should run: the owner's account, then its GPUs.
-fn inside(input: &Input<'_>, found: &Instance) -> Step {
-    let digest = instance::account_digest(input.row, &input.extra.keys, &input.extra.groups);
+/// A running instance that should run: the owner's account, then its GPUs. `extra` is
+/// what is attached now (without what waits for the next start).
+fn inside(input: &Input<'_>, found: &Instance, extra: &Attachments) -> Step {
+    let digest = instance::account_digest(input.row, extra);
     if found.config.get(TAG_ACCOUNT) != Some(&digest) {
         return Step::SetUpAccount { digest };
     }
@@ -235,6 +258,17 @@ fn inside(input: &Input<'_>, found: &Instance) -> Step {
     }
     let replug = input.retry.is_some_and(|retry| retry.attempts > 0);
     Step::ProbeGpus { digest, expected: input.extra.gpus.len(), replug }
+}
+
+/// What waits for `row`'s next start: the paths of the devices that need its new id map.
+fn pending_text(row: &Container, extra: &Attachments) -> String {
+    let paths: Vec<&str> =
+        extra.needs_idmap.iter().filter_map(|name| extra.devices.get(name)?.get("path").map(String::as_str)).collect();
+    format!(
+        "{} will be mounted when it starts again (restart it: ssp container restart {})",
+        paths.join(" and "),
+        row.name
+    )
 }
 
 /// What a step's success depends on: the desired state (row, attachments) and LXD's status
@@ -350,7 +384,7 @@ mod tests {
     fn converged_instance(row: &Container, extra: &Attachments, status: &str) -> Instance {
         let layout = layout();
         let mut config: ConfigMap = instance::desired_config(row, &layout, extra);
-        config.insert(TAG_ACCOUNT.into(), instance::account_digest(row, &extra.keys, &extra.groups));
+        config.insert(TAG_ACCOUNT.into(), instance::account_digest(row, extra));
         config.insert("volatile.idmap.base".into(), "1065536".into());
         let devices: DeviceMap = instance::desired_devices(row, &layout, extra);
         let last_used_at = "2026-12-04T10:00:00Z".to_string();
@@ -452,6 +486,74 @@ mod tests {
         }
     }
 
+    /// alice's home: the device, and the raw id map it needs (host 1200000 is uid 1000).
+    fn with_home(mut extra: Attachments) -> Attachments {
+        let device: ConfigMap =
+            [("type", "disk"), ("source", "/var/lib/ssp/mounts/homes/alice"), ("path", "/home/alice")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        extra.devices.insert("ssp-home".into(), device);
+        extra.needs_idmap.insert("ssp-home".into());
+        extra.config.insert("raw.idmap".into(), "both 1200000 1000".into());
+        extra
+    }
+
+    /// The id map LXD records for a running container: isolated from 1065536, with
+    /// `mapped` (host 1200000 as 1000 inside) cut in when the map has it.
+    fn idmap(mapped: bool) -> String {
+        let entry = |uid: bool, host: u64, ns: u64, range: u64| {
+            format!(r#"{{"Isuid":{uid},"Isgid":{},"Hostid":{host},"Nsid":{ns},"Maprange":{range}}}"#, !uid)
+        };
+        let mut entries = Vec::new();
+        for uid in [true, false] {
+            if mapped {
+                entries.push(entry(uid, 1_065_536, 0, 1000));
+                entries.push(entry(uid, 1_200_000, 1000, 1));
+                entries.push(entry(uid, 1_066_537, 1001, 64_535));
+            } else {
+                entries.push(entry(uid, 1_065_536, 0, 65_536));
+            }
+        }
+        format!("[{}]", entries.join(","))
+    }
+
+    #[test]
+    fn a_home_added_while_it_runs_waits_for_the_next_start() {
+        // Running with the old map: the id map is set now, the home device waits; the
+        // container is usable, and says what its next start brings.
+        let mut case = Case::new(Ready, Running, Some("Running"));
+        case.extra = with_home(case.extra);
+        case.instance.as_mut().unwrap().config.insert("volatile.idmap.current".into(), idmap(false));
+        let Step::Repair(put) = case.plan() else { panic!("{:?}", case.plan()) };
+        assert_eq!(put.config["raw.idmap"], "both 1200000 1000");
+        assert!(!put.devices.contains_key("ssp-home"), "mounted before its owner's ids are mapped");
+        let case = case.edit(|found| {
+            found.config = put.config.clone();
+            found.devices = put.devices.clone();
+        });
+        let Step::Pending(what) = case.plan() else { panic!("{:?}", case.plan()) };
+        assert!(what.contains("/home/alice") && what.contains("ssp container restart dev"), "{what}");
+        // Started again with the new map: the home is mounted, then all is converged.
+        let case = case.edit(|found| {
+            found.config.insert("volatile.idmap.current".into(), idmap(true));
+        });
+        let Step::Repair(put) = case.plan() else { panic!("{:?}", case.plan()) };
+        assert!(put.devices.contains_key("ssp-home"));
+        let case = case.edit(|found| found.devices = put.devices.clone());
+        // The home hides what the account script wrote in /home/alice: it runs again.
+        let Step::SetUpAccount { digest } = case.plan() else { panic!("{:?}", case.plan()) };
+        let case = case.edit(|found| {
+            found.config.insert(TAG_ACCOUNT.into(), digest);
+        });
+        assert_eq!(case.plan(), Step::Converged);
+        // Stopped, it gets everything at once: its start applies the map.
+        let mut stopped = Case::new(Ready, Running, Some("Stopped"));
+        stopped.extra = with_home(stopped.extra);
+        let Step::Repair(put) = stopped.plan() else { panic!() };
+        assert!(put.devices.contains_key("ssp-home"));
+    }
+
     #[test]
     fn create_asks_for_the_whole_shape_and_starts_only_what_should_run() {
         let Step::Create { request, start } = Case::new(Creating, Running, None).plan() else { panic!() };
@@ -530,7 +632,7 @@ mod tests {
         let mut case = Case::new(Ready, Running, Some("Running"));
         case.extra.keys.push("ssh-ed25519 BBBB".into());
         let Step::SetUpAccount { digest } = case.plan() else { panic!() };
-        assert_eq!(digest, instance::account_digest(&case.row, &case.extra.keys, &case.extra.groups));
+        assert_eq!(digest, instance::account_digest(&case.row, &case.extra));
         // Joining a share's group changes it too.
         let mut case = Case::new(Ready, Running, Some("Running"));
         case.extra.groups.insert("share_lab".into(), 60_001);

@@ -14,7 +14,9 @@
 //! main range: LXD 5.0.2 ignores subordinate ranges under 65536 ids for its own allocation
 //! and sorts raw map entries in with the isolated ranges it hands out, so a block below the
 //! main range would pull new isolated ranges down into it. A changed `raw.idmap` takes
-//! effect at the container's next start.
+//! effect at the container's next start, so share and home devices are marked
+//! [`Attachments::needs_idmap`](crate::instance::Attachments): the planner mounts them in a
+//! running container only once its map has the owner's identity.
 //!
 //! Read-write shares are for several people: each gets a *share group* from the same block
 //! (`ssp_core::idblock` splits it), which owns the host folder (setgid, group-writable, with
@@ -137,6 +139,7 @@ pub fn attach(store: &Store, rows: &[Container], all: &mut HashMap<String, Attac
         let mut groups = Vec::new();
         for share in shares.iter().filter(|s| s.all_users || s.users.iter().any(|u| u == owner)) {
             if let Some((name, device)) = shares::device(context, share, &mounted) {
+                extra.needs_idmap.insert(name.clone());
                 extra.devices.insert(name, device);
                 any = true;
                 // A read-write share's group: mapped in, and the owner's account a member,
@@ -149,6 +152,7 @@ pub fn attach(store: &Store, rows: &[Container], all: &mut HashMap<String, Attac
         }
         if let Some(home) = homes.iter().find(|h| h.user.as_str() == owner) {
             if let Some((name, device)) = homes::device(context, home, &mounted) {
+                extra.needs_idmap.insert(name.clone());
                 extra.devices.insert(name, device);
                 any = true;
             }

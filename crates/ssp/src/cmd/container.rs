@@ -512,9 +512,10 @@ fn container_row(container: &Container) -> Vec<String> {
 /// The problem with when it happened and when the daemon tries again.
 fn problem_text(container: &Container) -> String {
     let Some(problem) = &container.problem else {
-        return match &container.waiting_for {
-            Some(what) => format!("- (waiting: {what})"),
-            None => "-".into(),
+        return match (&container.waiting_for, &container.pending) {
+            (Some(what), _) => format!("- (waiting: {what})"),
+            (None, Some(pending)) => format!("- ({pending})"),
+            (None, None) => "-".into(),
         };
     };
     let when = container.problem_at.map(|at| format!(" (at {})", output::timestamp(Some(at)))).unwrap_or_default();
@@ -568,6 +569,7 @@ mod tests {
             problem_at: None,
             next_try_at: None,
             waiting_for: None,
+            pending: None,
             converged: true,
             gpus: vec![],
             gpu_health: None,
