@@ -200,6 +200,37 @@ export function Field({
   );
 }
 
+/**
+ * A labelled one-line input bound to a string: the field most forms are made of. Its hint
+ * (if any) is tied to it for screen readers; other input attributes pass through.
+ */
+export function TextField({
+  id,
+  label,
+  hint,
+  value,
+  onValue,
+  ...input
+}: {
+  id: string;
+  label: string;
+  hint?: string;
+  value: string;
+  onValue: (value: string) => void;
+} & Omit<JSX.InputHTMLAttributes<HTMLInputElement>, 'id' | 'value' | 'onInput'>) {
+  return (
+    <Field id={id} label={label} hint={hint}>
+      <input
+        {...input}
+        id={id}
+        aria-describedby={hint ? `${id}-hint` : undefined}
+        value={value}
+        onInput={(e) => onValue(e.currentTarget.value)}
+      />
+    </Field>
+  );
+}
+
 /** Offers `text` as a file download (no server round trip). */
 export function DownloadButton({ text, filename, label }: { text: string; filename: string; label: string }) {
   const download = () => {

@@ -6,7 +6,7 @@
 import { useState } from 'preact/hooks';
 
 import { api, ApiError, path } from '../api';
-import { CodeBlock, ErrorBox, Field, Loading, Notice, PageTitle, TableWrap, useConfirm } from '../components';
+import { CodeBlock, ErrorBox, Field, Loading, Notice, PageTitle, TableWrap, TextField, useConfirm } from '../components';
 import { ago, dateTime } from '../format';
 import { usePoll } from '../hooks';
 import { useSession } from '../session';
@@ -79,16 +79,15 @@ function HomeSection({ me }: { me: string }) {
             stays when they are deleted.
           </p>
           <form class="inline-form" onSubmit={create}>
-            <Field id="home-size" label="Size" hint="Like 10GiB; counted against your disk quota.">
-              <input
-                id="home-size"
-                required
-                spellcheck={false}
-                aria-describedby="home-size-hint"
-                value={size}
-                onInput={(e) => setSize(e.currentTarget.value)}
-              />
-            </Field>
+            <TextField
+              id="home-size"
+              label="Size"
+              hint="Like 10GiB; counted against your disk quota."
+              value={size}
+              onValue={setSize}
+              required
+              spellcheck={false}
+            />
             <button type="submit" class="primary" disabled={busy}>
               Make my home volume
             </button>
@@ -245,15 +244,14 @@ function KeysSection({ me }: { me: string }) {
             onInput={(e) => setLine(e.currentTarget.value)}
           />
         </Field>
-        <Field id="key-name" label="Name (optional)" hint="Empty: the key's comment.">
-          <input
-            id="key-name"
-            spellcheck={false}
-            aria-describedby="key-name-hint"
-            value={name}
-            onInput={(e) => setName(e.currentTarget.value)}
-          />
-        </Field>
+        <TextField
+          id="key-name"
+          label="Name (optional)"
+          hint="Empty: the key's comment."
+          value={name}
+          onValue={setName}
+          spellcheck={false}
+        />
         <ErrorBox error={error} />
         {notice ? <Notice kind="ok">{notice}</Notice> : null}
         <div class="actions">
@@ -369,15 +367,14 @@ function TokensSection({ me }: { me: string }) {
       ) : null}
       {notice ? <Notice kind="ok">{notice}</Notice> : null}
       <form class="inline-form panel" onSubmit={create}>
-        <Field id="token-name" label="New token's name (optional)" hint="Like laptop; empty: token-N.">
-          <input
-            id="token-name"
-            spellcheck={false}
-            aria-describedby="token-name-hint"
-            value={name}
-            onInput={(e) => setName(e.currentTarget.value)}
-          />
-        </Field>
+        <TextField
+          id="token-name"
+          label="New token's name (optional)"
+          hint="Like laptop; empty: token-N."
+          value={name}
+          onValue={setName}
+          spellcheck={false}
+        />
         <button type="submit" class="primary" disabled={busy}>
           Make a token
         </button>

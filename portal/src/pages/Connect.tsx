@@ -4,7 +4,7 @@
 import { useState } from 'preact/hooks';
 
 import { api, path } from '../api';
-import { CodeBlock, DownloadButton, ErrorBox, Field, Loading, Notice, PageTitle } from '../components';
+import { CodeBlock, DownloadButton, ErrorBox, Field, Loading, Notice, PageTitle, TextField } from '../components';
 import { href, usePoll } from '../hooks';
 import { useSession } from '../session';
 import { knownHostsLines, listenPort, renderSshConfig } from '../sshConfig';
@@ -70,15 +70,14 @@ export function ConnectPage() {
       <section aria-labelledby="address-title" class="panel">
         <h2 id="address-title">Where you reach the gateway</h2>
         <div class="grid-form">
-          <Field id="connect-host" label="Host name" hint="As your computer reaches this server.">
-            <input
-              id="connect-host"
-              spellcheck={false}
-              aria-describedby="connect-host-hint"
-              value={host}
-              onInput={(e) => setHost(e.currentTarget.value)}
-            />
-          </Field>
+          <TextField
+            id="connect-host"
+            label="Host name"
+            hint="As your computer reaches this server."
+            value={host}
+            onValue={setHost}
+            spellcheck={false}
+          />
           <Field id="connect-port" label="Port" hint={`The gateway listens on ${gateway.listen}.`}>
             <input
               id="connect-port"
@@ -92,15 +91,14 @@ export function ConnectPage() {
               onInput={(e) => setPort(e.currentTarget.value)}
             />
           </Field>
-          <Field id="connect-identity" label="Private key file (optional)" hint="Like ~/.ssh/id_ed25519; empty: ssh's own choice.">
-            <input
-              id="connect-identity"
-              spellcheck={false}
-              aria-describedby="connect-identity-hint"
-              value={identity}
-              onInput={(e) => setIdentity(e.currentTarget.value)}
-            />
-          </Field>
+          <TextField
+            id="connect-identity"
+            label="Private key file (optional)"
+            hint="Like ~/.ssh/id_ed25519; empty: ssh's own choice."
+            value={identity}
+            onValue={setIdentity}
+            spellcheck={false}
+          />
         </div>
       </section>
 

@@ -6,7 +6,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 
 import { api, ApiError, path } from '../api';
-import { ErrorBox, Field, Loading, Notice, PageTitle, StateBadge, TableWrap, useConfirm } from '../components';
+import { ErrorBox, Field, Loading, Notice, PageTitle, StateBadge, TableWrap, TextField, useConfirm } from '../components';
 import { containerPath, useContainerActions } from '../containerActions';
 import { ago, bytes, dateTime, span, timeLeft } from '../format';
 import { aboutContainer, href, navigate, useNow, usePoll } from '../hooks';
@@ -224,15 +224,14 @@ function GpuSection({
               ))}
             </select>
           </Field>
-          <Field id="attach-lease" label="For how long" hint="Like 8h; empty: until given back.">
-            <input
-              id="attach-lease"
-              spellcheck={false}
-              aria-describedby="attach-lease-hint"
-              value={lease}
-              onInput={(e) => setLease(e.currentTarget.value)}
-            />
-          </Field>
+          <TextField
+            id="attach-lease"
+            label="For how long"
+            hint="Like 8h; empty: until given back."
+            value={lease}
+            onValue={setLease}
+            spellcheck={false}
+          />
           <button type="submit" disabled={busy || !pick}>
             Add GPU
           </button>
@@ -291,17 +290,16 @@ function CopySection({ container: c, admin }: { container: Container; admin: boo
       <h2 id="copy-title">Copy and publish</h2>
       {!ready ? <p class="muted">Copying and publishing are possible once the container is made.</p> : null}
       <form class="inline-form" onSubmit={copy}>
-        <Field id="copy-name" label="Name of the copy" hint="A new container with these files (not the snapshots) and limits.">
-          <input
-            id="copy-name"
-            required
-            autoCapitalize="none"
-            spellcheck={false}
-            aria-describedby="copy-name-hint"
-            value={copyName}
-            onInput={(e) => setCopyName(e.currentTarget.value)}
-          />
-        </Field>
+        <TextField
+          id="copy-name"
+          label="Name of the copy"
+          hint="A new container with these files (not the snapshots) and limits."
+          value={copyName}
+          onValue={setCopyName}
+          required
+          autoCapitalize="none"
+          spellcheck={false}
+        />
         {admin ? (
           <Field id="copy-owner" label="Owner of the copy (optional)" hint={`Empty: ${c.owner}.`}>
             <input
@@ -320,17 +318,16 @@ function CopySection({ container: c, admin }: { container: Container; admin: boo
       </form>
       <ErrorBox error={copyError} title="Not copied" />
       <form class="inline-form" onSubmit={publish}>
-        <Field id="image-name" label="Image name" hint="Lowercase letters, digits, - and .; new containers can start from it.">
-          <input
-            id="image-name"
-            required
-            autoCapitalize="none"
-            spellcheck={false}
-            aria-describedby="image-name-hint"
-            value={imageName}
-            onInput={(e) => setImageName(e.currentTarget.value)}
-          />
-        </Field>
+        <TextField
+          id="image-name"
+          label="Image name"
+          hint="Lowercase letters, digits, - and .; new containers can start from it."
+          value={imageName}
+          onValue={setImageName}
+          required
+          autoCapitalize="none"
+          spellcheck={false}
+        />
         <button type="submit" disabled={!ready || busy !== ''}>
           {busy === 'publish' ? 'Publishing…' : 'Publish as image'}
         </button>
@@ -536,15 +533,14 @@ function SnapshotSection({ container: c, changed }: { container: Container; chan
       {dialog}
       <h2 id="snapshots-title">Snapshots</h2>
       <form class="inline-form" onSubmit={take}>
-        <Field id="snapshot-name" label="Name (optional)" hint="Empty: snap-DATE-TIME.">
-          <input
-            id="snapshot-name"
-            spellcheck={false}
-            aria-describedby="snapshot-name-hint"
-            value={name}
-            onInput={(e) => setName(e.currentTarget.value)}
-          />
-        </Field>
+        <TextField
+          id="snapshot-name"
+          label="Name (optional)"
+          hint="Empty: snap-DATE-TIME."
+          value={name}
+          onValue={setName}
+          spellcheck={false}
+        />
         <label class="check">
           <input type="checkbox" checked={protect} onChange={(e) => setProtect(e.currentTarget.checked)} />
           Protected from the schedule's pruning

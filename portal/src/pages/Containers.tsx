@@ -5,7 +5,7 @@
 import { useState } from 'preact/hooks';
 
 import { api, path } from '../api';
-import { ErrorBox, Field, Loading, Notice, PageTitle, StateBadge, TableWrap } from '../components';
+import { ErrorBox, Field, Loading, Notice, PageTitle, StateBadge, TableWrap, TextField } from '../components';
 import { useContainerActions } from '../containerActions';
 import { timeLeft } from '../format';
 import { href, useNow, usePoll } from '../hooks';
@@ -239,17 +239,16 @@ function CreateForm({
     <section id="create-container" class="panel" aria-labelledby="create-title">
       <h2 id="create-title">New container</h2>
       <form onSubmit={submit} class="grid-form">
-        <Field id="create-name" label="Name" hint="Lowercase letters, digits and -, starting with a letter.">
-          <input
-            id="create-name"
-            required
-            autoCapitalize="none"
-            spellcheck={false}
-            aria-describedby="create-name-hint"
-            value={name}
-            onInput={(e) => setName(e.currentTarget.value)}
-          />
-        </Field>
+        <TextField
+          id="create-name"
+          label="Name"
+          hint="Lowercase letters, digits and -, starting with a letter."
+          value={name}
+          onValue={setName}
+          required
+          autoCapitalize="none"
+          spellcheck={false}
+        />
         <Field id="create-image" label="Image">
           <select id="create-image" value={image} onChange={(e) => setImage(e.currentTarget.value)}>
             <option value="">The default image</option>
@@ -261,36 +260,33 @@ function CreateForm({
             ))}
           </select>
         </Field>
-        <Field id="create-cpus" label="CPUs" hint="Empty: the default.">
-          <input
-            id="create-cpus"
-            type="number"
-            min={1}
-            step={1}
-            inputMode="numeric"
-            aria-describedby="create-cpus-hint"
-            value={cpus}
-            onInput={(e) => setCpus(e.currentTarget.value)}
-          />
-        </Field>
-        <Field id="create-memory" label="Memory" hint="Like 16GiB. Empty: the default.">
-          <input
-            id="create-memory"
-            spellcheck={false}
-            aria-describedby="create-memory-hint"
-            value={memory}
-            onInput={(e) => setMemory(e.currentTarget.value)}
-          />
-        </Field>
-        <Field id="create-disk" label="Disk" hint="Like 50GiB. Empty: the default.">
-          <input
-            id="create-disk"
-            spellcheck={false}
-            aria-describedby="create-disk-hint"
-            value={disk}
-            onInput={(e) => setDisk(e.currentTarget.value)}
-          />
-        </Field>
+        <TextField
+          id="create-cpus"
+          label="CPUs"
+          hint="Empty: the default."
+          value={cpus}
+          onValue={setCpus}
+          type="number"
+          min={1}
+          step={1}
+          inputMode="numeric"
+        />
+        <TextField
+          id="create-memory"
+          label="Memory"
+          hint="Like 16GiB. Empty: the default."
+          value={memory}
+          onValue={setMemory}
+          spellcheck={false}
+        />
+        <TextField
+          id="create-disk"
+          label="Disk"
+          hint="Like 50GiB. Empty: the default."
+          value={disk}
+          onValue={setDisk}
+          spellcheck={false}
+        />
         <fieldset class="wide">
           <legend>GPUs</legend>
           {free.length === 0 ? (
@@ -313,16 +309,15 @@ function CreateForm({
               ))}
             </ul>
           )}
-          <Field id="create-lease" label="For how long" hint="Like 8h or 2d; empty: until you give them back.">
-            <input
-              id="create-lease"
-              spellcheck={false}
-              disabled={picked.length === 0}
-              aria-describedby="create-lease-hint"
-              value={lease}
-              onInput={(e) => setLease(e.currentTarget.value)}
-            />
-          </Field>
+          <TextField
+            id="create-lease"
+            label="For how long"
+            hint="Like 8h or 2d; empty: until you give them back."
+            value={lease}
+            onValue={setLease}
+            spellcheck={false}
+            disabled={picked.length === 0}
+          />
         </fieldset>
         <div class="wide">
           <ErrorBox error={error} title="Not created" />

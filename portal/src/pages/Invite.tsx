@@ -4,7 +4,7 @@
 import { useState } from 'preact/hooks';
 
 import { api, ApiError, path } from '../api';
-import { ErrorBox, Field, Loading, Notice, PageTitle } from '../components';
+import { ErrorBox, Loading, Notice, PageTitle, TextField } from '../components';
 import { dateTime, timeLeft } from '../format';
 import { navigate, usePoll } from '../hooks';
 import type { InviteInfo, Session } from '../types';
@@ -86,16 +86,15 @@ export function InvitePage({ token, onSignedIn }: { token: string; onSignedIn: (
             At least {MIN_PASSWORD} characters. A long phrase is easier to remember and harder to guess.
           </small>
         </div>
-        <Field id="invite-again" label="The same password again">
-          <input
-            id="invite-again"
-            type="password"
-            autoComplete="new-password"
-            required
-            value={again}
-            onInput={(e) => setAgain(e.currentTarget.value)}
-          />
-        </Field>
+        <TextField
+          id="invite-again"
+          label="The same password again"
+          value={again}
+          onValue={setAgain}
+          type="password"
+          autoComplete="new-password"
+          required
+        />
         <div class="field">
           <label for="invite-key">SSH public key (optional)</label>
           <textarea

@@ -5,7 +5,7 @@
 import { useState } from 'preact/hooks';
 
 import { api, path } from '../api';
-import { ErrorBox, Field, Loading, Notice, PageTitle, TableWrap, useConfirm } from '../components';
+import { ErrorBox, Loading, Notice, PageTitle, TableWrap, TextField, useConfirm } from '../components';
 import { dateTime } from '../format';
 import { usePoll } from '../hooks';
 import type { Share, ShareCreate } from '../types';
@@ -179,46 +179,42 @@ function AddShare({ added }: { added: (share: Share) => void }) {
         <section id="add-share" class="panel" aria-labelledby="add-share-title">
           <h2 id="add-share-title">Share a host folder</h2>
           <form class="grid-form" onSubmit={submit}>
-            <Field id="share-name" label="Name" hint="Lowercase letters, digits and -.">
-              <input
-                id="share-name"
-                required
-                autoCapitalize="none"
-                spellcheck={false}
-                aria-describedby="share-name-hint"
-                value={name}
-                onInput={(e) => setName(e.currentTarget.value)}
-              />
-            </Field>
-            <Field id="share-host-path" label="Host folder" hint="An existing absolute path on this host.">
-              <input
-                id="share-host-path"
-                required
-                spellcheck={false}
-                aria-describedby="share-host-path-hint"
-                value={hostPath}
-                onInput={(e) => setHostPath(e.currentTarget.value)}
-              />
-            </Field>
-            <Field id="share-path" label="Path in containers (optional)" hint="Empty: /shares/NAME.">
-              <input
-                id="share-path"
-                spellcheck={false}
-                aria-describedby="share-path-hint"
-                value={inside}
-                onInput={(e) => setInside(e.currentTarget.value)}
-              />
-            </Field>
-            <Field id="share-users" label="Users (optional)" hint="Names separated by commas; empty: everyone.">
-              <input
-                id="share-users"
-                autoCapitalize="none"
-                spellcheck={false}
-                aria-describedby="share-users-hint"
-                value={users}
-                onInput={(e) => setUsers(e.currentTarget.value)}
-              />
-            </Field>
+            <TextField
+              id="share-name"
+              label="Name"
+              hint="Lowercase letters, digits and -."
+              value={name}
+              onValue={setName}
+              required
+              autoCapitalize="none"
+              spellcheck={false}
+            />
+            <TextField
+              id="share-host-path"
+              label="Host folder"
+              hint="An existing absolute path on this host."
+              value={hostPath}
+              onValue={setHostPath}
+              required
+              spellcheck={false}
+            />
+            <TextField
+              id="share-path"
+              label="Path in containers (optional)"
+              hint="Empty: /shares/NAME."
+              value={inside}
+              onValue={setInside}
+              spellcheck={false}
+            />
+            <TextField
+              id="share-users"
+              label="Users (optional)"
+              hint="Names separated by commas; empty: everyone."
+              value={users}
+              onValue={setUsers}
+              autoCapitalize="none"
+              spellcheck={false}
+            />
             <fieldset class="wide">
               <legend>Access</legend>
               <label class="check">

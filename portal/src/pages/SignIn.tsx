@@ -4,7 +4,7 @@
 import { useEffect, useState } from 'preact/hooks';
 
 import { api, ApiError } from '../api';
-import { ErrorBox, Field, Notice, PageTitle } from '../components';
+import { ErrorBox, Notice, PageTitle, TextField } from '../components';
 import type { Session } from '../types';
 
 export function SignInPage({ note, onSignedIn }: { note?: string | undefined; onSignedIn: (session: Session) => void }) {
@@ -54,29 +54,27 @@ export function SignInPage({ note, onSignedIn }: { note?: string | undefined; on
       <PageTitle title="Sign in">Sign in to ssp</PageTitle>
       {note ? <Notice>{note}</Notice> : null}
       <form onSubmit={submit} class="stack" aria-describedby="signin-help">
-        <Field id="signin-name" label="Name">
-          <input
-            id="signin-name"
-            name="username"
-            autoComplete="username"
-            autoCapitalize="none"
-            spellcheck={false}
-            required
-            value={name}
-            onInput={(e) => setName(e.currentTarget.value)}
-          />
-        </Field>
-        <Field id="signin-password" label="Password">
-          <input
-            id="signin-password"
-            name="password"
-            type="password"
-            autoComplete="current-password"
-            required
-            value={password}
-            onInput={(e) => setPassword(e.currentTarget.value)}
-          />
-        </Field>
+        <TextField
+          id="signin-name"
+          label="Name"
+          value={name}
+          onValue={setName}
+          name="username"
+          autoComplete="username"
+          autoCapitalize="none"
+          spellcheck={false}
+          required
+        />
+        <TextField
+          id="signin-password"
+          label="Password"
+          value={password}
+          onValue={setPassword}
+          name="password"
+          type="password"
+          autoComplete="current-password"
+          required
+        />
         <ErrorBox error={error} />
         <div class="actions">
           <button type="submit" class="primary" disabled={busy || waitSecs > 0}>

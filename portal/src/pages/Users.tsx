@@ -8,7 +8,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 
 import { API, api, path } from '../api';
-import { CodeBlock, ErrorBox, Field, Loading, Notice, PageTitle, TableWrap, useConfirm } from '../components';
+import { CodeBlock, ErrorBox, Field, Loading, Notice, PageTitle, TableWrap, TextField, useConfirm } from '../components';
 import { dateTime, plural, timeLeft } from '../format';
 import { usePoll } from '../hooks';
 import { useSession } from '../session';
@@ -300,17 +300,16 @@ function AddUser({ added }: { added: (name: string, invite: boolean) => void }) 
         <section id="add-user" class="panel" aria-labelledby="add-user-title">
           <h2 id="add-user-title">Add a user</h2>
           <form class="grid-form" onSubmit={submit}>
-            <Field id="user-name" label="Name" hint="Lowercase letters, digits and -, starting with a letter.">
-              <input
-                id="user-name"
-                required
-                autoCapitalize="none"
-                spellcheck={false}
-                aria-describedby="user-name-hint"
-                value={name}
-                onInput={(e) => setName(e.currentTarget.value)}
-              />
-            </Field>
+            <TextField
+              id="user-name"
+              label="Name"
+              hint="Lowercase letters, digits and -, starting with a letter."
+              value={name}
+              onValue={setName}
+              required
+              autoCapitalize="none"
+              spellcheck={false}
+            />
             <Field id="user-role" label="Role">
               <select id="user-role" value={role} onChange={(e) => setRole(e.currentTarget.value as Role)}>
                 <option value="user">user</option>
@@ -478,24 +477,22 @@ function EditUser({ user, close, saved }: { user: User; close: () => void; saved
         <p class="wide muted">
           Which GPUs {user.name} may be given, as set now. Saving replaces it; both fields empty allow any GPU.
         </p>
-        <Field id="allow-indices" label="GPU numbers" hint="Like 0, 2; empty: any.">
-          <input
-            id="allow-indices"
-            spellcheck={false}
-            aria-describedby="allow-indices-hint"
-            value={indices}
-            onInput={(e) => setIndices(e.currentTarget.value)}
-          />
-        </Field>
-        <Field id="allow-models" label="GPU models" hint="Exact names, separated by commas; empty: any.">
-          <input
-            id="allow-models"
-            spellcheck={false}
-            aria-describedby="allow-models-hint"
-            value={models}
-            onInput={(e) => setModels(e.currentTarget.value)}
-          />
-        </Field>
+        <TextField
+          id="allow-indices"
+          label="GPU numbers"
+          hint="Like 0, 2; empty: any."
+          value={indices}
+          onValue={setIndices}
+          spellcheck={false}
+        />
+        <TextField
+          id="allow-models"
+          label="GPU models"
+          hint="Exact names, separated by commas; empty: any."
+          value={models}
+          onValue={setModels}
+          spellcheck={false}
+        />
         <div class="wide">
           <ErrorBox error={allowError} title="Allowlist not set" />
           <div class="actions">
