@@ -271,6 +271,8 @@ export interface Home {
   phase: string;
   /** Where it is mounted in the user's containers. */
   path: string;
+  /** How much of it is in use, where the storage can tell. */
+  used?: string;
 }
 
 /** The group that owns a read-write share's host folder. */

@@ -128,6 +128,10 @@ pub struct Home {
     pub phase: String,
     /// Where it is mounted in the user's containers.
     pub path: String,
+    /// How much of it is in use (only in `GET /users/{user}/home`, for a ready home, where
+    /// the storage pool's driver can tell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<String>,
 }
 
 /// `PUT /api/v1/users/{user}/home`.

@@ -98,6 +98,22 @@ impl Client {
         self.get(&format!("/1.0/storage-pools/{}/volumes/custom/{}", seg(pool)?, seg(name)?)).await
     }
 
+    /// How many bytes of custom volume `name` are in use, where the pool's driver can say
+    /// (btrfs with a quota, zfs, lvm); `None` where it cannot (`dir`).
+    pub async fn custom_volume_used(&self, pool: &str, name: &str) -> Result<Option<u64>> {
+        #[derive(serde::Deserialize)]
+        struct VolumeState {
+            usage: Option<VolumeUsage>,
+        }
+        #[derive(serde::Deserialize)]
+        struct VolumeUsage {
+            used: u64,
+        }
+        let state: VolumeState =
+            self.get(&format!("/1.0/storage-pools/{}/volumes/custom/{}/state", seg(pool)?, seg(name)?)).await?;
+        Ok(state.usage.map(|usage| usage.used))
+    }
+
     /// Creates a custom volume.
     pub async fn create_custom_volume(&self, pool: &str, volume: &StorageVolume) -> Result<()> {
         seg(&volume.name)?;

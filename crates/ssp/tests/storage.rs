@@ -509,6 +509,16 @@ async fn a_home_volume_outlives_its_containers_body(lxd: &'static PrivateLxd, pl
     // 1 GiB home + 1 GiB root disk, then a second 1 GiB container, then no more.
     container(platform, &carol, "first").await?;
     ok(sh(platform, &carol, "first", false, "echo kept > /home/carol/notes").await?, "write home")?;
+    // 8 MiB written shows in the home's use (btrfs quotas count it once it is synced).
+    ok(sh(platform, &carol, "first", false, "head -c 8388608 /dev/zero > /home/carol/blob; sync").await?, "fill")?;
+    eventually("the home's use counts what was written", Duration::from_secs(60), || async {
+        let shown: serde_json::Value =
+            serde_json::from_str(&ok(cli(platform, &carol, &["--json", "home", "show"]).await?, "home show")?)?;
+        let used = shown["used"].as_str().map(ssp_core::size::ByteSize::parse).transpose()?;
+        Ok(used.is_some_and(|used| used.bytes() >= 8 << 20 && used.bytes() < 1 << 30))
+    })
+    .await?;
+    ok(sh(platform, &carol, "first", false, "rm /home/carol/blob").await?, "unfill")?;
     let over = cli(platform, &carol, &["container", "create", "big", "--disk", "2GiB", "--no-wait"]).await?;
     ensure!(over.status.code() == Some(6), "the home does not count against the quota");
     ok(cli(platform, &carol, &["container", "delete", "first"]).await?, "delete first")?;

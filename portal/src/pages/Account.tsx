@@ -64,7 +64,9 @@ function HomeSection({ me }: { me: string }) {
       ) : h ? (
         <dl class="details">
           <dt>Size</dt>
-          <dd>{h.size} (counted against your disk quota)</dd>
+          <dd>
+            {h.used ? `${h.used} used of ${h.size}` : h.size} (the size counts against your disk quota)
+          </dd>
           <dt>State</dt>
           <dd>{h.phase === 'ready' ? 'ready' : `${h.phase}…`}</dd>
           <dt>Mounted at</dt>

@@ -33,6 +33,7 @@ fn wire(home: &ssp_store::Home) -> api::Home {
         }
         .into(),
         path: storage::homes::mount_path(home.user.as_str()),
+        used: None,
     }
 }
 
@@ -46,7 +47,18 @@ pub async fn show(
 ) -> ApiResult<Json<api::Home>> {
     caller.may_address(&user)?;
     let home = state.db.run(move |s| s.home(&user)).await?;
-    Ok(Json(wire(&home)))
+    let mut answer = wire(&home);
+    if let (HomePhase::Ready, Some(context)) = (home.phase, storage::context()) {
+        // How full it is, if LXD can say at once; the rest of the answer does not wait on it.
+        let volume = storage::homes::volume_name(context, &home);
+        let asked = state.lxd.custom_volume_used(&context.pool, &volume);
+        match tokio::time::timeout(std::time::Duration::from_secs(2), asked).await {
+            Ok(Ok(used)) => answer.used = used.map(|bytes| ssp_core::size::ByteSize::from_bytes(bytes).to_string()),
+            Ok(Err(e)) => tracing::debug!("usage of {volume}: {e}"),
+            Err(_) => tracing::debug!("usage of {volume}: LXD did not answer in 2 s"),
+        }
+    }
+    Ok(Json(answer))
 }
 
 /// Creates the user's home volume (within their disk quota); it is mounted in their

@@ -69,7 +69,14 @@ pub async fn run(command: HomeCommand, json: bool) -> anyhow::Result<()> {
             if json {
                 return output::json(&home);
             }
-            output::fields(&[("user", home.user), ("size", home.size), ("phase", home.phase), ("path", home.path)]);
+            let used = home.used.unwrap_or_else(|| "-".into());
+            output::fields(&[
+                ("user", home.user),
+                ("size", home.size),
+                ("used", used),
+                ("phase", home.phase),
+                ("path", home.path),
+            ]);
             Ok(())
         }
         HomeCommand::Delete { user } => {
