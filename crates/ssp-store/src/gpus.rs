@@ -118,18 +118,27 @@ pub struct Allowlist {
     pub models: Option<Vec<String>>,
 }
 
-fn policy_in(tx: &Transaction<'_>, user_id: i64) -> Result<GpuPolicy> {
-    let max_gpus: u32 = tx.query_row("SELECT max_gpus FROM users WHERE id = ?1", [user_id], |r| r.get(0))?;
-    let lists: Option<(Option<String>, Option<String>)> = tx
+/// A user's allowlists as stored: indices comma-separated, models one per line.
+fn allowlist_in(conn: &rusqlite::Connection, user_id: i64) -> Result<Allowlist> {
+    let lists: Option<(Option<String>, Option<String>)> = conn
         .query_row("SELECT indices, models FROM gpu_allowlists WHERE user_id = ?1", [user_id], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
     let (indices, models) = lists.unwrap_or_default();
+    Ok(Allowlist {
+        indices: indices.map(|text| text.split(',').filter_map(|i| i.parse().ok()).collect()),
+        models: models.map(|text| text.split('\n').map(str::to_owned).collect()),
+    })
+}
+
+fn policy_in(tx: &Transaction<'_>, user_id: i64) -> Result<GpuPolicy> {
+    let max_gpus: u32 = tx.query_row("SELECT max_gpus FROM users WHERE id = ?1", [user_id], |r| r.get(0))?;
+    let allowlist = allowlist_in(tx, user_id)?;
     Ok(GpuPolicy {
         max_gpus,
-        allowed_indices: indices.map(|text| text.split(',').filter_map(|i| i.parse().ok()).collect()),
-        allowed_models: models.map(|text| text.split('\n').map(str::to_owned).collect()),
+        allowed_indices: allowlist.indices.map(|indices| indices.into_iter().collect()),
+        allowed_models: allowlist.models.map(|models| models.into_iter().collect()),
     })
 }
 
@@ -393,18 +402,7 @@ impl Store {
 
     /// `user`'s allowlists as set.
     pub fn gpu_allowlist(&self, user: &str) -> Result<Allowlist> {
-        let id = self.user(user)?.id;
-        let lists: Option<(Option<String>, Option<String>)> = self
-            .conn
-            .query_row("SELECT indices, models FROM gpu_allowlists WHERE user_id = ?1", [id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        let (indices, models) = lists.unwrap_or_default();
-        Ok(Allowlist {
-            indices: indices.map(|text| text.split(',').filter_map(|i| i.parse().ok()).collect()),
-            models: models.map(|text| text.split('\n').map(str::to_owned).collect()),
-        })
+        allowlist_in(&self.conn, self.user(user)?.id)
     }
 
     /// Sets `user`'s allowlists (`None`: any GPU, any model).
