@@ -270,6 +270,41 @@ export function usePoll<T>(
   return { data, error, loading, reload: run };
 }
 
+/** A page's buttons: which action runs (its label; '' when none), its error, its note. */
+export interface Action {
+  busy: string;
+  error: unknown;
+  notice: string;
+  /**
+   * Runs `action` as `what`: clears the last error and note; on success the note is `done`;
+   * on failure the error is kept for an ErrorBox; `after` (a reload) runs either way.
+   */
+  run: (what: string, action: () => Promise<unknown>, done: string) => Promise<void>;
+}
+
+export function useAction(after: () => void): Action {
+  const [busy, setBusy] = useState('');
+  const [error, setError] = useState<unknown>(null);
+  const [notice, setNotice] = useState('');
+  const afterRef = useRef(after);
+  afterRef.current = after;
+  const run = useCallback(async (what: string, action: () => Promise<unknown>, done: string) => {
+    setBusy(what);
+    setError(null);
+    setNotice('');
+    try {
+      await action();
+      setNotice(done);
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy('');
+      afterRef.current();
+    }
+  }, []);
+  return { busy, error, notice, run };
+}
+
 /** A clock that ticks every `everyMs` while visible, for "3m left" texts. */
 export function useNow(everyMs = 30000): number {
   const [now, setNow] = useState(() => Date.now());

@@ -9,7 +9,7 @@ import { api, ApiError, path } from '../api';
 import { ErrorBox, Field, Loading, Notice, PageTitle, StateBadge, TableWrap, TextField, useConfirm } from '../components';
 import { containerPath, useContainerActions } from '../containerActions';
 import { ago, bytes, dateTime, span, timeLeft } from '../format';
-import { aboutContainer, href, navigate, useNow, usePoll } from '../hooks';
+import { aboutContainer, href, navigate, useAction, useNow, usePoll } from '../hooks';
 import { useSession } from '../session';
 import type { TerminalSession, TerminalStatus } from '../terminal';
 import { recalled } from '../terminalStore';
@@ -468,25 +468,15 @@ function SnapshotSection({ container: c, changed }: { container: Container; chan
   const [dialog, ask] = useConfirm();
   const [name, setName] = useState('');
   const [protect, setProtect] = useState(true);
-  const [busy, setBusy] = useState('');
-  const [error, setError] = useState<unknown>(null);
-  const [notice, setNotice] = useState('');
-
-  const act = async (what: string, action: () => Promise<unknown>, done: string) => {
-    setBusy(what);
-    setError(null);
-    setNotice('');
-    try {
-      await action();
-      setNotice(done);
-    } catch (e) {
-      setError(e);
-    } finally {
-      setBusy('');
-      void snapshots.reload();
-      changed();
-    }
-  };
+  const {
+    busy,
+    error,
+    notice,
+    run: act,
+  } = useAction(() => {
+    void snapshots.reload();
+    changed();
+  });
 
   const take = (event: Event) => {
     event.preventDefault();
@@ -638,9 +628,9 @@ function ScheduleSection({ container: c }: { container: Container }) {
   );
   const [dialog, ask] = useConfirm();
   const [form, setForm] = useState({ count: '1', unit: 86400, last: '', daily: '7', weekly: '4' });
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [notice, setNotice] = useState('');
+  const action = useAction(() => void schedule.reload());
+  const busy = action.busy !== '';
+  const { error, notice } = action;
   const current = schedule.data;
 
   // The form starts from the schedule there is.
@@ -656,28 +646,13 @@ function ScheduleSection({ container: c }: { container: Container }) {
     });
   }, [current]);
 
-  const act = async (action: () => Promise<unknown>, done: string) => {
-    setBusy(true);
-    setError(null);
-    setNotice('');
-    try {
-      await action();
-      setNotice(done);
-    } catch (e) {
-      setError(e);
-    } finally {
-      setBusy(false);
-      void schedule.reload();
-    }
-  };
-
   const save = (event: Event) => {
     event.preventDefault();
     const body: SnapshotSchedule = { every_secs: Number(form.count) * form.unit };
     if (form.last) body.keep_last = Number(form.last);
     if (form.daily) body.keep_daily = Number(form.daily);
     if (form.weekly) body.keep_weekly = Number(form.weekly);
-    void act(() => api<SnapshotSchedule>('PUT', base, body), 'Schedule saved.');
+    void action.run('save', () => api<SnapshotSchedule>('PUT', base, body), 'Schedule saved.');
   };
 
   const remove = async () => {
@@ -687,7 +662,7 @@ function ScheduleSection({ container: c }: { container: Container }) {
       confirm: 'Remove the schedule',
       danger: true,
     });
-    if (yes) await act(() => api('DELETE', base), 'Schedule removed.');
+    if (yes) await action.run('remove', () => api('DELETE', base), 'Schedule removed.');
   };
 
   const keepField = (field: 'last' | 'daily' | 'weekly', label: string, hint: string) => (

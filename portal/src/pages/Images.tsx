@@ -2,12 +2,11 @@
 // published from their containers (an admin sees all of them). A published image can be
 // deleted by its owner or an admin (`DELETE /api/v1/images/{owner}/{name}`); containers made
 // from it keep their files.
-import { useState } from 'preact/hooks';
 
 import { api, path } from '../api';
 import { ErrorBox, Loading, Notice, PageTitle, TableWrap, useConfirm } from '../components';
 import { bytes, dateTime } from '../format';
-import { usePoll } from '../hooks';
+import { useAction, usePoll } from '../hooks';
 import { useSession } from '../session';
 import type { Image } from '../types';
 
@@ -20,9 +19,7 @@ export function ImagesPage() {
   const { session } = useSession();
   const images = usePoll(() => api<Image[]>('GET', '/images'), [], 0, ['images']);
   const [dialog, ask] = useConfirm();
-  const [busy, setBusy] = useState('');
-  const [error, setError] = useState<unknown>(null);
-  const [notice, setNotice] = useState('');
+  const { busy, error, notice, run } = useAction(() => void images.reload());
 
   const remove = async (image: Image) => {
     if (!image.owner) return;
@@ -33,18 +30,8 @@ export function ImagesPage() {
       danger: true,
     });
     if (!yes) return;
-    setBusy(image.name);
-    setError(null);
-    setNotice('');
-    try {
-      await api('DELETE', `/images/${path(image.owner, shortName(image))}`);
-      setNotice(`Image ${image.name} deleted.`);
-    } catch (e) {
-      setError(e);
-    } finally {
-      setBusy('');
-      void images.reload();
-    }
+    const owner = image.owner;
+    await run(image.name, () => api('DELETE', `/images/${path(owner, shortName(image))}`), `Image ${image.name} deleted.`);
   };
 
   const list = images.data ?? [];
