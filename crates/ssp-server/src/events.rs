@@ -188,6 +188,10 @@ impl Drop for StreamSlot {
 
 /// Middleware on the API's routes: after a successful change, publishes what it changed.
 pub async fn publish_changes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // Reads change nothing: they pass straight through.
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(request).await;
+    }
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let response = next.run(request).await;
