@@ -78,10 +78,11 @@ mkdir -p /etc/ssh/sshd_config.d
 printf 'PasswordAuthentication no\n' >/etc/ssh/sshd_config.d/10-ssp.conf
 
 # A server: no graphical target. Units that cannot work in an unprivileged container would
-# only make the boot "degraded".
+# only make the boot "degraded" (systemd-binfmt fails as soon as a package ships a binfmt.d
+# file, as python3.11 does: binfmt_misc is not the container's to write).
 systemctl set-default multi-user.target
 systemctl mask systemd-journald-audit.socket sys-kernel-config.mount sys-kernel-debug.mount \
-  sys-kernel-tracing.mount systemd-udev-settle.service
+  sys-kernel-tracing.mount systemd-udev-settle.service systemd-binfmt.service
 
 # No locales package: C.UTF-8 is built into glibc.
 echo 'LANG=C.UTF-8' >/etc/default/locale
