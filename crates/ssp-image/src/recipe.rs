@@ -119,8 +119,9 @@ impl Recipe {
     /// Free bytes a build needs in each of the work and cache directories.
     pub(crate) fn space_needed(&self) -> u64 {
         match self.spec.builder {
-            // The tree is ~250 MiB and its tarball as much; debootstrap's package cache and
-            // headroom for a growing recipe make up the rest.
+            // The tree is ~250 MiB and its tarball as much (debian-12-desktop: ~770 and ~705
+            // MiB); debootstrap's package cache and headroom for a growing recipe make up the
+            // rest.
             Builder::Debootstrap => 2 << 30,
             Builder::Busybox => 64 << 20,
         }
@@ -149,6 +150,8 @@ macro_rules! shipped {
 const SHIPPED: &[(&str, &[(&str, &str)])] = &[
     shipped!("busybox": "group", "hostname", "hosts", "inittab", "passwd", "profile", "rcS", "shadow", "udhcpc.script"),
     shipped!("debian-12": "setup.sh"),
+    // Its setup.sh is a link to debian-12's: the same tree, more packages.
+    shipped!("debian-12-desktop": "setup.sh"),
 ];
 
 /// Whether `name` may name a recipe: `[a-z0-9][a-z0-9.-]{0,62}`. Checked before any lookup,
@@ -264,12 +267,30 @@ mod tests {
             shipped(name, files).unwrap();
         }
         let names: Vec<String> = recipes().into_iter().map(|r| r.name).collect();
-        assert_eq!(names, ["busybox", "debian-12"]);
+        assert_eq!(names, ["busybox", "debian-12", "debian-12-desktop"]);
         let debian = recipe("debian-12").unwrap();
         assert_eq!(debian.builder(), Builder::Debootstrap);
         assert_eq!(debian.alias(), "debian-12");
         assert!(debian.description().contains("Debian 12"));
         assert_eq!(recipe("busybox").unwrap().builder(), Builder::Busybox);
+    }
+
+    #[test]
+    fn the_desktop_recipe_is_debian_12_plus_packages() {
+        // The same setup script and every package of debian-12, so a container of either
+        // image is configured alike; only the desktop's packages come on top.
+        let base = recipe("debian-12").unwrap();
+        let desktop = recipe("debian-12-desktop").unwrap();
+        assert_eq!(desktop.builder(), Builder::Debootstrap);
+        assert_eq!(desktop.spec.suite, base.spec.suite);
+        assert_eq!((&desktop.spec.os, &desktop.spec.release), (&base.spec.os, &base.spec.release));
+        assert_eq!(desktop.spec.packages[..base.spec.packages.len()], base.spec.packages[..]);
+        for package in ["tigervnc-standalone-server", "tigervnc-tools", "xfce4", "dbus-x11", "xdotool"] {
+            assert!(desktop.spec.packages.iter().any(|p| p == package), "{package}");
+        }
+        let setup = |r: &Recipe| r.file(r.spec.setup.as_deref().unwrap()).unwrap().to_string();
+        assert_eq!(setup(&desktop), setup(&base));
+        assert_ne!(desktop.cache_key(), base.cache_key());
     }
 
     #[test]
@@ -299,8 +320,8 @@ mod tests {
             let err = recipe(bad).unwrap_err();
             let Error::UnknownRecipe { name, known } = &err else { panic!("{bad:?}: {err}") };
             assert_eq!(name, bad);
-            assert_eq!(known, &["busybox", "debian-12"]);
-            assert!(err.to_string().contains("known recipes: busybox, debian-12"), "{err}");
+            assert_eq!(known, &["busybox", "debian-12", "debian-12-desktop"]);
+            assert!(err.to_string().contains("known recipes: busybox, debian-12, debian-12-desktop"), "{err}");
         }
     }
 
