@@ -24,8 +24,10 @@ pub enum Script {
     Notice,
     /// Prints the sshd ed25519 host key; exit 3 where there is no sshd.
     HostKey,
-    /// The desktop: `enable USER` (installs what it needs and ssp's session service),
-    /// `disable`, `start USER` (prints the session's secret), `stop USER`, `status USER`.
+    /// A user's remote desktop (VNC on a unix socket, XFCE). Arguments: `enable USER`,
+    /// `disable`, `start USER` (prints the session's secret), `stop USER`, `status USER`
+    /// (`running BYTES`, `running -` or `stopped`). Exit 2: bad arguments or no such user;
+    /// 3: not enabled; 4: this container cannot have one (the reason on stderr).
     Desktop,
 }
 
@@ -110,6 +112,29 @@ mod tests {
     }
 
     #[test]
+    fn the_desktop_script_refuses_bad_arguments_before_doing_anything() {
+        // Exit 2 with a reason, before any command runs: these are safe to run on this host.
+        // A user name becomes a unit instance and a path, so only plain names pass.
+        for args in [
+            &[][..],
+            &["frob", "alice"],
+            &["start"],
+            &["start", "alice", "bob"],
+            &["start", "a;reboot"],
+            &["stop", "../etc"],
+            &["status", "Alice"],
+            &["enable", ""],
+            &["enable", "-x"],
+        ] {
+            let command = Script::Desktop.command(args);
+            let out = std::process::Command::new(&command[0]).args(&command[1..]).output().expect("running sh");
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            assert!(out.stdout.is_empty(), "{args:?}");
+            assert!(!out.stderr.is_empty(), "{args:?} gives no reason");
+        }
+    }
+
+    #[test]
     fn every_script_makes_the_folders_it_writes_to() {
         // Images lack folders (busybox has no /etc/ld.so.conf.d or /usr/local/bin): each
         // folder a script writes into outside /etc itself is made first.
@@ -117,6 +142,7 @@ mod tests {
             (Script::GpuProbe, &["/etc/ld.so.conf.d", "/usr/local/bin", "/etc/profile.d"][..]),
             (Script::Notice, &["/var/log/ssp"][..]),
             (Script::Account, &["\"$home/.ssh\""][..]),
+            (Script::Desktop, &["\"${unit%/*}\"", "\"${helper%/*}\"", "\"$run\"", "/tmp/.X11-unix"][..]),
         ] {
             let made: Vec<&str> = script
                 .text()
