@@ -183,7 +183,9 @@ prepare)
   mv -f "$run/.secret-$user.new" "$run/.secret-$user"
   # The password reaches vncpasswd on its stdin, never on a command line.
   printf '%s\n' "$secret" | vncpasswd -f >"$dir/passwd"
-  chown "$user:" "$dir/passwd" "$dir"
+  # The display's number, for programs and tests that start windows on it from outside.
+  printf ':%s\n' "$(id -u "$user")" >"$dir/display"
+  chown "$user:" "$dir/passwd" "$dir/display" "$dir"
   # Xvnc makes its display socket here; systemd-tmpfiles normally has already.
   mkdir -p /tmp/.X11-unix
   chmod 1777 /tmp/.X11-unix
