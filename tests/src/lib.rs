@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod e2e;
 mod harness;
 pub mod platform;
+pub mod web;
 
 pub use daemon::PrivateLxd;
 pub use harness::{run_tests, unique_name, TestFn};

@@ -19,11 +19,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 pub mod audit;
+pub mod desktop;
 pub mod images;
 pub mod storage;
 pub mod terminal;
 
 pub use audit::{AuditEntry, GpusHealth, Health, LxdHealth, MemoryHealth, PoolHealth, ReconcilerHealth};
+pub use desktop::{Desktop, DesktopChange, DesktopSession, DesktopState, DesktopTicket};
 
 pub use images::{ContainerCopy, ImagePublish, ImportQuery};
 
@@ -369,6 +371,9 @@ pub struct Container {
     /// container was first set up, for clients that ProxyJump to its sshd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_host_key: Option<String>,
+    /// Whether it offers its owner a desktop (`GET …/desktop` says how it stands).
+    #[serde(default)]
+    pub desktop: bool,
 }
 
 /// `POST /api/v1/containers/{owner}/{name}/exec`: run a command and wait for it.

@@ -82,20 +82,37 @@ pub fn choose_container<'a>(owner: &Name, requested: Option<&Name>, owned: &'a [
 pub struct ForwardTarget {
     /// The container, named explicitly or `None` for the login's own (`localhost`).
     pub container: Option<Name>,
-    /// The port inside it.
-    pub port: u16,
+    /// What inside it.
+    pub to: Reach,
 }
+
+/// Where in a container a forward goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// A TCP port on its loopback.
+    Port(u16),
+    /// The login's desktop session (VNC), whatever port was asked for: the gateway answers
+    /// it with ssp's own desktop relay, as the portal does.
+    Desktop,
+}
+
+/// The host name that forwards to the login's desktop: `ssh -L 5901:desktop:5901 alice+dev@HOST`.
+pub const DESKTOP_HOST: &str = "desktop";
 
 /// Where a `direct-tcpip` request for `host:port` goes for a user logged in as `login`:
 /// `localhost` (or `127.0.0.1`, `::1`) is the login's container; `NAME` or `OWNER+NAME` is
-/// the owner's container `NAME`. Anything else — another owner, an address, a name that is
+/// the owner's container `NAME`; [`DESKTOP_HOST`] is the login container's desktop (a
+/// container named `desktop` is still reached as `OWNER+desktop`). Anything else — another owner, an address, a name that is
 /// not valid — is refused like a missing container, so no host outside the user's own
 /// containers is ever reached.
 pub fn forward_target(login: &Login, host: &str, port: u32) -> Result<ForwardTarget, Refusal> {
     let refuse = || Refusal::NoSuchContainer(host.chars().take(140).collect());
     let port = u16::try_from(port).ok().filter(|p| *p != 0).ok_or_else(refuse)?;
     if matches!(host, "localhost" | "127.0.0.1" | "::1") {
-        return Ok(ForwardTarget { container: login.container.clone(), port });
+        return Ok(ForwardTarget { container: login.container.clone(), to: Reach::Port(port) });
+    }
+    if host == DESKTOP_HOST {
+        return Ok(ForwardTarget { container: login.container.clone(), to: Reach::Desktop });
     }
     let name = match host.split_once(LOGIN_SEPARATOR) {
         Some((owner, name)) if owner == login.owner.as_str() => name,
@@ -103,7 +120,7 @@ pub fn forward_target(login: &Login, host: &str, port: u32) -> Result<ForwardTar
         None => host,
     };
     let container = Name::parse(name).map_err(|_| refuse())?;
-    Ok(ForwardTarget { container: Some(container), port })
+    Ok(ForwardTarget { container: Some(container), to: Reach::Port(port) })
 }
 
 /// Whether a client may set environment variable `name` (as OpenSSH's `AcceptEnv LANG LC_*`,
@@ -168,12 +185,18 @@ mod tests {
     #[test]
     fn forwards_reach_only_the_owners_containers() {
         let login = parse_login("alice+dev").unwrap();
-        let own = |c: &str, port| ForwardTarget { container: Some(name(c)), port };
+        let own = |c: &str, port| ForwardTarget { container: Some(name(c)), to: Reach::Port(port) };
         assert_eq!(forward_target(&login, "localhost", 22).unwrap(), own("dev", 22));
         assert_eq!(forward_target(&login, "web", 8080).unwrap(), own("web", 8080));
         assert_eq!(forward_target(&login, "alice+web", 22).unwrap(), own("web", 22));
         let plain = parse_login("alice").unwrap();
-        assert_eq!(forward_target(&plain, "::1", 22).unwrap(), ForwardTarget { container: None, port: 22 });
+        assert_eq!(forward_target(&plain, "::1", 22).unwrap(), ForwardTarget { container: None, to: Reach::Port(22) });
+        // The desktop: the login's container, any port; a container named so by its full name.
+        let desktop = |container: Option<&str>| ForwardTarget { container: container.map(name), to: Reach::Desktop };
+        assert_eq!(forward_target(&login, "desktop", 5901).unwrap(), desktop(Some("dev")));
+        assert_eq!(forward_target(&plain, "desktop", 5900).unwrap(), desktop(None));
+        assert_eq!(forward_target(&login, "alice+desktop", 22).unwrap(), own("desktop", 22));
+        assert!(forward_target(&login, "desktop", 0).is_err());
         for host in ["bob+dev", "10.0.0.1", "example.com", "", "Dev", "alice+", "a+b+c"] {
             assert_eq!(
                 forward_target(&login, host, 22),

@@ -13,6 +13,7 @@ pub mod idblock;
 pub mod names;
 pub mod quota;
 pub mod retention;
+pub mod rfb;
 pub mod sharepath;
 pub mod size;
 pub mod sshkey;

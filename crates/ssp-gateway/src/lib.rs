@@ -6,7 +6,8 @@
 //! (and so `scp`) run as the container's owner account, started the way LXD's exec starts
 //! them (its own `forkexec`, [`ssp_lxd::Attach`]) with the pipes or pty kept here, or through
 //! LXD's exec websocket where that cannot be used; forwarded connections (`-L`, `-D`, `-W`)
-//! come from the container's own loopback; ProxyJump reaches its sshd through a unix socket.
+//! come from the container's own loopback; ProxyJump reaches its sshd through a unix socket;
+//! `-L PORT:desktop:PORT` reaches the login's desktop session ([`desktop`], [`rfb`]).
 //! Bytes are encrypted once, between the client and the gateway. Who may log in, where a login lands and which forwards are allowed are decided by
 //! pure functions in `ssp_core::gateway`; users, keys, containers and the audit log come from
 //! a [`Backend`] the daemon implements over its store.
@@ -17,9 +18,11 @@
 //! pure function, or reach anything but the authenticated user's own containers.
 
 mod agent;
+pub mod desktop;
 mod devices;
 mod hostkey;
 mod limits;
+pub mod rfb;
 mod server;
 mod session;
 mod sshd;
@@ -208,6 +211,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
 
     /// Records a channel's end.
     fn session_ended(&self, id: i64, end: SessionEnd) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// `user`'s desktop session in `target` (started when none runs), authenticated: the
+    /// gateway admits the viewer and relays (`-L PORT:desktop:PORT`).
+    fn desktop(
+        &self,
+        user: &Name,
+        target: &Target,
+    ) -> impl Future<Output = Result<desktop::DesktopConnection, BackendError>> + Send;
 }
 
 /// Why the gateway could not start.

@@ -449,14 +449,17 @@ impl<B: Backend> russh::server::Handler for Connection<B> {
             return Ok(());
         };
         let target = match rules::forward_target(&context.login, host, port) {
-            Ok(target) => resolve(&context, target.container.as_ref()).await.map(|t| (t, target.port)),
+            Ok(target) => resolve(&context, target.container.as_ref()).await.map(|t| (t, target.to)),
             Err(refusal) => Err(refusal.to_string()),
         };
         match target {
-            Ok((target, port)) => {
-                // The forward answers the open itself: a connection that fails is refused
-                // with the reason, as sshd does ("connect failed: Connection refused").
+            // The forward answers the open itself: a connection that fails is refused with
+            // the reason, as sshd does ("connect failed: Connection refused").
+            Ok((target, rules::Reach::Port(port))) => {
                 tokio::spawn(session::run_forward(channel, reply, context, target, port));
+            }
+            Ok((target, rules::Reach::Desktop)) => {
+                tokio::spawn(session::run_desktop(channel, reply, context, target));
             }
             Err(why) => {
                 tracing::info!(peer = %self.peer, user = %context.login.owner, "gateway: forward to {host}:{port} refused: {why}");

@@ -189,6 +189,7 @@ const ATTACH: &str = "attach";
 const LXD_EXEC: &str = "lxd-exec";
 const NETNS: &str = "netns";
 const SSHD_SOCKET: &str = "sshd-socket";
+const DESKTOP_SOCKET: &str = "desktop-socket";
 
 fn path_of(exec: &Exec) -> &'static str {
     if exec.is_attached() {
@@ -307,11 +308,51 @@ pub(crate) async fn run_forward<B: Backend>(
 
 /// Copies bytes both ways between a channel and a connection until both ends are done; the
 /// record counts what went each way.
+/// `-L PORT:desktop:PORT`: the login's desktop session (started when none runs), through
+/// ssp's own relay: the daemon authenticates to the session's VNC server and the viewer is
+/// admitted with the security type *None* — it proved who it is with its SSH key.
+pub(crate) async fn run_desktop<B: Backend>(
+    channel: Channel<Msg>,
+    reply: ChannelOpenHandle,
+    context: Context<B>,
+    target: Target,
+) {
+    let _running = Running::new(&context.activity);
+    let connection = match context.backend.desktop(&context.login.owner, &target).await {
+        Ok(connection) => connection,
+        Err(e) => {
+            tracing::info!(user = %context.login.owner, container = %target.name, "gateway: desktop: {e}");
+            reply.reject(ChannelOpenFailure::Other { code: 2, reason: format!("ssp: {e}") }).await;
+            return;
+        }
+    };
+    reply.accept().await;
+    let audit = audit_start(&context, &target, "desktop", DESKTOP_SOCKET).await;
+    let mut viewer = channel.into_stream();
+    let end = match crate::rfb::admit_viewer(&mut viewer).await {
+        Ok(_) => splice_stream(viewer, connection.stream).await,
+        Err(e) => {
+            tracing::info!(user = %context.login.owner, container = %target.name, "gateway: desktop viewer: {e}");
+            SessionEnd::default()
+        }
+    };
+    drop(connection.viewer);
+    context.activity.touch();
+    audit_end(&context, audit, end).await;
+}
+
 async fn splice<S>(channel: Channel<Msg>, connection: S) -> SessionEnd
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut channel = channel.into_stream();
+    splice_stream(channel.into_stream(), connection).await
+}
+
+async fn splice_stream<C, S>(mut channel: C, connection: S) -> SessionEnd
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut connection = Counted::new(connection);
     // It ends with an error as often as not (the client closes the channel as the answer is
     // still on its way): the counts are what matter.

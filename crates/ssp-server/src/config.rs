@@ -63,6 +63,33 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// `[portal]`: the web portal's sign-ins and invitations.
     pub portal: PortalConfig,
+    /// `[desktop]`: desktops in containers.
+    pub desktop: DesktopConfig,
+}
+
+/// `[desktop]` in `ssp.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DesktopConfig {
+    /// Seconds a desktop session may go without any viewer before ssp ends it (its programs
+    /// end). Closing the browser tab does not end a session; this does, eventually.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for DesktopConfig {
+    fn default() -> Self {
+        Self { idle_timeout_secs: 4 * 3600 }
+    }
+}
+
+impl DesktopConfig {
+    /// Checks the values.
+    pub fn check(&self) -> Result<(), String> {
+        if self.idle_timeout_secs < 10 || self.idle_timeout_secs > 30 * 24 * 3600 {
+            return Err("desktop.idle_timeout_secs must be 10 s to 30 days".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[portal]` in `ssp.toml`.
@@ -232,6 +259,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             gateway: GatewayConfig::default(),
             portal: PortalConfig::default(),
+            desktop: DesktopConfig::default(),
         }
     }
 }
@@ -491,6 +519,7 @@ impl Settings {
         }
         raw.gateway.check().map_err(invalid)?;
         raw.portal.check().map_err(invalid)?;
+        raw.desktop.check().map_err(invalid)?;
         let share_ids = raw.storage.share_ids().map_err(|e| invalid(format!("storage.{e}")))?;
         if raw.storage.interval_secs == 0 {
             return Err(invalid("storage.interval_secs must be at least 1".into()));

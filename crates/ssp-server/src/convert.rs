@@ -114,5 +114,6 @@ pub fn container(
         gpu_health: None,
         created_at: row.created_at,
         ssh_host_key: None,
+        desktop: row.desktop,
     }
 }

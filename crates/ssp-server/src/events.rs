@@ -327,6 +327,7 @@ mod tests {
             phase,
             created_at: 0,
             source: ssp_store::ContainerSource::Image,
+            desktop: false,
         };
         let none = |_: &str| None;
         let base = containers_digest(&[row(ssp_store::ContainerPhase::Ready)], none, none);

@@ -14,12 +14,17 @@ use crate::instance;
 pub struct StoreBackend {
     db: Db,
     reconciler: crate::reconcile::handle::ReconcilerHandle,
+    desktops: std::sync::Arc<crate::desktop::Desktops>,
 }
 
 impl StoreBackend {
-    /// Over `db`.
-    pub fn new(db: Db, reconciler: crate::reconcile::handle::ReconcilerHandle) -> Self {
-        Self { db, reconciler }
+    /// Over `db`; desktops are opened through `desktops`.
+    pub fn new(
+        db: Db,
+        reconciler: crate::reconcile::handle::ReconcilerHandle,
+        desktops: std::sync::Arc<crate::desktop::Desktops>,
+    ) -> Self {
+        Self { db, reconciler, desktops }
     }
 }
 
@@ -69,6 +74,20 @@ impl ssp_gateway::Backend for StoreBackend {
             })
             .await
             .map_err(backend_error)
+    }
+
+    async fn desktop(
+        &self,
+        user: &Name,
+        target: &Target,
+    ) -> Result<ssp_gateway::desktop::DesktopConnection, BackendError> {
+        let (owner, name) = (user.to_string(), target.name.to_string());
+        let row = self.db.run(move |store| store.container(&owner, &name)).await.map_err(backend_error)?;
+        crate::desktop::openable(&row).map_err(|e| BackendError(e.to_string()))?;
+        self.desktops
+            .open(&target.instance, user.as_str())
+            .await
+            .map_err(|e| BackendError(crate::error::ApiError::from(e).to_string()))
     }
 
     async fn session_ended(&self, id: i64, end: SessionEnd) -> Result<(), BackendError> {

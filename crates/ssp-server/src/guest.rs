@@ -24,6 +24,9 @@ pub enum Script {
     Notice,
     /// Prints the sshd ed25519 host key; exit 3 where there is no sshd.
     HostKey,
+    /// The desktop: `enable USER` (installs what it needs and ssp's session service),
+    /// `disable`, `start USER` (prints the session's secret), `stop USER`, `status USER`.
+    Desktop,
 }
 
 impl Script {
@@ -34,6 +37,7 @@ impl Script {
             Script::GpuProbe => include_str!("../guest/gpu-probe.sh"),
             Script::Notice => include_str!("../guest/notice.sh"),
             Script::HostKey => include_str!("../guest/host-key.sh"),
+            Script::Desktop => include_str!("../guest/desktop.sh"),
         }
     }
 
@@ -44,6 +48,7 @@ impl Script {
             Script::GpuProbe => "ssp-gpu-probe",
             Script::Notice => "ssp-notice",
             Script::HostKey => "ssp-host-key",
+            Script::Desktop => "ssp-desktop",
         }
     }
 

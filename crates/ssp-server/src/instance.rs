@@ -22,6 +22,9 @@ pub const TAG_PLATFORM: &str = "user.ssp.platform";
 /// Set by the reconciler: a digest of the account set up inside (user, host name, keys).
 pub const TAG_ACCOUNT: &str = "user.ssp.account";
 
+/// Set by the reconciler: a digest of the desktop service installed inside (absent: none).
+pub const TAG_DESKTOP: &str = "user.ssp.desktop";
+
 /// The uid and gid of the owner's account inside every container.
 pub const OWNER_UID: u32 = 1000;
 
@@ -52,7 +55,7 @@ pub fn owner_exec_options(row: &Container) -> ssp_lxd::ExecOptions {
 const OWNED_PREFIXES: [&str; 5] = ["limits.", "security.", "raw.", "user.ssp.", "nvidia."];
 
 /// Tags the reconciler records on an instance as it works (not part of the desired shape).
-const RECORDED_TAGS: [&str; 2] = [TAG_ACCOUNT, crate::gpu::devices::TAG_GPU_HEALTH];
+const RECORDED_TAGS: [&str; 3] = [TAG_ACCOUNT, TAG_DESKTOP, crate::gpu::devices::TAG_GPU_HEALTH];
 
 /// Where containers go in LXD.
 #[derive(Debug, Clone)]
@@ -279,6 +282,19 @@ pub fn account_digest(row: &Container, extra: &Attachments) -> String {
     hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
+/// What [`TAG_DESKTOP`] should say: a digest of the desktop script and whose session it
+/// serves when the container offers a desktop, `None` when it does not.
+pub fn desktop_digest(row: &Container) -> Option<String> {
+    if !row.desktop {
+        return None;
+    }
+    let mut hash = Sha256::new();
+    hash.update(crate::guest::Script::Desktop.text().as_bytes());
+    hash.update([0]);
+    hash.update(row.owner.as_str().as_bytes());
+    Some(hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect())
+}
+
 /// The `authorized_keys` contents for `keys` (canonical lines, no comments).
 pub fn authorized_keys(keys: &[String]) -> String {
     let mut text = String::from("# Managed by ssp: changes here are replaced; use `ssp key add`.\n");
@@ -310,6 +326,7 @@ mod tests {
             phase: ContainerPhase::Ready,
             created_at: 0,
             source: ssp_store::ContainerSource::Image,
+            desktop: false,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod config;
 pub mod convert;
 pub mod db;
 pub mod departures;
+pub mod desktop;
 pub mod error;
 pub mod events;
 pub mod gateway;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub terminals: terminal::Terminals,
     /// What changed, for the portal's live streams.
     pub events: events::Events,
+    /// Desktop sessions, their sockets and tickets.
+    pub desktops: Arc<desktop::Desktops>,
 }
 
 /// The peer address of an HTTPS request (put on each request by the TLS listener).
@@ -193,11 +196,22 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         let writer = writer.clone();
         Box::pin(async move { writer.apply_devices(&instance).await.map_err(|e| e.to_string()) })
     }));
+    let gateway_settings = settings.raw.gateway.settings(&state_dir);
+    let desktop_sockets = Arc::new(ssp_gateway::desktop::DesktopSockets::new(
+        lxd.clone(),
+        gateway_devices.clone(),
+        gateway_settings.socket_dir.clone(),
+        gateway_settings.sshd_socket_linger,
+    ));
+    let desktops = Arc::new(desktop::Desktops::new(
+        lxd.clone(),
+        desktop_sockets,
+        Duration::from_secs(settings.raw.desktop.idle_timeout_secs),
+    ));
     let gateway =
         match settings.raw.gateway.address().map_err(|e| io_error("gateway.listen")(std::io::Error::other(e)))? {
             Some(address) => {
-                let gateway_settings = settings.raw.gateway.settings(&state_dir);
-                let backend = gateway::StoreBackend::new(db.clone(), reconciler.handle());
+                let backend = gateway::StoreBackend::new(db.clone(), reconciler.handle(), Arc::clone(&desktops));
                 Some(
                     ssp_gateway::Gateway::bind(address, gateway_settings, backend, lxd.clone(), gateway_devices)
                         .await?,
@@ -240,6 +254,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         web: web::Web::default(),
         terminals: terminals.clone(),
         events: events::Events::default(),
+        desktops: Arc::clone(&desktops),
     };
     let web_state = state.web.clone();
     let cleanup = api::images::remove_unrecorded(&state.db, &state.lxd, &platform_for_storage);
@@ -288,6 +303,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     }
     tokio::spawn(gpus.run(state_db, state_lxd, reconciler.handle()));
     tokio::spawn(terminals.watch());
+    tokio::spawn(desktops.sockets().reap());
+    tokio::spawn(Arc::clone(&desktops).sweep());
     tokio::spawn(departures::watch(departures_state));
     tokio::spawn(reconciler.run(Duration::from_secs(settings.raw.reconcile.interval_secs)));
     tokio::spawn(accept_unix(unix, router.clone()));

@@ -108,6 +108,8 @@ pub struct Container {
     pub created_at: i64,
     /// Where its instance comes from.
     pub source: ContainerSource,
+    /// Whether it offers its owner a desktop.
+    pub desktop: bool,
 }
 
 /// A container to record.
@@ -143,7 +145,8 @@ pub struct LeaseRequest {
 }
 
 const SELECT: &str =
-    "SELECT c.uid, u.name, c.name, c.image, c.cpus, c.memory, c.disk, c.desired_state, c.phase, c.created_at, c.source
+    "SELECT c.uid, u.name, c.name, c.image, c.cpus, c.memory, c.disk, c.desired_state, c.phase, c.created_at, c.source,
+                           c.desktop
                       FROM containers c JOIN users u ON u.id = c.owner_id";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Container> {
@@ -175,6 +178,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Container> {
         },
         created_at: row.get(9)?,
         source: ContainerSource::from_sql(row.get(10)?),
+        desktop: row.get(11)?,
     })
 }
 
@@ -298,6 +302,12 @@ impl Store {
         self.update_container(actor, owner, name, "desired_state", state.as_str(), "container.state")
     }
 
+    /// Sets whether a container offers its owner a desktop.
+    pub fn set_desktop(&mut self, actor: Option<&str>, owner: &str, name: &str, enabled: bool) -> Result<()> {
+        let value = if enabled { "1" } else { "0" };
+        self.update_container(actor, owner, name, "desktop", value, "container.desktop")
+    }
+
     fn update_container(
         &mut self,
         actor: Option<&str>,
@@ -418,6 +428,10 @@ pub(crate) mod tests {
         assert!(store.advance_phase(&uid, ContainerPhase::Creating, ContainerPhase::Ready).unwrap());
         let now = store.container("alice", "dev").unwrap();
         assert_eq!((now.desired_state, now.phase), (DesiredState::Stopped, ContainerPhase::Ready));
+        assert!(!now.desktop, "no desktop unless asked for");
+        store.set_desktop(Some("alice"), "alice", "dev", true).unwrap();
+        assert!(store.container("alice", "dev").unwrap().desktop);
+        assert!(matches!(store.set_desktop(None, "alice", "nope", true), Err(Error::NotFound { .. })));
         assert!(matches!(store.remove_user(None, "alice"), Err(Error::Conflict(_))), "owners of containers stay");
         assert!(matches!(store.container("bob", "dev"), Err(Error::NotFound { .. })));
         assert!(store.forget_container(&uid).unwrap());

@@ -94,6 +94,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("migrations/0007_gateway_session_path.sql")),
         M::up(include_str!("migrations/0008_web.sql")),
         M::up(include_str!("migrations/0009_departing_users.sql")),
+        M::up(include_str!("migrations/0010_desktops.sql")),
     ])
 }
 

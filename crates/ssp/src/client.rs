@@ -27,6 +27,7 @@ use ssp_core::fingerprint::certificate as certificate_fingerprint;
 use crate::config::{Settings, LOGIN_HINT};
 
 mod clones;
+mod desktop;
 mod storage;
 
 /// How long to wait for a connection to the daemon: it is local or on the LAN.

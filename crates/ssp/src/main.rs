@@ -62,6 +62,9 @@ enum Command {
     /// Your persistent home volume.
     #[command(subcommand)]
     Home(cmd::home::HomeCommand),
+    /// A desktop in a container, for the portal or a VNC viewer through the SSH gateway.
+    #[command(subcommand)]
+    Desktop(cmd::desktop::DesktopCommand),
     /// Administration: backups of ssp's own state.
     #[command(subcommand)]
     Admin(cmd::admin::AdminCommand),
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
             Command::Snapshot(command) => done(cmd::snapshot::run(command, json).await),
             Command::Share(command) => done(cmd::share::run(command, json).await),
             Command::Home(command) => done(cmd::home::run(command, json).await),
+            Command::Desktop(command) => done(cmd::desktop::run(command, json).await),
             Command::Admin(command) => done(cmd::admin::run(command, json).await),
         }
     });

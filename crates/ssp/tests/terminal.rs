@@ -11,20 +11,15 @@
 //! through LXD's own `forkexec` (`session_path = "auto"`) and through LXD's exec websocket.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use futures_util::{SinkExt, StreamExt};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use ssp_testkit::e2e::{cli, create_answering, ok, root, text, EXEC_PATIENCE};
+use ssp_testkit::web::{HttpAnswer as Answer, Socket, Web};
 use ssp_testkit::{Platform, PrivateLxd};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 /// How long one step (an answer, a line of output) may take before the test calls it hung.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -33,83 +28,20 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// debian-12 containers for two platforms at once stalled past the CLI's patience).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
-
-/// Trusts exactly one certificate (the daemon's own, self-signed), as the CLI pins it.
-#[derive(Debug)]
-struct Pinned {
-    certificate: CertificateDer<'static>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() != self.certificate.as_ref() {
-            return Err(rustls::Error::General("not the daemon's certificate".into()));
-        }
-        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_name(&parsed, server_name)?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// The daemon's HTTPS side, as a page on it sees it.
-struct Web {
-    /// `127.0.0.1:PORT`: the `Host` every request carries.
-    host: String,
-    tls: Arc<rustls::ClientConfig>,
-    http: reqwest::Client,
-}
-
-/// An HTTP answer: status and body.
-type Answer = (u16, String);
-
-impl Web {
-    fn new(platform: &Platform) -> Result<Self> {
-        let https = platform.https.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        let host = https.strip_prefix("https://").context(format!("{https} is not https"))?.to_string();
-        let certificate = CertificateDer::from_pem_file(platform.cert()).context("reading the daemon's certificate")?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = Arc::new(Pinned { certificate, provider: Arc::clone(&provider) });
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
-        let http = reqwest::Client::builder().tls_backend_preconfigured(tls.clone()).no_proxy().build()?;
-        Ok(Self { host, tls: Arc::new(tls), http })
-    }
-
+/// The web terminal's calls on the daemon's HTTPS side.
+trait TerminalWeb {
     /// `POST /api/v1/containers/OWNER/NAME/terminal` with `token`.
+    async fn ticket(&self, token: &str, container: &str, session: Option<&str>) -> Result<Answer>;
+    /// A ticket and its session for `container`, waiting while the daemon says the container
+    /// is not ready for one yet (409 while its account is being set up).
+    async fn fresh_ticket(&self, token: &str, container: &str, session: Option<&str>) -> Result<(String, String)>;
+    /// The terminal's websocket for `ticket`, with the page's own `Origin`.
+    async fn attach(&self, ticket: &str) -> Result<Socket>;
+    /// The answer refusing the websocket for `ticket` with `origin`.
+    async fn refused(&self, ticket: &str, origin: Option<&str>) -> Result<Answer>;
+}
+
+impl TerminalWeb for Web {
     async fn ticket(&self, token: &str, container: &str, session: Option<&str>) -> Result<Answer> {
         let mut body = serde_json::json!({ "cols": 80, "rows": 24 });
         if let Some(session) = session {
@@ -122,8 +54,6 @@ impl Web {
         Ok((response.status().as_u16(), response.text().await?))
     }
 
-    /// A ticket and its session for `container`, waiting while the daemon says the container
-    /// is not ready for one yet (409 while its account is being set up).
     async fn fresh_ticket(&self, token: &str, container: &str, session: Option<&str>) -> Result<(String, String)> {
         let mut answer = (0, String::new());
         let deadline = std::time::Instant::now() + EXEC_PATIENCE;
@@ -142,40 +72,15 @@ impl Web {
         Ok((ticket, session))
     }
 
-    /// The websocket for `ticket`, with `origin` (none if `None`): the socket, or the answer
-    /// that refused it.
-    async fn open(&self, ticket: &str, origin: Option<&str>) -> Result<std::result::Result<Socket, Answer>> {
-        let connect = async {
-            let tcp = tokio::net::TcpStream::connect(&self.host).await?;
-            let name = ServerName::try_from("127.0.0.1")?.to_owned();
-            let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.tls)).connect(name, tcp).await?;
-            let mut request = format!("wss://{}/api/v1/terminal?ticket={ticket}", self.host).into_client_request()?;
-            if let Some(origin) = origin {
-                request.headers_mut().insert("Origin", origin.parse()?);
-            }
-            anyhow::Ok(tokio_tungstenite::client_async(request, tls).await)
-        };
-        match tokio::time::timeout(PATIENCE, connect).await.context("the websocket's handshake hung")?? {
-            Ok((socket, _)) => Ok(Ok(socket)),
-            Err(tungstenite::Error::Http(response)) => {
-                let body = response.body().as_deref().map(text).unwrap_or_default();
-                Ok(Err((response.status().as_u16(), body)))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The page's own origin.
-    fn origin(&self) -> String {
-        format!("https://{}", self.host)
-    }
-
     async fn attach(&self, ticket: &str) -> Result<Socket> {
-        self.open(ticket, Some(&self.origin())).await?.map_err(|answer| anyhow!("websocket refused: {answer:?}"))
+        let path = format!("/api/v1/terminal?ticket={ticket}");
+        self.websocket(&path, Some(&self.origin()), None)
+            .await?
+            .map_err(|answer| anyhow!("websocket refused: {answer:?}"))
     }
 
     async fn refused(&self, ticket: &str, origin: Option<&str>) -> Result<Answer> {
-        match self.open(ticket, origin).await? {
+        match self.websocket(&format!("/api/v1/terminal?ticket={ticket}"), origin, None).await? {
             Ok(_) => bail!("a websocket with origin {origin:?} was accepted"),
             Err(answer) => Ok(answer),
         }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod backups;
 pub mod clones;
 pub mod containers;
+pub mod desktop;
 pub mod events;
 pub mod gateway;
 pub mod gpus;
@@ -28,6 +29,7 @@ use utoipa::{Modify, OpenApi};
 
 use self::audit::AuditDoc;
 use self::clones::ClonesDoc;
+use self::desktop::DesktopDoc;
 use self::events::EventsDoc;
 use self::gateway::GatewayDoc;
 use self::storage::StorageDoc;
@@ -49,7 +51,7 @@ use crate::AppState;
         session::sign_in, session::show, session::sign_out, session::invite, session::show_invite,
         session::accept_invite,
     ),
-    modifiers(&BearerAuth, &StorageDoc, &ClonesDoc, &GatewayDoc, &TerminalDoc, &AuditDoc, &EventsDoc),
+    modifiers(&BearerAuth, &StorageDoc, &ClonesDoc, &GatewayDoc, &TerminalDoc, &DesktopDoc, &AuditDoc, &EventsDoc),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -106,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .merge(clones::routes())
         .merge(gateway::routes())
         .merge(terminal::routes())
+        .merge(desktop::routes())
         .merge(audit::routes())
         .merge(events::routes())
         // Last, so it wraps every route above: what a change changed goes to the live streams.

@@ -169,7 +169,12 @@ pub async fn sign_out(State(state): State<AppState>, _caller: Caller, headers: H
 
 /// Where people reach the portal: `[portal] public_url`, else the address this request came
 /// to, else this host's name (or the certificate's first name) and the API's port.
-fn portal_url(state: &AppState, uri: &Uri, headers: &HeaderMap, transport: Option<Extension<Transport>>) -> String {
+pub(crate) fn portal_url(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    transport: Option<Extension<Transport>>,
+) -> String {
     let configured = state.settings.raw.portal.public_url.trim_end_matches('/');
     if !configured.is_empty() {
         return configured.to_string();

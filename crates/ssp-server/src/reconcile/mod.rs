@@ -48,7 +48,7 @@ use crate::attachments;
 use crate::db::Db;
 use crate::gpu;
 use crate::guest::{self, Script};
-use crate::instance::{self, Attachments, Layout, TAG_ACCOUNT, TAG_ID, TAG_PLATFORM};
+use crate::instance::{self, Attachments, Layout, TAG_ACCOUNT, TAG_DESKTOP, TAG_ID, TAG_PLATFORM};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const CLEAN_STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,6 +56,9 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
 const WORK_TIMEOUT: Duration = Duration::from_secs(600);
 /// Inside work (account set-up, the GPU probe) rides out LXD's exec stalls (see `ssp-lxd`).
 const ACCOUNT_TIMEOUT: Duration = Duration::from_secs(200);
+/// Installing a desktop may download and unpack a few hundred MiB of packages (inside
+/// [`WORK_TIMEOUT`]); an image that has them (`debian-12-desktop`) takes seconds.
+const DESKTOP_TIMEOUT: Duration = Duration::from_secs(480);
 /// Steps one converge may take before it gives up for now (a plan that never settles is a
 /// bug; it must not spin).
 const MAX_STEPS: usize = 12;
@@ -748,6 +751,13 @@ impl Reconciler {
                 self.record_tag(&name, TAG_ACCOUNT, digest).await?;
                 outcome.account = true;
             }
+            Step::SetUpDesktop { digest } => {
+                self.set_up_desktop(&name, &work.row, digest.is_some()).await?;
+                match digest {
+                    Some(digest) => self.record_tag(&name, TAG_DESKTOP, digest).await?,
+                    None => self.remove_tag(&name, TAG_DESKTOP).await?,
+                }
+            }
             Step::ProbeGpus { digest, expected, replug } => {
                 if replug {
                     self.replug_gpus(&name).await?;
@@ -766,6 +776,34 @@ impl Reconciler {
         let mut put = current.value.to_put();
         put.config.insert(tag.into(), value);
         self.lxd.update_instance(name, &put, current.etag.as_deref()).await?.wait(Some(OPERATION_TIMEOUT)).await?;
+        Ok(())
+    }
+
+    /// Removes one of the tags the reconciler records (when it is there).
+    async fn remove_tag(&self, name: &str, tag: &str) -> Result<(), StepError> {
+        let current = self.lxd.instance(name).await?;
+        let mut put = current.value.to_put();
+        if put.config.remove(tag).is_some() {
+            self.lxd.update_instance(name, &put, current.etag.as_deref()).await?.wait(Some(OPERATION_TIMEOUT)).await?;
+        }
+        Ok(())
+    }
+
+    /// Installs (`enable`: packages when missing, then ssp's session service) or takes out
+    /// (`disable`: the service and its sessions; packages and files stay) the desktop inside.
+    async fn set_up_desktop(&self, name: &str, row: &Container, enable: bool) -> Result<(), StepError> {
+        let owner = row.owner.as_str();
+        let args: &[&str] = if enable { &["enable", owner] } else { &["disable"] };
+        let output = guest::run(&self.lxd, name, Script::Desktop, args, &[], DESKTOP_TIMEOUT).await?;
+        if output.exit_code != 0 {
+            let what = if enable { "installing" } else { "removing" };
+            return Err(StepError::Other(format!(
+                "{} (exit {}): {}",
+                crate::desktop::problem_prefix(what),
+                output.exit_code,
+                output.stderr_text().trim()
+            )));
+        }
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use ssp_lxd::wire::{Instance, InstancePut, InstancesPost};
 use ssp_store::{Container, ContainerPhase, ContainerSource, DesiredState};
 
-use crate::instance::{self, Attachments, Layout, TAG_ACCOUNT};
+use crate::instance::{self, Attachments, Layout, TAG_ACCOUNT, TAG_DESKTOP};
 
 /// Where a copy's source stands, as the store says (looked up only for copies).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +112,12 @@ pub enum Step {
         /// The account digest to record in `user.ssp.account` afterwards.
         digest: String,
     },
+    /// Install the desktop service inside and record `Some(digest)` in `user.ssp.desktop`,
+    /// or (`None`) remove it and the tag.
+    SetUpDesktop {
+        /// The desktop digest to record afterwards; `None`: take the desktop out.
+        digest: Option<String>,
+    },
     /// Probe inside that it sees exactly its GPUs; re-plug them first when `replug`
     /// (an earlier probe failed). Record `digest` in `user.ssp.gpu-health` on success.
     ProbeGpus {
@@ -152,6 +158,7 @@ impl Step {
             Step::Start => "start",
             Step::Stop => "stop",
             Step::SetUpAccount { .. } => "account",
+            Step::SetUpDesktop { .. } => "desktop",
             Step::ProbeGpus { .. } => "gpu-probe",
         }
     }
@@ -242,12 +249,16 @@ fn create(input: &Input<'_>) -> Step {
     }
 }
 
-/// A running instance that should run: the owner's account, then its GPUs. `extra` is
+/// A running instance that should run: the owner's account, its desktop, then its GPUs. `extra` is
 /// what is attached now (without what waits for the next start).
 fn inside(input: &Input<'_>, found: &Instance, extra: &Attachments) -> Step {
     let digest = instance::account_digest(input.row, extra);
     if found.config.get(TAG_ACCOUNT) != Some(&digest) {
         return Step::SetUpAccount { digest };
+    }
+    let desktop = instance::desktop_digest(input.row);
+    if found.config.get(TAG_DESKTOP) != desktop.as_ref() {
+        return Step::SetUpDesktop { digest: desktop };
     }
     if input.extra.gpus.is_empty() {
         return Step::Converged;
@@ -303,6 +314,7 @@ pub fn fingerprint(input: &Input<'_>) -> String {
         field(&format!("{group}={gid}"));
     }
     field(&format!("{:?}", input.extra.gpus));
+    field(if row.desktop { "desktop" } else { "no desktop" });
     match input.instance {
         Some(found) => {
             field(&found.status);
@@ -360,6 +372,7 @@ mod tests {
             phase,
             created_at: 0,
             source: ContainerSource::Image,
+            desktop: false,
         }
     }
 
@@ -641,6 +654,43 @@ mod tests {
         let mut case = Case::new(Ready, Stopped, Some("Stopped"));
         case.extra.keys.push("ssh-ed25519 BBBB".into());
         assert_eq!(case.plan(), Step::Converged);
+    }
+
+    #[test]
+    fn the_desktop_is_installed_after_the_account_and_taken_out_when_disabled() {
+        // Asked for while running: after the account, before anything else.
+        let mut case = Case::new(Ready, Running, Some("Running"));
+        case.row.desktop = true;
+        let Step::SetUpDesktop { digest: Some(digest) } = case.plan() else { panic!("{:?}", case.plan()) };
+        assert_eq!(Some(&digest), instance::desktop_digest(&case.row).as_ref());
+        // A changed account still comes first.
+        case.extra.keys.push("ssh-ed25519 BBBB".into());
+        assert!(matches!(case.plan(), Step::SetUpAccount { .. }));
+        case.extra.keys.pop();
+        // Installed: converged.
+        case.instance.as_mut().unwrap().config.insert(TAG_DESKTOP.into(), digest.clone());
+        assert_eq!(case.plan(), Step::Converged);
+        // Disabled: taken out, then converged without the tag.
+        case.row.desktop = false;
+        assert_eq!(case.plan(), Step::SetUpDesktop { digest: None });
+        case.instance.as_mut().unwrap().config.remove(TAG_DESKTOP);
+        assert_eq!(case.plan(), Step::Converged);
+        // Stopped: nothing inside is touched; it waits for the next start.
+        let mut case = Case::new(Ready, Stopped, Some("Stopped"));
+        case.row.desktop = true;
+        assert_eq!(case.plan(), Step::Converged);
+        // Another owner's session would be another service: the digest says whose it is.
+        let mut other = case.row.clone();
+        other.owner = Name::parse("bob").unwrap();
+        assert_ne!(instance::desktop_digest(&other), instance::desktop_digest(&case.row));
+        // A failed install is retried at once when the desktop is switched off meanwhile.
+        let mut off = case.row.clone();
+        off.desktop = false;
+        let (on_case, off_case) = (
+            Case { row: case.row.clone(), ..Case::new(Ready, Running, Some("Running")) },
+            Case { row: off, ..Case::new(Ready, Running, Some("Running")) },
+        );
+        assert_ne!(on_case.fingerprint(), off_case.fingerprint());
     }
 
     #[test]

@@ -573,6 +573,7 @@ mod tests {
             converged: true,
             gpus: vec![],
             gpu_health: None,
+            desktop: false,
             created_at: 0,
             ssh_host_key: None,
         }

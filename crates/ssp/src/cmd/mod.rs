@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod container;
+pub mod desktop;
 pub mod exec;
 pub mod gpu;
 pub mod home;
