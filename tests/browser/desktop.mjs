@@ -13,22 +13,22 @@
 // desktop opened again: the same session (the same terminal window) → axe-core on the desktop
 // page and on the container page (also at a phone's width, which must not scroll sideways) →
 // End session: the session is gone. Refusals: a ticket used twice, a websocket from another
-// origin. Screenshots in $SSP_SHOTS.
+// origin. Screenshots in $SSP_SCREENSHOTS.
 //
 // Environment (as portal.mjs takes it):
-//   SSP_URL        https://HOST:PORT of the daemon
-//   SSP_CERT       its certificate (PEM), trusted by its key alone; optional for plain http
-//   SSP_SHOTS      where screenshots go
-//   SSP_USER       the user's name; SSP_PASSWORD their password
-//   SSP_INVITE     optional: an invitation link for SSP_USER, accepted with SSP_PASSWORD
-//                  (without it, the sign-in form is used)
-//   SSP_OWNER      the container's owner (default SSP_USER); SSP_CONTAINER its name
-//   SSP_EXEC       a command that runs its one argument with `sh -c` inside the container as
-//                  SSP_USER (HOME set) and prints its stdout; non-zero exit on failure
+//   SSP_URL          https://HOST:PORT of the daemon
+//   SSP_CERT         its certificate (PEM), trusted by its key alone; optional for plain http
+//   SSP_SCREENSHOTS  where screenshots go (or SSP_SHOTS, as portal.mjs names it)
+//   SSP_OWNER        the container's owner, who signs in; SSP_CONTAINER its name
+//   SSP_INVITE       an invitation link for the owner: accepted with a password of the
+//                    script's own (SSP_PASSWORD, if set); or, without it,
+//   SSP_PASSWORD     the owner's password, for the sign-in form
+//   SSP_EXEC         a command that runs its one argument with a shell inside the container
+//                    as the owner (HOME set) and prints its stdout; non-zero exit on failure
 
 import { spawn } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -44,12 +44,13 @@ function env(name, fallback) {
 }
 
 const base = env('SSP_URL').replace(/\/$/, '');
-const shots = env('SSP_SHOTS');
-const user = env('SSP_USER');
-const password = env('SSP_PASSWORD');
-const owner = env('SSP_OWNER', user);
+const shots = env('SSP_SCREENSHOTS', process.env.SSP_SHOTS);
+const owner = env('SSP_OWNER');
+const user = owner;
+const password = process.env.SSP_INVITE ? (process.env.SSP_PASSWORD ?? 'a desktop in the browser') : env('SSP_PASSWORD');
 const container = env('SSP_CONTAINER');
 const helper = env('SSP_EXEC');
+mkdirSync(shots, { recursive: true });
 
 /** How long enabling may take: the desktop's packages may be installed first. */
 const READY_WITHIN_MS = 180_000;
