@@ -315,7 +315,7 @@ try {
   step(`connected; the screen is ${drawn.width}×${drawn.height} with ${drawn.colours} colours (the commonest ${(drawn.top * 100).toFixed(1)} %)`);
   const frames = await desk.evaluate(() => window.__sspDesktop?.frames ?? -1);
   if (!(frames > 0)) fail(`window.__sspDesktop.frames is ${frames} after the desktop was drawn`);
-  // The container page counts the viewer (it loads the session every 15 s).
+  // The container page counts the viewer (it loads the session every 30 s, and at once when a ticket is issued).
   await desktopSection(page).getByText(/Running, 1 viewer\b/).waitFor({ timeout: 45_000 });
   step(`${frames} framebuffer updates so far; the container page counts 1 viewer`);
 

@@ -464,8 +464,9 @@ function TerminalSection({ owner, name, running }: { owner: string; name: string
 }
 
 function DesktopSection({ owner, name, running }: { owner: string; name: string; running: boolean }) {
-  // The session's viewers, memory and idle time move without events.
-  const desktop = usePoll(() => getDesktop(owner, name), [owner, name], 15000, (change) => aboutContainer(change, owner, name));
+  // The session's viewers, memory and idle time move without events; each answer asks the
+  // container (an exec), so they are looked at every 30 s, not every 15.
+  const desktop = usePoll(() => getDesktop(owner, name), [owner, name], 30000, (change) => aboutContainer(change, owner, name));
   const [dialog, ask] = useConfirm();
   const action = useAction(() => void desktop.reload());
   const busy = action.busy !== '';
