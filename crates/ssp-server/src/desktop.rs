@@ -131,7 +131,8 @@ pub struct Desktops {
     lxd: ssp_lxd::Client,
     sockets: Arc<DesktopSockets>,
     idle_timeout: Duration,
-    tickets: Mutex<HashMap<String, Waiting>>,
+    /// By the SHA-256 of the ticket, as the terminal's: what the process holds cannot be presented.
+    tickets: Mutex<HashMap<[u8; 32], Waiting>>,
 }
 
 /// A ticket's connection, made when it was issued, waiting for the websocket.
@@ -228,18 +229,18 @@ impl Desktops {
         if tickets.len() >= MAX_TICKETS {
             return Err(ApiError::Throttled("too many desktop tickets are waiting; try again in 30 s".into(), 30));
         }
-        tickets.insert(ticket.clone(), Waiting { binding, connection, issued: now });
+        tickets.insert(crate::terminal::hash(&ticket), Waiting { binding, connection, issued: now });
         Ok(ticket)
     }
 
     /// Takes a ticket out (it works once): its binding and connection, if it was issued and
     /// is still fresh.
     pub fn redeem(&self, ticket: &str) -> Option<(Binding, DesktopConnection)> {
-        let waiting = self.lock_tickets().remove(ticket)?;
+        let waiting = self.lock_tickets().remove(&crate::terminal::hash(ticket))?;
         crate::terminal::ticket_fresh(waiting.issued, Instant::now()).then_some((waiting.binding, waiting.connection))
     }
 
-    fn lock_tickets(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiting>> {
+    fn lock_tickets(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Waiting>> {
         self.tickets.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

@@ -442,7 +442,7 @@ impl std::fmt::Debug for Terminals {
     }
 }
 
-fn hash(ticket: &str) -> [u8; 32] {
+pub(crate) fn hash(ticket: &str) -> [u8; 32] {
     Sha256::digest(ticket.as_bytes()).into()
 }
 
