@@ -27,6 +27,10 @@ const result = await build({
   chunkNames: 'chunk-[hash]',
   minify: true,
   target: ['es2020', 'chrome90', 'firefox90', 'safari15'],
+  // noVNC (the remote desktop) probes H.264 decoding with a top-level await. The browsers
+  // above all run it (Chrome and Firefox since 89, Safari since 15); only the es2020 baseline
+  // does not, and nothing else of it is relaxed.
+  supported: { 'top-level-await': true },
   jsx: 'automatic',
   jsxImportSource: 'preact',
   charset: 'utf8',
@@ -67,20 +71,46 @@ const sizes = [...wanted]
   .join(', ');
 console.log(`portal: dist/ ${sizes} (${written} file(s) changed)`);
 
-/** The licence texts of the packages whose files were bundled, by name. */
+/**
+ * The licence texts of the packages whose files were bundled, by name: each package's own
+ * licence file, the full text of its licence where it ships one apart (noVNC's LICENSE.txt
+ * only names MPL-2.0 and points at docs/LICENSE.MPL-2.0), and the licence of any code it
+ * vendors that was bundled (noVNC's vendor/pako, MIT).
+ */
 async function licenses(inputs) {
-  const names = new Set();
+  const packages = new Map();
   for (const input of inputs) {
-    const match = /(?:^|\/)node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(input);
-    if (match) names.add(match[1]);
+    const match = /(?:^|\/)node_modules\/((?:@[^/]+\/)?[^/]+)\/(.*)$/.exec(input);
+    if (!match) continue;
+    const [, name, inside] = match;
+    if (!packages.has(name)) packages.set(name, new Set());
+    packages.get(name).add(dirname(inside));
   }
+  const licenceIn = async (folder) =>
+    (await readdir(folder).catch(() => [])).filter((f) => /^licen[cs]e/i.test(f)).sort()[0];
   let text = 'The ssp portal bundles these npm packages (versions pinned in portal/package-lock.json).\n';
-  for (const name of [...names].sort()) {
+  for (const name of [...packages.keys()].sort()) {
     const folder = join(here, 'node_modules', name);
     const meta = JSON.parse(await readFile(join(folder, 'package.json'), 'utf8'));
-    const file = (await readdir(folder)).filter((f) => /^licen[cs]e/i.test(f)).sort()[0];
+    const file = await licenceIn(folder);
     const body = file ? await readFile(join(folder, file), 'utf8') : `(${meta.license ?? 'no licence file'})`;
     text += `\n${'='.repeat(72)}\n${name} ${meta.version} (${meta.license ?? 'unknown'})\n${'='.repeat(72)}\n${body.trim()}\n`;
+    const extras = [];
+    if (meta.license) extras.push(join('docs', `LICENSE.${meta.license}`));
+    // A licence file in a folder between a bundled file and the package's root (vendored code).
+    for (const inside of packages.get(name)) {
+      for (let sub = inside; sub !== '.' && sub !== ''; sub = dirname(sub)) {
+        const own = await licenceIn(join(folder, sub));
+        if (own) {
+          extras.push(join(sub, own));
+          break;
+        }
+      }
+    }
+    for (const extra of [...new Set(extras)].sort()) {
+      const more = await readFile(join(folder, extra), 'utf8').catch(() => null);
+      if (more !== null) text += `\n--- ${name}/${extra} ---\n${more.trim()}\n`;
+    }
   }
   return text;
 }

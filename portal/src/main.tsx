@@ -8,12 +8,14 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 
 import { api, ApiError, setCsrfToken, setUnauthorizedHandler } from './api';
 import { ErrorBox, Loading, PageTitle } from './components';
+import { desktopPageOf } from './desktop';
 import { href, live, navigate, useHashRoute, useLiveEvents } from './hooks';
 import { AccountPage } from './pages/Account';
 import { AuditPage } from './pages/Audit';
 import { ConnectPage } from './pages/Connect';
 import { ContainerPage } from './pages/Container';
 import { ContainersPage } from './pages/Containers';
+import { DesktopPage } from './pages/Desktop';
 import { GpusPage } from './pages/Gpus';
 import { ImagesPage } from './pages/Images';
 import { InvitePage } from './pages/Invite';
@@ -112,6 +114,15 @@ function App() {
   }
 
   const session = probe.state === 'in' ? probe.session : null;
+  const desktop = desktopPageOf(route);
+  if (session && desktop) {
+    // The remote desktop has the whole window: no header, no navigation.
+    return (
+      <SessionCtx.Provider value={{ session, setSession }}>
+        <DesktopPage owner={desktop.owner} name={desktop.name} />
+      </SessionCtx.Provider>
+    );
+  }
   return (
     <SessionCtx.Provider value={session ? { session, setSession } : null}>
       <a

@@ -129,6 +129,8 @@ export interface Container {
   gpu_health?: string;
   created_at: number;
   ssh_host_key?: string;
+  /** Whether its remote desktop is enabled (`…/desktop`). */
+  desktop: boolean;
 }
 
 export interface GpuAsk {
@@ -310,6 +312,36 @@ export interface ShareCreate {
 export interface TerminalTicket {
   ticket: string;
   session: string;
+  expires_in_secs: number;
+}
+
+export type DesktopState = 'off' | 'setting-up' | 'ready' | 'failed';
+
+/** The running desktop session of a container. */
+export interface DesktopSession {
+  viewers: number;
+  /** Bytes, where it can be read. */
+  memory: number | null;
+  /** Seconds since the last viewer left; null while someone watches. */
+  idle_secs: number | null;
+  /** Seconds until it is ended for idleness; null while someone watches. */
+  ends_in_secs: number | null;
+}
+
+/** `GET/PUT /api/v1/containers/{owner}/{name}/desktop`. */
+export interface Desktop {
+  enabled: boolean;
+  state: DesktopState;
+  problem: string | null;
+  session: DesktopSession | null;
+  idle_timeout_secs: number;
+  /** The ssh command that forwards the desktop's VNC port to this computer. */
+  ssh_forward: string;
+}
+
+/** `POST /api/v1/containers/{owner}/{name}/desktop/ticket`. */
+export interface DesktopTicket {
+  ticket: string;
   expires_in_secs: number;
 }
 

@@ -1,13 +1,15 @@
 // One container (`#/containers/OWNER/NAME`): its details (`GET /api/v1/containers/{owner}/{name}`),
-// actions, GPUs (attach and give back), the web terminal, copying it
+// actions, GPUs (attach and give back), the web terminal, its remote desktop
+// (`…/desktop`: enable, disable, open, end the session, the ssh tunnel for a VNC viewer), copying it
 // (`POST /api/v1/containers/{owner}/{name}/copy`) and publishing it as an image
 // (`POST /api/v1/images`), snapshots (`/api/v1/containers/{owner}/{name}/snapshots`: list,
 // take, restore, protect, delete) and their schedule (`…/schedule`: show, set, remove).
 import { useEffect, useRef, useState } from 'preact/hooks';
 
 import { api, ApiError, path } from '../api';
-import { ErrorBox, Field, Loading, Notice, PageTitle, StateBadge, TableWrap, TextField, useConfirm } from '../components';
+import { CodeBlock, ErrorBox, Field, Loading, Notice, PageTitle, StateBadge, TableWrap, TextField, useConfirm } from '../components';
 import { containerPath, useContainerActions } from '../containerActions';
+import { canOpen, desktopHref, desktopStateText, endDesktopSession, forwardedPort, getDesktop, sessionText, setDesktop } from '../desktop';
 import { ago, bytes, dateTime, span, timeLeft } from '../format';
 import { aboutContainer, href, navigate, useAction, useNow, usePoll } from '../hooks';
 import { useSession } from '../session';
@@ -123,6 +125,8 @@ export function ContainerPage({ owner, name }: { owner: string; name: string }) 
       }} />
 
       <TerminalSection owner={owner} name={name} running={running} />
+
+      <DesktopSection owner={owner} name={name} running={running} />
 
       <CopySection container={c} admin={session.role === 'admin'} />
 
@@ -455,6 +459,102 @@ function TerminalSection({ owner, name, running }: { owner: string; name: string
           <ErrorBox error={loadError} />
         </>
       )}
+    </section>
+  );
+}
+
+function DesktopSection({ owner, name, running }: { owner: string; name: string; running: boolean }) {
+  // The session's viewers, memory and idle time move without events; each answer asks the
+  // container (an exec), so they are looked at every 30 s, not every 15.
+  const desktop = usePoll(() => getDesktop(owner, name), [owner, name], 30000, (change) => aboutContainer(change, owner, name));
+  const [dialog, ask] = useConfirm();
+  const action = useAction(() => void desktop.reload());
+  const busy = action.busy !== '';
+  const d = desktop.data;
+
+  const enable = () => action.run('enable', () => setDesktop(owner, name, true), 'The desktop is being set up.');
+
+  const disable = async () => {
+    const yes = await ask({
+      title: `Disable the desktop of ${name}?`,
+      body: <p>This stops its desktop sessions; installed packages and your files stay.</p>,
+      confirm: 'Disable desktop',
+      danger: true,
+    });
+    if (yes) await action.run('disable', () => setDesktop(owner, name, false), 'The desktop is off.');
+  };
+
+  const end = async () => {
+    const yes = await ask({
+      title: `End the desktop session in ${name}?`,
+      body: <p>The desktop logs out and its programs are closed; unsaved work in them is lost. Your files stay.</p>,
+      confirm: 'End session',
+      danger: true,
+    });
+    if (yes) await action.run('end', () => endDesktopSession(owner, name), 'The desktop session ended.');
+  };
+
+  return (
+    <section aria-labelledby="desktop-title">
+      {dialog}
+      <h2 id="desktop-title">Desktop</h2>
+      <ErrorBox error={desktop.error} title="The desktop could not be read" />
+      {desktop.loading ? (
+        <Loading what="the desktop" />
+      ) : d ? (
+        <>
+          <dl class="details">
+            <dt>State</dt>
+            <dd class={d.state === 'failed' ? 'problem-text' : undefined} data-desktop={d.state}>
+              {desktopStateText(d)}
+            </dd>
+            {d.enabled ? (
+              <>
+                <dt>Session</dt>
+                <dd>{sessionText(d.session, d.idle_timeout_secs)}</dd>
+              </>
+            ) : null}
+          </dl>
+          <div class="row-actions section-actions">
+            {d.enabled ? (
+              <>
+                {canOpen(d, running) ? (
+                  <a class="button primary" href={desktopHref(owner, name)} target="_blank" rel="noopener">
+                    Open desktop
+                  </a>
+                ) : null}
+                {d.session ? (
+                  <button type="button" class="danger" disabled={busy} onClick={end}>
+                    End session
+                  </button>
+                ) : null}
+                <button type="button" disabled={busy} onClick={disable}>
+                  Disable desktop
+                </button>
+              </>
+            ) : (
+              <>
+                <button type="button" class="primary" disabled={busy} onClick={enable}>
+                  Enable desktop
+                </button>
+                <span class="muted">A graphical desktop in {name}, in your browser or a VNC viewer.</span>
+              </>
+            )}
+          </div>
+          {d.enabled && !running ? <p class="muted">The desktop opens once the container runs.</p> : null}
+          <ErrorBox error={action.error} />
+          {action.notice ? <Notice kind="ok">{action.notice}</Notice> : null}
+          {d.enabled ? (
+            <>
+              <p>Or from a VNC viewer on your computer, through the SSH gateway:</p>
+              <CodeBlock label="SSH tunnel command" text={d.ssh_forward} />
+              <p class="muted">
+                then point a VNC viewer such as TigerVNC or Remmina at <code>localhost:{forwardedPort(d.ssh_forward)}</code>.
+              </p>
+            </>
+          ) : null}
+        </>
+      ) : null}
     </section>
   );
 }
