@@ -142,10 +142,11 @@ async fn scenario(platform: &Platform, lxd: &'static PrivateLxd) -> Result<()> {
     let desktop = Desktop { web: &web };
     create_answering(platform, &alice, "dev").await?;
     let instance = platform
-        .lxd_containers(lxd)
+        .lxd_instances(lxd)
         .await?
         .into_iter()
-        .find(|name| name.ends_with("dev"))
+        .map(|i| i.name)
+        .find(|name| name.starts_with("alice-dev-"))
         .context("alice's container in LXD")?;
 
     // Off until asked for; a ticket says what to do.
@@ -345,13 +346,18 @@ async fn in_the_browser(platform: &Platform, lxd: &PrivateLxd, instance: &str) -
     let link = ok(root(platform, &["user", "invite", "alice"]).await?, "user invite")?;
     let (_, token) = link.trim().split_once("/#/invite/").context("an invitation link")?;
     let https = platform.https.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    let exec = tempfile::NamedTempFile::new()?;
+    // Written and closed before it runs (a file still open for writing cannot be executed).
+    let dir = tempfile::tempdir()?;
+    let exec = dir.path().join("exec-in");
     std::fs::write(
-        exec.path(),
-        format!("#!/bin/sh\nexec env LXD_DIR={} lxc exec {instance} -- su - alice -c \"$1\"\n", lxd.dir().display()),
+        &exec,
+        format!(
+            "#!/bin/sh\nexec env LXD_DIR={} lxc exec {instance} -- su - alice -c \"$1\"\n",
+            lxd.dir().display()
+        ),
     )?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(exec.path(), std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(&exec, std::fs::Permissions::from_mode(0o755))?;
     let mut node = tokio::process::Command::new("node");
     node.arg(repo().join("tests/browser/desktop.mjs"))
         .env("SSP_URL", &https)
@@ -359,7 +365,7 @@ async fn in_the_browser(platform: &Platform, lxd: &PrivateLxd, instance: &str) -
         .env("SSP_CERT", platform.cert())
         .env("SSP_OWNER", "alice")
         .env("SSP_CONTAINER", "dev")
-        .env("SSP_EXEC", exec.path())
+        .env("SSP_EXEC", &exec)
         .env("SSP_SCREENSHOTS", repo().join("target/portal-screenshots"))
         .current_dir(repo().join("tests/browser"))
         .kill_on_drop(true)
