@@ -351,10 +351,7 @@ async fn in_the_browser(platform: &Platform, lxd: &PrivateLxd, instance: &str) -
     let exec = dir.path().join("exec-in");
     std::fs::write(
         &exec,
-        format!(
-            "#!/bin/sh\nexec env LXD_DIR={} lxc exec {instance} -- su - alice -c \"$1\"\n",
-            lxd.dir().display()
-        ),
+        format!("#!/bin/sh\nexec env LXD_DIR={} lxc exec {instance} -- su - alice -c \"$1\"\n", lxd.dir().display()),
     )?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&exec, std::fs::Permissions::from_mode(0o755))?;
