@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream;
 
-use crate::devices::{proxy, set_device, LiveDevices, DEVICE_PREFIX};
+use crate::devices::{connect_once_listening, proxy, set_device, LiveDevices, DEVICE_PREFIX};
 use crate::rfb;
 
 /// The prefix of a desktop's device name; the user's name follows.
@@ -206,15 +206,7 @@ impl DesktopSockets {
         set_device(&self.lxd, &self.live, instance, &device, None).await?;
         set_device(&self.lxd, &self.live, instance, &device, Some(&config)).await?;
         entry.present.store(true, Ordering::Release);
-        let mut last = String::new();
-        for _ in 0..50 {
-            match UnixStream::connect(&entry.path).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(40)).await;
-        }
-        Err(format!("connecting to {}: {last}", entry.path.display()))
+        connect_once_listening(&entry.path).await
     }
 
     /// Forgets `user`'s session in `instance` (it ended): removes its device and socket.

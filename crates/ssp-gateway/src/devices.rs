@@ -129,6 +129,20 @@ async fn write_directly(
     Err(last)
 }
 
+/// Connects to the host socket of a proxy device LXD has just added: LXD answers once
+/// `forkproxy` runs, and its socket may take a moment more (up to 2 s).
+pub(crate) async fn connect_once_listening(path: &std::path::Path) -> Result<tokio::net::UnixStream, String> {
+    let mut last = String::new();
+    for _ in 0..50 {
+        match tokio::net::UnixStream::connect(path).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    Err(format!("connecting to {}: {last}", path.display()))
+}
+
 /// A proxy device's config from its pairs.
 pub(crate) fn proxy(pairs: &[(&str, String)]) -> ConfigMap {
     let mut config: ConfigMap = pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();

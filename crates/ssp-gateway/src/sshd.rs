@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream;
 
-use crate::devices::{proxy, set_device, LiveDevices, DEVICE_PREFIX};
+use crate::devices::{connect_once_listening, proxy, set_device, LiveDevices, DEVICE_PREFIX};
 
 /// The device's name in every container that has one.
 pub(crate) const DEVICE: &str = "gateway-sshd";
@@ -147,16 +147,7 @@ impl SshdSockets {
         set_device(&self.lxd, &self.live, instance, DEVICE, None).await?;
         set_device(&self.lxd, &self.live, instance, DEVICE, Some(&config)).await?;
         entry.present.store(true, Ordering::Release);
-        // LXD answers once forkproxy runs; its socket may take a moment more.
-        let mut last = String::new();
-        for _ in 0..50 {
-            match UnixStream::connect(&entry.path).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(40)).await;
-        }
-        Err(format!("connecting to {}: {last}", entry.path.display()))
+        connect_once_listening(&entry.path).await
     }
 
     /// Removes the devices no jump has used for the linger time, until the task is dropped.
