@@ -319,12 +319,10 @@ try {
   await desktopSection(page).getByText(/Running, 1 viewer\b/).waitFor({ timeout: 45_000 });
   step(`${frames} framebuffer updates so far; the container page counts 1 viewer`);
 
-  // The desktop's X display: the session says which (`:N`).
-  const displayFile = (await execIn(`cat /run/ssp-desktop/${user}/display`, { check: false })).trim();
-  // TODO(desktop): drop the fallback once /run/ssp-desktop/USER/display is always written;
-  // the session script runs Xvnc on the user's uid as display number.
-  const display = `:${(displayFile || (await execIn('id -u')).trim()).replace(/^:/, '')}`;
-  step(`the desktop is X display ${display}${displayFile ? '' : ' (from the uid: no display file)'}`);
+  // The desktop's X display, as the session wrote it (`:N`).
+  const display = (await execIn(`cat /run/ssp-desktop/${user}/display`)).trim();
+  if (!/^:\d+$/.test(display)) fail(`/run/ssp-desktop/${user}/display says ${JSON.stringify(display)}`);
+  step(`the desktop is X display ${display}`);
 
   // A terminal on the desktop (bash without rc files, so no prompt retitles its window).
   await execIn(
