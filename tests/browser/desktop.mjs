@@ -4,8 +4,8 @@
 // shell command inside the container as that user).
 //
 // The user signs in → the container page → Enable desktop → "ready" (packages installed, up
-// to 3 min) → Open desktop (a new tab) → connected, and the framebuffer is drawn (≥ 8
-// colours, none over 95 %: the XFCE panel is there) → a terminal started on the desktop
+// to 3 min) → Open desktop (a new tab) → connected, and the framebuffer is drawn (≥ 64
+// colours, none over 99 %: the XFCE panel and icons are drawn, not one flat colour) → a terminal started on the desktop
 // (`xfce4-terminal --title ssp-typing`, found with xdotool) gets a click and typed keys, and
 // the command typed there writes ~/typed.txt → the clipboard both ways (the panel's text is
 // pasted in that terminal with Ctrl+Shift+V; a word double-clicked there appears in the panel)
@@ -305,10 +305,10 @@ try {
   // Open it: a new tab, connected, the XFCE desktop drawn.
   let desk = await openDesktop(page);
   const drawn = await until(
-    'a drawn desktop (≥ 8 colours, none over 95 %)',
+    'a drawn desktop (≥ 64 colours, none over 99 %)',
     async () => {
       const seen = await canvasColours(desk);
-      return seen && seen.colours >= 8 && seen.top <= 0.95 ? seen : null;
+      return seen && seen.colours >= 64 && seen.top <= 0.99 ? seen : null;
     },
     60_000,
   );

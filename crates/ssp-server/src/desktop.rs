@@ -118,7 +118,7 @@ impl From<OpenError> for ApiError {
     fn from(e: OpenError) -> Self {
         match e {
             OpenError::NotEnabled => ApiError::Conflict(
-                "the desktop is not set up in this container yet (enable it: ssp desktop enable NAME)".into(),
+                "the desktop is not set up in this container yet (enable it with the container page's Enable desktop, or: ssp desktop enable NAME)".into(),
             ),
             OpenError::Failed(why) => ApiError::Unavailable(format!("the desktop could not be opened: {why}")),
         }
@@ -269,7 +269,7 @@ pub fn openable(row: &Container) -> Result<(), ApiError> {
     crate::terminal::runnable(row)?;
     if !row.desktop {
         return Err(ApiError::Conflict(format!(
-            "container {}/{} offers no desktop; enable it first: ssp desktop enable {}",
+            "container {}/{} offers no desktop; enable it first (the container page's Enable desktop, or: ssp desktop enable {})",
             row.owner, row.name, row.name
         )));
     }

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -292,22 +292,27 @@ async fn relay(socket: WebSocket, connection: ssp_gateway::desktop::DesktopConne
     let down = async {
         let mut buffer = vec![0u8; CHUNK];
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING, PING);
-        loop {
+        let session_ended = loop {
             tokio::select! {
                 read = from_session.read(&mut buffer) => match read {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) | Err(_) => break true,
                     Ok(n) => {
                         if sink.send(Message::Binary(Bytes::copy_from_slice(&buffer[..n]))).await.is_err() {
-                            break;
+                            break false;
                         }
                     }
                 },
                 _ = ping.tick() => {
                     if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                        break;
+                        break false;
                     }
                 }
             }
+        };
+        if session_ended {
+            // Said to the page, which tells the user (the terminal's code for "ssp ended it").
+            let close = CloseFrame { code: crate::terminal::ENDED, reason: "the desktop session ended".into() };
+            let _ = sink.send(Message::Close(Some(close))).await;
         }
         let _ = sink.close().await;
     };
