@@ -29,13 +29,12 @@
 import { spawn } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const require = createRequire(import.meta.url);
+import { auditor } from './axe.mjs';
+
 // Injected through the DevTools protocol, which the page's CSP (no inline scripts) does not govern.
-const AXE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 
 function env(name, fallback) {
   const value = process.env[name] ?? fallback;
@@ -119,18 +118,7 @@ context.on('page', (page) => {
   page.on('pageerror', (error) => pageErrors.push(String(error)));
 });
 
-/** axe-core on the page as it is: no serious or critical violation; then a screenshot. */
-async function audit(page, name) {
-  await page.evaluate(AXE);
-  const result = await page.evaluate(() => globalThis.axe.run(document, { resultTypes: ['violations'] }));
-  const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  if (bad.length > 0) {
-    const lines = bad.map((v) => `${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`);
-    fail(`axe on ${name}:\n${lines.join('\n')}`);
-  }
-  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
-  step(`${name}: axe clean (${result.violations.length} minor), screenshot ${name}.png`);
-}
+const audit = auditor({ shots, step, fail });
 
 async function signIn(page) {
   if (process.env.SSP_INVITE) {

@@ -20,13 +20,12 @@
 
 import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const require = createRequire(import.meta.url);
+import { auditor } from './axe.mjs';
+
 // Injected through the DevTools protocol, which the page's CSP (no inline scripts) does not govern.
-const AXE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 
 function env(name) {
   const value = process.env[name];
@@ -85,18 +84,7 @@ async function newPage() {
   return page;
 }
 
-/** axe-core on the page as it is: no serious or critical violation; then a screenshot. */
-async function audit(page, name) {
-  await page.evaluate(AXE);
-  const result = await page.evaluate(() => globalThis.axe.run(document, { resultTypes: ['violations'] }));
-  const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  if (bad.length > 0) {
-    const lines = bad.map((v) => `${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`);
-    fail(`axe on ${name}:\n${lines.join('\n')}`);
-  }
-  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
-  step(`${name}: axe clean (${result.violations.length} minor), screenshot ${name}.png`);
-}
+const audit = auditor({ shots, step, fail });
 
 /** The text the terminal shows (xterm's rows). */
 async function terminalText(page) {

@@ -12,7 +12,8 @@
 //! - `ssh -L PORT:desktop:5901` through the gateway gives a native viewer the same desktop;
 //! - the browser: Debian's chromium opens it in the portal (`tests/browser/desktop.mjs`);
 //! - the session survives its viewers, is ended by `ssp desktop end` or after the idle time,
-//!   and `ssp desktop disable` takes the service out and leaves the user's files.
+//!   and `ssp desktop disable` takes the service out and leaves the user's files;
+//! - a busybox container (no systemd) fails to get one with what to do instead.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -129,6 +130,7 @@ fn inside(lxd: &PrivateLxd, instance: &str, script: &str) -> Result<String> {
 
 async fn desktop_end_to_end(lxd: &'static PrivateLxd) -> Result<()> {
     let config = format!("[gateway]\nlisten = \"127.0.0.1:0\"\n\n[desktop]\nidle_timeout_secs = {IDLE_SECS}\n");
+    lxd.ensure_image("busybox").await?;
     let platform =
         Platform::start_async_with(PathBuf::from(env!("CARGO_BIN_EXE_ssp")), lxd, "debian-12-desktop", &config).await?;
     scenario(&platform, lxd).await.map_err(|e| platform.explain(e))
@@ -237,6 +239,17 @@ async fn scenario(platform: &Platform, lxd: &'static PrivateLxd) -> Result<()> {
     let waited = left.elapsed().as_secs();
     ensure!(waited + 2 >= IDLE_SECS, "ended after {waited} s, before the idle time of {IDLE_SECS} s");
     ensure!(platform.log().contains("nobody watched it"), "no log line for the idle end");
+
+    // An image that cannot have one (busybox: no systemd) fails with what to do, and the
+    // container itself is left as it was.
+    ok(cli(platform, &alice, &["container", "create", "box", "--image", "busybox"]).await?, "create box")?;
+    let refused = cli(platform, &alice, &["desktop", "enable", "box"]).await?;
+    let said = text(&refused.stderr);
+    ensure!(!refused.status.success() && said.contains("debian-12-desktop"), "enable on busybox: {said}");
+    let (_, state) = desktop.state(&alice_token, "alice/box").await?;
+    ensure!(state["state"] == "failed" && state["problem"].as_str().is_some_and(|p| p.contains("systemd")), "{state}");
+    ok(cli(platform, &alice, &["desktop", "disable", "box"]).await?, "disable on box")?;
+    ok(cli(platform, &alice, &["exec", "box", "--", "true"]).await?, "box still answers")?;
 
     // Disabled: the service goes, the user's files stay, and a ticket is refused again.
     ok(cli(platform, &alice, &["exec", "dev", "--", "sh", "-c", "echo mine > ~/kept.txt"]).await?, "a file")?;
