@@ -264,6 +264,33 @@ impl Desktops {
     }
 }
 
+/// Notes the desktop sessions that already run (started before this daemon, which knew
+/// their viewers), so that their idle time counts from now and the sweep ends them in time.
+pub async fn adopt_running(desktops: Arc<Desktops>, db: crate::db::Db) {
+    // After LXD's first answers: the reconciler's first pass goes first.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rows = match db.run(|store| store.all_containers()).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!("desktop: looking for running sessions: {e}");
+            return;
+        }
+    };
+    for row in rows.into_iter().filter(|row| row.desktop && crate::terminal::runnable(row).is_ok()) {
+        let instance = crate::instance::lxd_name(&row);
+        match desktops.session(&instance, row.owner.as_str()).await {
+            Ok(Some(_)) => tracing::info!(
+                "desktop: {}'s session in {}/{} runs; its idle time counts from now",
+                row.owner,
+                row.owner,
+                row.name
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("desktop: the session of {}/{}: {e}", row.owner, row.name),
+        }
+    }
+}
+
 /// Whether `row` may have a session opened now: ready, meant to run, and offering a desktop.
 pub fn openable(row: &Container) -> Result<(), ApiError> {
     crate::terminal::runnable(row)?;

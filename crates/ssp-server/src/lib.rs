@@ -241,6 +241,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let terminals = terminal::Terminals::new(db.clone(), lxd.clone(), terminal_attach, terminal::GRACE);
     let settings = Arc::new(settings);
     let (state_db, state_lxd) = (db.clone(), lxd.clone());
+    let db_for_desktops = db.clone();
     let state = AppState {
         db,
         lxd,
@@ -305,6 +306,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     tokio::spawn(terminals.watch());
     tokio::spawn(desktops.sockets().reap());
     tokio::spawn(Arc::clone(&desktops).sweep());
+    tokio::spawn(desktop::adopt_running(Arc::clone(&desktops), db_for_desktops));
     tokio::spawn(departures::watch(departures_state));
     tokio::spawn(reconciler.run(Duration::from_secs(settings.raw.reconcile.interval_secs)));
     tokio::spawn(accept_unix(unix, router.clone()));

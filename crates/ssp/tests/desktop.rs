@@ -225,20 +225,31 @@ async fn scenario(platform: &Platform, lxd: &'static PrivateLxd) -> Result<()> {
     let (_, state) = desktop.state(&alice_token, "alice/dev").await?;
     ensure!(state["session"].is_null(), "a session after `desktop end`: {state}");
 
-    // Nobody watching for the idle time: ssp ends the session.
+    // Nobody watching for the idle time: ssp ends the session — even one it finds running
+    // after a restart of the daemon (which forgot its viewers): checked inside, without asking
+    // the API, which would note the session itself.
     let ticket = desktop.fresh_ticket(&alice_token, "alice/dev").await?;
     let socket = desktop.socket(&ticket, Some(&web.origin())).await?.map_err(|a| anyhow!("refused: {a:?}"))?;
     let (ws, _) = viewer_over_websocket(socket).await?;
     drop(ws);
+    platform.restart()?;
     let left = Instant::now();
+    let active = || inside(lxd, &instance, "systemctl is-active ssp-desktop@alice || true");
+    ensure!(active()?.trim() == "active", "the session did not outlive the daemon");
     eventually("the idle session to end", Duration::from_secs(IDLE_SECS * 4), || async {
-        let (_, state) = desktop.state(&alice_token, "alice/dev").await?;
-        Ok(state["session"].is_null())
+        Ok(active()?.trim() != "active")
     })
     .await?;
     let waited = left.elapsed().as_secs();
     ensure!(waited + 2 >= IDLE_SECS, "ended after {waited} s, before the idle time of {IDLE_SECS} s");
     ensure!(platform.log().contains("nobody watched it"), "no log line for the idle end");
+    // The restarted daemon listens on another port: the page and alice's CLI follow it.
+    let web = Web::new(platform)?;
+    let desktop = Desktop { web: &web };
+    let https = platform.https.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let cert = platform.cert();
+    let login = ["login", &https, "--token", &alice_token, "--ca", cert.to_str().context("path")?];
+    ok(cli(platform, &alice, &login).await?, "login again")?;
 
     // An image that cannot have one (busybox: no systemd) fails with what to do, and the
     // container itself is left as it was.
