@@ -5,10 +5,22 @@ import { useState } from 'preact/hooks';
 
 import { api, path } from './api';
 import { ErrorBox, Notice, useConfirm } from './components';
+import type { Question } from './components';
 import type { Container } from './types';
 
 export function containerPath(container: { owner: string; name: string }): string {
   return `/containers/${path(container.owner, container.name)}`;
+}
+
+/** The question before ending the desktop session in container `name` (asked on its page and
+ * on the desktop's own). */
+export function endSessionQuestion(name: string): Question {
+  return {
+    title: `End the desktop session in ${name}?`,
+    body: <p>The desktop logs out and its programs are closed; unsaved work in them is lost. Your files stay.</p>,
+    confirm: 'End session',
+    danger: true,
+  };
 }
 
 export interface ContainerActions {

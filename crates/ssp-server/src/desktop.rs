@@ -36,9 +36,12 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most tickets waiting to be presented at once (each lives 30 s).
 const MAX_TICKETS: usize = 1024;
 
-/// How a failed install or removal is reported (the container's problem starts with it).
+/// What marks a container's problem as the desktop's (its install or removal failed).
+const PROBLEM_MARK: &str = "the desktop failed";
+
+/// How a failed install or removal is reported (`installing`/`removing` + [`PROBLEM_MARK`]).
 pub fn problem_prefix(what: &str) -> String {
-    format!("{what} the desktop failed")
+    format!("{what} {PROBLEM_MARK}")
 }
 
 /// How a container's desktop stands, from what is stored and what LXD shows: whether it is
@@ -51,7 +54,7 @@ pub fn state_of(
     problem: Option<&str>,
 ) -> (ssp_api::DesktopState, Option<String>) {
     use ssp_api::DesktopState::*;
-    let desktop_problem = problem.filter(|p| p.contains(&problem_prefix("")[1..])).map(str::to_string);
+    let desktop_problem = problem.filter(|p| p.contains(PROBLEM_MARK)).map(str::to_string);
     match (enabled, recorded) {
         (false, None) => (Off, None),
         (false, Some(_)) => (SettingUp, None),

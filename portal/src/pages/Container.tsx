@@ -8,7 +8,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 
 import { api, ApiError, path } from '../api';
 import { CodeBlock, ErrorBox, Field, Loading, Notice, PageTitle, StateBadge, TableWrap, TextField, useConfirm } from '../components';
-import { containerPath, useContainerActions } from '../containerActions';
+import { containerPath, endSessionQuestion, useContainerActions } from '../containerActions';
 import { canOpen, desktopHref, desktopStateText, endDesktopSession, forwardedPort, getDesktop, sessionText, setDesktop } from '../desktop';
 import { ago, bytes, dateTime, span, timeLeft } from '../format';
 import { aboutContainer, href, navigate, useAction, useNow, usePoll } from '../hooks';
@@ -485,12 +485,7 @@ function DesktopSection({ owner, name, running }: { owner: string; name: string;
   };
 
   const end = async () => {
-    const yes = await ask({
-      title: `End the desktop session in ${name}?`,
-      body: <p>The desktop logs out and its programs are closed; unsaved work in them is lost. Your files stay.</p>,
-      confirm: 'End session',
-      danger: true,
-    });
+    const yes = await ask(endSessionQuestion(name));
     if (yes) await action.run('end', () => endDesktopSession(owner, name), 'The desktop session ended.');
   };
 

@@ -9,6 +9,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 
 import { messageOf } from '../api';
+import { endSessionQuestion } from '../containerActions';
 import { ErrorBox, Field, PageTitle, useConfirm } from '../components';
 import { endDesktopSession } from '../desktop';
 import type { DesktopConnection, DesktopStatus } from '../desktopConnection';
@@ -87,12 +88,7 @@ export function DesktopPage({ owner, name }: { owner: string; name: string }) {
   };
 
   const endSession = async () => {
-    const yes = await ask({
-      title: `End the desktop session in ${label}?`,
-      body: <p>The desktop logs out and its programs are closed; unsaved work in them is lost. Your files stay.</p>,
-      confirm: 'End session',
-      danger: true,
-    });
+    const yes = await ask(endSessionQuestion(label));
     if (!yes) return;
     await action.run(
       'end',

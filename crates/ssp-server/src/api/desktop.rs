@@ -145,7 +145,7 @@ pub async fn change(
     Path((owner, name)): Path<(String, String)>,
     ApiJson(request): ApiJson<api::DesktopChange>,
 ) -> ApiResult<Json<api::Desktop>> {
-    let row = visible(&state, &caller, &owner, &name).await?;
+    let mut row = visible(&state, &caller, &owner, &name).await?;
     if row.desktop != request.enabled {
         let actor = caller.name.clone();
         let (o, n) = (row.owner.to_string(), row.name.to_string());
@@ -155,8 +155,8 @@ pub async fn change(
             state.desktops.forget(&crate::instance::lxd_name(&row), row.owner.as_str()).await;
         }
         state.reconciler.wake();
+        row.desktop = request.enabled;
     }
-    let row = visible(&state, &caller, &owner, &name).await?;
     Ok(Json(view(&state, &row, &uri, &headers, transport).await?))
 }
 
